@@ -1,0 +1,188 @@
+//! The backend interface: every op of the trainer, forward and backward, behind one trait that
+//! the CPU reference backend ([`cpu::CpuBackend`]) and the WGSL backend ([`gpu::GpuBackend`])
+//! both implement, so one test body checks every op on both.
+//!
+//! Conventions (the same on every backend):
+//! - A [`Backend::Buffer`] is a flat array of 32-bit words that lives on the backend's device.
+//!   Most hold `f32`; labels, permutations and packed `u8` images hold `u32`.
+//! - Tensors are dense, row-major, N,C,H,W for images. Shapes travel in the named parameter
+//!   structs of [`params`], never as rows of positional integers; every op checks the lengths of
+//!   the buffers it is given against its parameters and returns [`Error::Shape`] on a mismatch.
+//! - Outputs are overwritten, never accumulated, except where an op says so (`loss_sum` and
+//!   `correct` are running accumulators, read at log intervals).
+//! - Ops may be recorded and run later (the GPU backend records a whole step into one command
+//!   encoder); [`Backend::flush`] submits what was recorded, and the `read_*` methods flush and
+//!   wait. Writes through `write_*` are ordered after every op recorded before them.
+
+pub mod cpu;
+pub mod gpu;
+pub mod params;
+
+pub use params::*;
+
+use crate::{Error, Result};
+
+/// One implementation of every op the trainer needs. See the module docs for conventions.
+pub trait Backend {
+    /// A device buffer of 32-bit words.
+    type Buffer;
+
+    /// A short human description: "cpu (2 threads)" or "NVIDIA H200 (Vulkan)".
+    fn describe(&self) -> String;
+
+    // ---- memory -------------------------------------------------------------------------
+
+    /// A zero-filled buffer of `len` words. `label` names it in GPU error messages.
+    fn zeros(&self, len: usize, label: &str) -> Result<Self::Buffer>;
+    fn upload_f32(&self, data: &[f32], label: &str) -> Result<Self::Buffer>;
+    fn upload_u32(&self, data: &[u32], label: &str) -> Result<Self::Buffer>;
+    /// Overwrites the whole buffer (`data.len()` must equal its length).
+    fn write_f32(&self, buf: &mut Self::Buffer, data: &[f32]) -> Result<()>;
+    fn write_u32(&self, buf: &mut Self::Buffer, data: &[u32]) -> Result<()>;
+    /// Sets every word of the buffer to zero (recorded like an op).
+    fn fill_zero(&self, buf: &mut Self::Buffer) -> Result<()>;
+    /// Flushes pending work, waits for it and returns the buffer's contents.
+    fn read_f32(&self, buf: &Self::Buffer) -> Result<Vec<f32>>;
+    fn read_u32(&self, buf: &Self::Buffer) -> Result<Vec<u32>>;
+    /// Length in words.
+    fn len(&self, buf: &Self::Buffer) -> usize;
+    /// Submits the work recorded so far without waiting for it (a no-op on the CPU).
+    fn flush(&self) -> Result<()>;
+
+    // ---- data ---------------------------------------------------------------------------
+
+    /// Gathers `p.batch` images and labels from a resident dataset through a permutation:
+    /// sample `i` of the batch is dataset item `perm[p.offset + i]`. `images` holds the dataset's
+    /// `u8` pixels packed four to a little-endian `u32` word (image `j` pixel `q` is byte
+    /// `j * p.image_len + q`); `x[i, q] = (pixel / 255 − 0.5) / 0.5`, computed in that order in
+    /// f32 as torchvision's ToTensor + Normalize do; `y[i] = labels[perm[p.offset + i]]`.
+    fn gather_batch(
+        &self,
+        p: &Gather,
+        images: &Self::Buffer,
+        labels: &Self::Buffer,
+        perm: &Self::Buffer,
+        x: &mut Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    // ---- convolution --------------------------------------------------------------------
+
+    /// `out[n,co,oh,ow] = bias[co] + Σ_{ci,kh,kw} w[co,ci,kh,kw] · x[n,ci,oh·s−pad+kh,ow·s−pad+kw]`
+    /// (zero outside the input). x: [N,Cin,H,W], w: [Cout,Cin,KH,KW], bias: [Cout],
+    /// out: [N,Cout,OH,OW].
+    fn conv2d_forward(
+        &self,
+        p: &Conv2d,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        bias: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// dx = ∂L/∂x given dout = ∂L/∂out. dout: [N,Cout,OH,OW], w: [Cout,Cin,KH,KW], dx: [N,Cin,H,W].
+    fn conv2d_backward_input(
+        &self,
+        p: &Conv2d,
+        dout: &Self::Buffer,
+        w: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// dw = ∂L/∂w. x: [N,Cin,H,W], dout: [N,Cout,OH,OW], dw: [Cout,Cin,KH,KW].
+    fn conv2d_backward_weight(
+        &self,
+        p: &Conv2d,
+        x: &Self::Buffer,
+        dout: &Self::Buffer,
+        dw: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// dbias[co] = Σ_{n,oh,ow} dout[n,co,oh,ow].
+    fn conv2d_backward_bias(&self, p: &Conv2d, dout: &Self::Buffer, dbias: &mut Self::Buffer)
+        -> Result<()>;
+
+    // ---- pooling ------------------------------------------------------------------------
+
+    /// Max over each window; x: [N,C,H,W], out: [N,C,OH,OW].
+    fn maxpool2d_forward(&self, p: &Pool2d, x: &Self::Buffer, out: &mut Self::Buffer)
+        -> Result<()>;
+    /// Sends each dout element to its window's arg-max in `x` (the first maximum in row-major
+    /// window order on ties, as PyTorch does); contributions of overlapping windows add up.
+    fn maxpool2d_backward(
+        &self,
+        p: &Pool2d,
+        x: &Self::Buffer,
+        dout: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// Mean over each window.
+    fn avgpool2d_forward(&self, p: &Pool2d, x: &Self::Buffer, out: &mut Self::Buffer)
+        -> Result<()>;
+    /// Spreads each dout element evenly over its window; overlapping windows add up.
+    fn avgpool2d_backward(&self, p: &Pool2d, dout: &Self::Buffer, dx: &mut Self::Buffer)
+        -> Result<()>;
+
+    // ---- element-wise -------------------------------------------------------------------
+
+    /// y = max(x, 0) over `len` elements.
+    fn relu_forward(&self, len: usize, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    /// dx = dy where y > 0, else 0 (y is the forward output).
+    fn relu_backward(
+        &self,
+        len: usize,
+        y: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    // ---- dense --------------------------------------------------------------------------
+
+    /// c[m,n] = Σ_k op(a)[m,k] · op(b)[k,n]; a is stored [m,k] or, with `trans_a`, [k,m];
+    /// b is stored [k,n] or, with `trans_b`, [n,k].
+    fn matmul(&self, p: &Matmul, a: &Self::Buffer, b: &Self::Buffer, c: &mut Self::Buffer)
+        -> Result<()>;
+    /// x[o,c,i] += bias[c] for x of shape [outer, channels, inner] (in place).
+    fn bias_add(&self, p: &Channels, bias: &Self::Buffer, x: &mut Self::Buffer) -> Result<()>;
+    /// out[c] = Σ_{o,i} x[o,c,i] for x of shape [outer, channels, inner] (bias gradients).
+    fn channel_sum(&self, p: &Channels, x: &Self::Buffer, out: &mut Self::Buffer) -> Result<()>;
+
+    // ---- loss, metrics, optimiser -------------------------------------------------------
+
+    /// Softmax + cross-entropy averaged over the batch, as `nn.CrossEntropyLoss`:
+    /// `loss_sum[0] += mean_i (logsumexp(logits[i]) − logits[i, labels[i]])` (accumulated),
+    /// `dlogits[i,j] = (softmax(logits[i])_j − [j == labels[i]]) / batch` (overwritten).
+    /// logits: [batch, classes] f32, labels: [batch] u32, loss_sum: [1] f32.
+    fn softmax_cross_entropy(
+        &self,
+        p: &SoftmaxXent,
+        logits: &Self::Buffer,
+        labels: &Self::Buffer,
+        loss_sum: &mut Self::Buffer,
+        dlogits: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// `correct[0] += #{i : argmax_j logits[i,j] == labels[i]}` (first maximum on ties);
+    /// correct: [1] u32, accumulated.
+    fn count_correct(
+        &self,
+        p: &SoftmaxXent,
+        logits: &Self::Buffer,
+        labels: &Self::Buffer,
+        correct: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// SGD with momentum in PyTorch's form: v ← μ·v + g; p ← p − lr·v. With v starting at zero
+    /// the first step gives v = g, as PyTorch's does.
+    fn sgd_momentum(
+        &self,
+        p: &Sgd,
+        param: &mut Self::Buffer,
+        grad: &Self::Buffer,
+        velocity: &mut Self::Buffer,
+    ) -> Result<()>;
+}
+
+/// Checks that a buffer holds exactly `want` words.
+pub(crate) fn expect_len(op: &'static str, what: &str, have: usize, want: usize) -> Result<()> {
+    if have == want {
+        Ok(())
+    } else {
+        Err(Error::shape(op, format!("{what} has {have} elements, expected {want}")))
+    }
+}

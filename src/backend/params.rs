@@ -1,0 +1,173 @@
+//! Named parameters of every op. Each struct knows the sizes of the buffers its op reads and
+//! writes, and `validate` refuses shapes that make no sense before anything is recorded.
+
+use crate::{Error, Result};
+
+/// A 2-d convolution over N,C,H,W tensors (square stride and padding, any kernel shape).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2d {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_channels: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2d {
+    pub fn out_h(&self) -> usize {
+        (self.in_h + 2 * self.padding - self.kernel_h) / self.stride + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.in_w + 2 * self.padding - self.kernel_w) / self.stride + 1
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_channels * self.in_h * self.in_w
+    }
+    pub fn weight_len(&self) -> usize {
+        self.out_channels * self.in_channels * self.kernel_h * self.kernel_w
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_channels * self.out_h() * self.out_w()
+    }
+    /// Multiply-adds of the forward pass (each backward pass costs the same).
+    pub fn macs(&self) -> usize {
+        self.output_len() * self.in_channels * self.kernel_h * self.kernel_w
+    }
+    pub fn validate(&self) -> Result<()> {
+        let all = [
+            self.batch,
+            self.in_channels,
+            self.in_h,
+            self.in_w,
+            self.out_channels,
+            self.kernel_h,
+            self.kernel_w,
+            self.stride,
+        ];
+        if all.contains(&0) {
+            return Err(Error::InvalidParams(format!("conv2d with a zero size: {self:?}")));
+        }
+        if self.kernel_h > self.in_h + 2 * self.padding || self.kernel_w > self.in_w + 2 * self.padding
+        {
+            return Err(Error::InvalidParams(format!(
+                "conv2d kernel {}x{} is larger than the padded input {}x{}",
+                self.kernel_h,
+                self.kernel_w,
+                self.in_h + 2 * self.padding,
+                self.in_w + 2 * self.padding
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A 2-d pooling window (no padding; output size rounds down, as PyTorch's default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pool2d {
+    pub batch: usize,
+    pub channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl Pool2d {
+    pub fn out_h(&self) -> usize {
+        (self.in_h - self.kernel) / self.stride + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.in_w - self.kernel) / self.stride + 1
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.channels * self.in_h * self.in_w
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.channels * self.out_h() * self.out_w()
+    }
+    pub fn validate(&self) -> Result<()> {
+        let all = [self.batch, self.channels, self.in_h, self.in_w, self.kernel, self.stride];
+        if all.contains(&0) {
+            return Err(Error::InvalidParams(format!("pool2d with a zero size: {self:?}")));
+        }
+        if self.kernel > self.in_h || self.kernel > self.in_w {
+            return Err(Error::InvalidParams(format!(
+                "pool2d window {} is larger than the input {}x{}",
+                self.kernel, self.in_h, self.in_w
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// c[m,n] = op(a)[m,k] · op(b)[k,n].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Matmul {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// a is stored [k, m] and used transposed.
+    pub trans_a: bool,
+    /// b is stored [n, k] and used transposed.
+    pub trans_b: bool,
+}
+
+impl Matmul {
+    pub fn flops(&self) -> usize {
+        2 * self.m * self.k * self.n
+    }
+    pub fn validate(&self) -> Result<()> {
+        if self.m == 0 || self.k == 0 || self.n == 0 {
+            return Err(Error::InvalidParams(format!("matmul with a zero size: {self:?}")));
+        }
+        Ok(())
+    }
+}
+
+/// A tensor seen as [outer, channels, inner]: for a linear layer's [rows, features] output,
+/// outer = rows, channels = features, inner = 1; for an N,C,H,W map, outer = N, channels = C,
+/// inner = H·W.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Channels {
+    pub outer: usize,
+    pub channels: usize,
+    pub inner: usize,
+}
+
+impl Channels {
+    pub fn len(&self) -> usize {
+        self.outer * self.channels * self.inner
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Softmax cross-entropy and accuracy over a [batch, classes] logits matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SoftmaxXent {
+    pub batch: usize,
+    pub classes: usize,
+}
+
+/// One SGD-with-momentum update over `len` parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sgd {
+    pub len: usize,
+    pub lr: f32,
+    pub momentum: f32,
+}
+
+/// Batch gathering from a resident dataset (see [`super::Backend::gather_batch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Gather {
+    pub batch: usize,
+    /// Pixels per image (784 for MNIST).
+    pub image_len: usize,
+    /// Where in the permutation this batch starts.
+    pub offset: usize,
+}

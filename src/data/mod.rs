@@ -1,0 +1,1 @@
+//! MNIST-family datasets (being written).
