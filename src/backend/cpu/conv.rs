@@ -1,0 +1,319 @@
+//! 2-d convolution, forward and backward, through im2col and GEMM.
+//!
+//! For one image, `col[K, P]` with K = Cin·KH·KW and P = OH·OW holds
+//! `col[(ci·KH + kh)·KW + kw, oh·OW + ow] = x[ci, oh·s − pad + kh, ow·s − pad + kw]` (zero outside
+//! the input), so that
+//! - forward:         `out[Cout, P] = bias + w[Cout, K] · col[K, P]`,
+//! - backward-input:  `dcol[K, P] = wᵀ[K, Cout] · dout[Cout, P]`, then `dx = col2im(dcol)`,
+//! - backward-weight: `dw[Cout, K] = Σ_n dout_n[Cout, P] · col_nᵀ[P, K]`.
+//!
+//! Images run in parallel, each GEMM on one thread. A 1×1 kernel with stride 1 and no padding
+//! needs no im2col: the image itself is `col`. The column buffers are per-thread scratch,
+//! reused across calls.
+
+use std::cell::RefCell;
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::dense::{channel_sum, gemm, MatRef};
+use crate::backend::{expect_len, Channels, Conv2d};
+use crate::Result;
+
+thread_local! {
+    /// Per-thread im2col scratch, so the hot path allocates only on first use.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a scratch slice of `len` words (contents unspecified). The buffer is taken out
+/// of the thread-local while `f` runs, so a nested call (should rayon run another job on this
+/// thread) gets a fresh one instead of a borrow panic.
+fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [f32]) -> T) -> T {
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let result = f(&mut buf[..len]);
+    SCRATCH.with(|s| *s.borrow_mut() = buf);
+    result
+}
+
+/// Rows of im2col: K = Cin·KH·KW.
+fn col_rows(p: &Conv2d) -> usize {
+    p.in_channels * p.kernel_h * p.kernel_w
+}
+
+/// Whether the image is its own im2col matrix (1×1 kernel, stride 1, no padding).
+fn is_pointwise(p: &Conv2d) -> bool {
+    p.kernel_h == 1 && p.kernel_w == 1 && p.stride == 1 && p.padding == 0
+}
+
+/// The output columns `ow` whose input column `ow·s + kw − pad` lies inside [0, W).
+fn valid_cols(p: &Conv2d, kw: usize) -> (usize, usize) {
+    let (s, pad) = (p.stride, p.padding);
+    let lo = if pad > kw { (pad - kw).div_ceil(s) } else { 0 };
+    let hi = if p.in_w + pad > kw {
+        (p.in_w + pad - kw).div_ceil(s)
+    } else {
+        0
+    };
+    let hi = hi.min(p.out_w());
+    (lo.min(hi), hi)
+}
+
+/// The input row `oh·s + kh − pad`, if inside [0, H).
+fn input_row(p: &Conv2d, oh: usize, kh: usize) -> Option<usize> {
+    (oh * p.stride + kh)
+        .checked_sub(p.padding)
+        .filter(|&ih| ih < p.in_h)
+}
+
+/// `col[(ci·KH + kh)·KW + kw, oh·OW + ow] = x[ci, oh·s − pad + kh, ow·s − pad + kw]`, zero
+/// outside the input. x: one image [Cin, H, W], col: [K, OH·OW].
+fn im2col(p: &Conv2d, x: &[f32], col: &mut [f32]) {
+    let (oh_n, ow_n) = (p.out_h(), p.out_w());
+    let mut rows = col.chunks_exact_mut(oh_n * ow_n);
+    for ci in 0..p.in_channels {
+        let plane = &x[ci * p.in_h * p.in_w..][..p.in_h * p.in_w];
+        for kh in 0..p.kernel_h {
+            for kw in 0..p.kernel_w {
+                let row = rows.next().expect("col has K rows");
+                let (lo, hi) = valid_cols(p, kw);
+                for (oh, dst) in row.chunks_exact_mut(ow_n).enumerate() {
+                    let Some(ih) = input_row(p, oh, kh) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let src = &plane[ih * p.in_w..][..p.in_w];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if lo == hi {
+                        continue;
+                    }
+                    let first = lo * p.stride + kw - p.padding;
+                    if p.stride == 1 {
+                        dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                    } else {
+                        for (d, &v) in dst[lo..hi]
+                            .iter_mut()
+                            .zip(src[first..].iter().step_by(p.stride))
+                        {
+                            *d = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: `dx[ci, ih, iw] = Σ dcol` over every (row, column) of dcol that
+/// im2col reads from (ci, ih, iw). Overwrites dx: one image [Cin, H, W].
+fn col2im(p: &Conv2d, dcol: &[f32], dx: &mut [f32]) {
+    let (oh_n, ow_n) = (p.out_h(), p.out_w());
+    dx.fill(0.0);
+    let mut rows = dcol.chunks_exact(oh_n * ow_n);
+    for ci in 0..p.in_channels {
+        let plane = &mut dx[ci * p.in_h * p.in_w..][..p.in_h * p.in_w];
+        for kh in 0..p.kernel_h {
+            for kw in 0..p.kernel_w {
+                let row = rows.next().expect("dcol has K rows");
+                let (lo, hi) = valid_cols(p, kw);
+                for (oh, src) in row.chunks_exact(ow_n).enumerate() {
+                    let Some(ih) = input_row(p, oh, kh) else {
+                        continue;
+                    };
+                    if lo == hi {
+                        continue;
+                    }
+                    let dst = &mut plane[ih * p.in_w..][..p.in_w];
+                    let first = lo * p.stride + kw - p.padding;
+                    if p.stride == 1 {
+                        for (d, &v) in dst[first..first + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                            *d += v;
+                        }
+                    } else {
+                        for (d, &v) in dst[first..].iter_mut().step_by(p.stride).zip(&src[lo..hi]) {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out[n, co, oh, ow] = bias[co] + Σ_{ci, kh, kw} w[co, ci, kh, kw] · x[n, ci, oh·s − pad + kh,
+/// ow·s − pad + kw]` (zero outside the input).
+/// x: [N, Cin, H, W], w: [Cout, Cin, KH, KW], bias: [Cout], out: [N, Cout, OH, OW].
+pub fn conv2d_forward(
+    p: &Conv2d,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "conv2d_forward";
+    p.validate()?;
+    expect_len(OP, "x", x.len(), p.input_len())?;
+    expect_len(OP, "w", w.len(), p.weight_len())?;
+    expect_len(OP, "bias", bias.len(), p.out_channels)?;
+    expect_len(OP, "out", out.len(), p.output_len())?;
+    let (k, cols) = (col_rows(p), p.out_h() * p.out_w());
+    let image_in = p.in_channels * p.in_h * p.in_w;
+    out.par_chunks_mut(p.out_channels * cols)
+        .zip(x.par_chunks(image_in))
+        .for_each(|(out, x)| {
+            for (row, &b) in out.chunks_exact_mut(cols).zip(bias) {
+                row.fill(b);
+            }
+            let mut product = |col: &[f32]| {
+                let (w, col) = (MatRef::rows(w, k), MatRef::rows(col, cols));
+                gemm(
+                    p.out_channels,
+                    cols,
+                    k,
+                    out,
+                    true,
+                    w,
+                    col,
+                    Parallelism::None,
+                );
+            };
+            if is_pointwise(p) {
+                product(x);
+            } else {
+                with_scratch(k * cols, |col| {
+                    im2col(p, x, col);
+                    product(col);
+                });
+            }
+        });
+    Ok(())
+}
+
+/// `dx = ∂L/∂x` given `dout = ∂L/∂out`: `dx[n, ci, ih, iw] = Σ w[co, ci, kh, kw] · dout[n, co, oh,
+/// ow]` over every (co, kh, kw, oh, ow) with `oh·s − pad + kh = ih` and `ow·s − pad + kw = iw`.
+/// dout: [N, Cout, OH, OW], w: [Cout, Cin, KH, KW], dx: [N, Cin, H, W] (overwritten).
+pub fn conv2d_backward_input(p: &Conv2d, dout: &[f32], w: &[f32], dx: &mut [f32]) -> Result<()> {
+    const OP: &str = "conv2d_backward_input";
+    p.validate()?;
+    expect_len(OP, "dout", dout.len(), p.output_len())?;
+    expect_len(OP, "w", w.len(), p.weight_len())?;
+    expect_len(OP, "dx", dx.len(), p.input_len())?;
+    let (k, cols) = (col_rows(p), p.out_h() * p.out_w());
+    let image_in = p.in_channels * p.in_h * p.in_w;
+    let wt = MatRef::transposed(w, k);
+    dx.par_chunks_mut(image_in)
+        .zip(dout.par_chunks(p.out_channels * cols))
+        .for_each(|(dx, dout)| {
+            let dout = MatRef::rows(dout, cols);
+            if is_pointwise(p) {
+                gemm(
+                    k,
+                    cols,
+                    p.out_channels,
+                    dx,
+                    false,
+                    wt,
+                    dout,
+                    Parallelism::None,
+                );
+            } else {
+                with_scratch(k * cols, |dcol| {
+                    gemm(
+                        k,
+                        cols,
+                        p.out_channels,
+                        dcol,
+                        false,
+                        wt,
+                        dout,
+                        Parallelism::None,
+                    );
+                    col2im(p, dcol, dx);
+                });
+            }
+        });
+    Ok(())
+}
+
+/// `dw[co, ci, kh, kw] = Σ_{n, oh, ow} dout[n, co, oh, ow] · x[n, ci, oh·s − pad + kh,
+/// ow·s − pad + kw]`. x: [N, Cin, H, W], dout: [N, Cout, OH, OW], dw: [Cout, Cin, KH, KW]
+/// (overwritten).
+///
+/// The batch is cut into one contiguous run of images per thread; each run sums into its own
+/// partial dw, and the partials are added in order, so the result does not depend on how rayon
+/// schedules the runs.
+pub fn conv2d_backward_weight(p: &Conv2d, x: &[f32], dout: &[f32], dw: &mut [f32]) -> Result<()> {
+    const OP: &str = "conv2d_backward_weight";
+    p.validate()?;
+    expect_len(OP, "x", x.len(), p.input_len())?;
+    expect_len(OP, "dout", dout.len(), p.output_len())?;
+    expect_len(OP, "dw", dw.len(), p.weight_len())?;
+    let (k, cols) = (col_rows(p), p.out_h() * p.out_w());
+    let (image_in, image_out) = (p.in_channels * p.in_h * p.in_w, p.out_channels * cols);
+    let runs = rayon::current_num_threads().clamp(1, p.batch);
+    let per_run = p.batch.div_ceil(runs);
+    let accumulate_run = |dw: &mut [f32], x: &[f32], dout: &[f32]| {
+        for (n, (x, dout)) in x
+            .chunks_exact(image_in)
+            .zip(dout.chunks_exact(image_out))
+            .enumerate()
+        {
+            let dout = MatRef::rows(dout, cols);
+            let mut product = |col: &[f32]| {
+                let colt = MatRef::transposed(col, cols);
+                gemm(
+                    p.out_channels,
+                    k,
+                    cols,
+                    dw,
+                    n > 0,
+                    dout,
+                    colt,
+                    Parallelism::None,
+                );
+            };
+            if is_pointwise(p) {
+                product(x);
+            } else {
+                with_scratch(k * cols, |col| {
+                    im2col(p, x, col);
+                    product(col);
+                });
+            }
+        }
+    };
+    let mut partials = vec![0.0f32; (runs - 1) * dw.len()];
+    let mut targets: Vec<&mut [f32]> = std::iter::once(&mut *dw)
+        .chain(partials.chunks_exact_mut(p.weight_len()))
+        .collect();
+    targets
+        .par_iter_mut()
+        .zip(
+            x.par_chunks(per_run * image_in)
+                .zip(dout.par_chunks(per_run * image_out)),
+        )
+        .for_each(|(dw, (x, dout))| accumulate_run(dw, x, dout));
+    let n_runs = p.batch.div_ceil(per_run);
+    for partial in partials.chunks_exact(p.weight_len()).take(n_runs - 1) {
+        for (d, &v) in dw.iter_mut().zip(partial) {
+            *d += v;
+        }
+    }
+    Ok(())
+}
+
+/// `dbias[co] = Σ_{n, oh, ow} dout[n, co, oh, ow]`. dout: [N, Cout, OH, OW], dbias: [Cout].
+pub fn conv2d_backward_bias(p: &Conv2d, dout: &[f32], dbias: &mut [f32]) -> Result<()> {
+    p.validate()?;
+    expect_len("conv2d_backward_bias", "dout", dout.len(), p.output_len())?;
+    expect_len("conv2d_backward_bias", "dbias", dbias.len(), p.out_channels)?;
+    let channels = Channels {
+        outer: p.batch,
+        channels: p.out_channels,
+        inner: p.out_h() * p.out_w(),
+    };
+    channel_sum(&channels, dout, dbias)
+}

@@ -1,0 +1,168 @@
+//! Dense ops: matrix product, per-channel bias and its gradient, and the strided GEMM that the
+//! convolutions share.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::PAR_MIN_LEN;
+use crate::backend::{expect_len, Channels, Matmul};
+use crate::Result;
+
+/// A row-major or transposed view of a matrix in a slice: element (i, j) is
+/// `data[i·row_stride + j·col_stride]`.
+#[derive(Clone, Copy)]
+pub(crate) struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// `data` read as a row-major [rows, cols] matrix.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        MatRef {
+            data,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+    /// `data`, a row-major [cols, rows] matrix, read transposed as [rows, cols].
+    pub fn transposed(data: &'a [f32], rows: usize) -> Self {
+        MatRef {
+            data,
+            row_stride: 1,
+            col_stride: rows,
+        }
+    }
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `c[m, n] = (accumulate ? c : 0) + a[m, k] · b[k, n]`, c row-major with `n` columns.
+/// Panics when a view reaches past its slice (callers check buffer lengths before this).
+pub(crate) fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    accumulate: bool,
+    a: MatRef,
+    b: MatRef,
+    parallelism: Parallelism,
+) {
+    assert!(
+        c.len() >= m * n && a.fits(m, k) && b.fits(k, n),
+        "gemm views out of bounds"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: every element the product reads or writes lies inside its slice (asserted above),
+    // `c` is borrowed mutably so it aliases neither input, and the strides fit in isize because
+    // the slices' lengths do.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// The sum of a slice in f32 with eight independent lanes (so it vectorises and its rounding
+/// error grows with len/8 rather than len).
+pub(crate) fn sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `c[m, n] = Σ_k op(a)[m, k] · op(b)[k, n]`; a is stored [m, k] or, with `trans_a`, [k, m];
+/// b is stored [k, n] or, with `trans_b`, [n, k]. Transposes are strides, never copies.
+pub fn matmul(p: &Matmul, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+    p.validate()?;
+    expect_len("matmul", "a", a.len(), p.m * p.k)?;
+    expect_len("matmul", "b", b.len(), p.k * p.n)?;
+    expect_len("matmul", "c", c.len(), p.m * p.n)?;
+    let a = if p.trans_a {
+        MatRef::transposed(a, p.m)
+    } else {
+        MatRef::rows(a, p.k)
+    };
+    let b = if p.trans_b {
+        MatRef::transposed(b, p.k)
+    } else {
+        MatRef::rows(b, p.n)
+    };
+    gemm(p.m, p.n, p.k, c, false, a, b, Parallelism::Rayon(0));
+    Ok(())
+}
+
+/// `x[o, c, i] += bias[c]` for x of shape [outer, channels, inner], in place.
+pub fn bias_add(p: &Channels, bias: &[f32], x: &mut [f32]) -> Result<()> {
+    expect_len("bias_add", "bias", bias.len(), p.channels)?;
+    expect_len("bias_add", "x", x.len(), p.len())?;
+    if p.is_empty() {
+        return Ok(());
+    }
+    let kernel = |(r, row): (usize, &mut [f32])| {
+        let b = bias[r % p.channels];
+        row.iter_mut().for_each(|v| *v += b);
+    };
+    if p.len() < PAR_MIN_LEN {
+        x.chunks_mut(p.inner).enumerate().for_each(kernel);
+    } else {
+        x.par_chunks_mut(p.inner).enumerate().for_each(kernel);
+    }
+    Ok(())
+}
+
+/// `out[c] = Σ_{o, i} x[o, c, i]` for x of shape [outer, channels, inner] (bias gradients).
+/// Each [inner] row is summed in f32 lanes, the rows of a channel in f64.
+pub fn channel_sum(p: &Channels, x: &[f32], out: &mut [f32]) -> Result<()> {
+    expect_len("channel_sum", "x", x.len(), p.len())?;
+    expect_len("channel_sum", "out", out.len(), p.channels)?;
+    let kernel = |(c, out): (usize, &mut f32)| {
+        let total: f64 = (0..p.outer)
+            .map(|o| sum(&x[(o * p.channels + c) * p.inner..][..p.inner]) as f64)
+            .sum();
+        *out = total as f32;
+    };
+    if p.len() < PAR_MIN_LEN {
+        out.iter_mut().enumerate().for_each(kernel);
+    } else {
+        out.par_iter_mut().enumerate().for_each(kernel);
+    }
+    Ok(())
+}
