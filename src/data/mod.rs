@@ -1,1 +1,474 @@
-//! MNIST-family datasets (being written).
+//! MNIST-family datasets: finding the files, verifying them, parsing them, and the small helpers
+//! the training loop needs (pixel normalisation, packing for the backends, per-epoch shuffles).
+//!
+//! [`load_mnist`] checks every file itself (existence, length, magic number, counts; see
+//! [`idx`]) and only then hands the validated, uncompressed files to the `mnist` crate, so that a
+//! missing, truncated or foreign file is a clear [`Error::Data`] naming the file, never a panic.
+//! The `mnist` crate (0.6) can only read the standard MNIST sizes (60000 + 10000 images of
+//! 28×28); any other validated set — Fashion-MNIST subsets, test fixtures — is read by our own
+//! reader in [`idx`].
+
+mod idx;
+
+use std::ffi::OsString;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use idx::{IdxHeader, IdxKind};
+
+pub use idx::{write_idx_images, write_idx_labels, Compression};
+
+pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+/// The four files [`load_mnist`] needs, each raw or with a `.gz` suffix.
+pub const MNIST_FILES: [&str; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
+
+/// The environment variable naming the data directory when `--data-dir` is not given.
+pub const DATA_DIR_ENV: &str = "CNN_GPU_DATA_DIR";
+/// Where the data is looked for, relative to the working directory, by default.
+pub const DEFAULT_DATA_DIR: &str = "data/mnist";
+/// MNIST-family labels are digits (or classes) 0–9.
+pub const NUM_CLASSES: usize = 10;
+
+/// One split of a dataset: `len()` images of `rows`×`cols` bytes, one after another, row-major,
+/// and one label per image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dataset {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Dataset {
+    /// A dataset whose sizes are checked to agree.
+    pub fn new(images: Vec<u8>, labels: Vec<u8>, rows: usize, cols: usize) -> Result<Self> {
+        let expected = rows
+            .checked_mul(cols)
+            .and_then(|n| n.checked_mul(labels.len()));
+        if rows == 0 || cols == 0 || expected != Some(images.len()) {
+            return Err(Error::InvalidParams(format!(
+                "Dataset::new: {} pixel bytes are not {} images of {rows}×{cols}",
+                images.len(),
+                labels.len()
+            )));
+        }
+        Ok(Dataset {
+            images,
+            labels,
+            rows,
+            cols,
+        })
+    }
+
+    /// The number of images (= labels).
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Bytes per image: rows·cols.
+    pub fn image_len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// The pixels of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.image_len();
+        &self.images[i * n..(i + 1) * n]
+    }
+
+    /// The pixels packed four to a word, little-endian (pixel `4k` in the low byte of word `k`),
+    /// the last word zero-padded: how the backends keep the dataset resident.
+    pub fn packed_images(&self) -> Vec<u32> {
+        self.images
+            .chunks(4)
+            .map(|c| {
+                let mut word = [0u8; 4];
+                word[..c.len()].copy_from_slice(c);
+                u32::from_le_bytes(word)
+            })
+            .collect()
+    }
+}
+
+/// The MNIST training and test splits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mnist {
+    pub train: Dataset,
+    pub test: Dataset,
+}
+
+/// Maps a pixel to the network's input exactly as torchvision's `ToTensor()` followed by
+/// `Normalize((0.5,), (0.5,))` does, in the same order of f32 operations: 0 → −1, 255 → 1.
+pub fn normalize_pixel(p: u8) -> f32 {
+    ((p as f32 / 255.0) - 0.5) / 0.5
+}
+
+/// A permutation of `0..n` for one epoch: Fisher–Yates driven by ChaCha8 keyed by `seed`, on the
+/// stream numbered `epoch`, so every epoch differs and a run is reproducible from its seed.
+///
+/// # Panics
+/// If `n - 1` does not fit in a u32 (more than 2³² items).
+pub fn shuffled_indices(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
+    assert!(
+        n <= u32::MAX as usize + 1,
+        "shuffled_indices: {n} items do not fit u32 indices"
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    let mut indices: Vec<u32> = (0..n).map(|i| i as u32).collect();
+    // Sample u32 ranges (not usize) so the sequence is the same on every platform.
+    for i in (1..n).rev() {
+        let j = rng.random_range(0..=i as u32) as usize;
+        indices.swap(i, j);
+    }
+    indices
+}
+
+/// Where to look for the data: the `--data-dir` value if given, else the `CNN_GPU_DATA_DIR`
+/// environment variable if set and non-empty, else `data/mnist` under the working directory.
+pub fn resolve_data_dir(cli: Option<&Path>) -> PathBuf {
+    resolve_data_dir_from(cli, std::env::var_os(DATA_DIR_ENV))
+}
+
+fn resolve_data_dir_from(cli: Option<&Path>, env: Option<OsString>) -> PathBuf {
+    match (cli, env) {
+        (Some(dir), _) => dir.to_path_buf(),
+        (None, Some(dir)) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(DEFAULT_DATA_DIR),
+    }
+}
+
+/// One IDX file found on disk.
+struct Located {
+    path: PathBuf,
+    gzipped: bool,
+}
+
+/// Finds `name` or `name.gz` in `dir`, preferring the raw file.
+fn locate(dir: &Path, name: &str) -> Option<Located> {
+    let raw = dir.join(name);
+    if raw.exists() {
+        return Some(Located {
+            path: raw,
+            gzipped: false,
+        });
+    }
+    let gz = dir.join(format!("{name}.gz"));
+    gz.exists().then_some(Located {
+        path: gz,
+        gzipped: true,
+    })
+}
+
+/// The error for missing files: names the first missing one, lists all four and says where to
+/// put them.
+fn missing_files_error(dir: &Path, missing: &[&str]) -> Error {
+    let shown = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let dir_note = if dir.is_dir() {
+        ""
+    } else {
+        " (the directory does not exist)"
+    };
+    Error::data(
+        dir.join(missing[0]),
+        format!(
+            "not found (nor {first}.gz). Loading MNIST needs four files in {dir}{dir_note}: \
+             {all}, each raw or gzipped with a .gz suffix; missing: {missing}. \
+             Put them there, or point --data-dir or {env} at the directory that holds them.",
+            first = missing[0],
+            dir = shown.display(),
+            all = MNIST_FILES.join(", "),
+            missing = missing.join(", "),
+            env = DATA_DIR_ENV,
+        ),
+    )
+}
+
+/// A checked IDX file ready to read uncompressed: `raw` is the file itself or its decompressed
+/// copy, `source` the file the user has (named in errors).
+struct Validated {
+    source: PathBuf,
+    raw: PathBuf,
+    header: IdxHeader,
+}
+
+/// Validates `found`; a gzipped file is decompressed into `tmp` as `copy_name`.
+fn validate(
+    found: &Located,
+    kind: IdxKind,
+    tmp: Option<&Path>,
+    copy_name: &str,
+) -> Result<Validated> {
+    let (raw, header) = match (found.gzipped, tmp) {
+        (true, Some(tmp)) => {
+            let raw = tmp.join(copy_name);
+            let header = idx::decompress_validated(&found.path, kind, &raw)?;
+            (raw, header)
+        }
+        _ => (found.path.clone(), idx::validate_raw(&found.path, kind)?),
+    };
+    Ok(Validated {
+        source: found.path.clone(),
+        raw,
+        header,
+    })
+}
+
+/// Checks that an images and a labels file belong together.
+fn check_pair(images: &Validated, labels: &Validated) -> Result<()> {
+    if images.header.count != labels.header.count {
+        return Err(Error::data(
+            &labels.source,
+            format!(
+                "holds {} labels but {} holds {} images; they must match",
+                labels.header.count,
+                images.source.display(),
+                images.header.count
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a checked images/labels pair with our own reader.
+fn read_pair(images: &Validated, labels: &Validated) -> Result<Dataset> {
+    let (header, pixels) = idx::read_raw(&images.raw, IdxKind::Images, &images.source)?;
+    let (_, label_bytes) = idx::read_raw(&labels.raw, IdxKind::Labels, &labels.source)?;
+    Dataset::new(
+        pixels,
+        label_bytes,
+        header.rows as usize,
+        header.cols as usize,
+    )
+    .map_err(|e| Error::data(&images.source, format!("changed while being read: {e}")))
+}
+
+/// Loads one images file and its labels file (each raw, or gzipped when the name ends in `.gz`),
+/// with the same checks as [`load_mnist`] except the label range. Errors name the offending file.
+pub fn load_idx_dataset(images: &Path, labels: &Path) -> Result<Dataset> {
+    let locate_given = |path: &Path| Located {
+        path: path.to_path_buf(),
+        gzipped: path.extension().is_some_and(|e| e == "gz"),
+    };
+    let (images, labels) = (locate_given(images), locate_given(labels));
+    let tmp = if images.gzipped || labels.gzipped {
+        Some(temp_dir(&images.path)?)
+    } else {
+        None
+    };
+    let tmp_path = tmp.as_ref().map(|t| t.path());
+    let images = validate(&images, IdxKind::Images, tmp_path, "images")?;
+    let labels = validate(&labels, IdxKind::Labels, tmp_path, "labels")?;
+    check_pair(&images, &labels)?;
+    read_pair(&images, &labels)
+}
+
+fn temp_dir(for_file: &Path) -> Result<tempfile::TempDir> {
+    tempfile::TempDir::new().map_err(|e| {
+        Error::data(
+            for_file,
+            format!("cannot create a temporary directory to decompress into: {e}"),
+        )
+    })
+}
+
+/// Loads MNIST (or an MNIST-format dataset such as Fashion-MNIST) from `dir`, which must hold
+/// the four [`MNIST_FILES`], each raw or gzipped (`.gz`); a raw file is preferred when both exist.
+///
+/// Every file is checked before anything is read from it — existence, magic number, header
+/// sizes, exact length, image count = label count, same image size in both splits, labels 0–9 —
+/// and any problem is an [`Error::Data`] naming the file.
+pub fn load_mnist(dir: &Path) -> Result<Mnist> {
+    let start = Instant::now();
+    let found: Vec<Option<Located>> = MNIST_FILES.iter().map(|name| locate(dir, name)).collect();
+    let missing: Vec<&str> = MNIST_FILES
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(name, _)| *name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(missing_files_error(dir, &missing));
+    }
+    let found: Vec<Located> = found.into_iter().flatten().collect();
+
+    let tmp = match found.iter().find(|f| f.gzipped) {
+        Some(f) => Some(temp_dir(&f.path)?),
+        None => None,
+    };
+    let tmp_path = tmp.as_ref().map(|t| t.path());
+    let kinds = [
+        IdxKind::Images,
+        IdxKind::Labels,
+        IdxKind::Images,
+        IdxKind::Labels,
+    ];
+    let mut checked = Vec::with_capacity(4);
+    for ((f, kind), name) in found.iter().zip(kinds).zip(MNIST_FILES) {
+        checked.push(validate(f, kind, tmp_path, name)?);
+    }
+    let [train_images, train_labels, test_images, test_labels] = &checked[..] else {
+        unreachable!("four files were located");
+    };
+    check_pair(train_images, train_labels)?;
+    check_pair(test_images, test_labels)?;
+    let (train_h, test_h) = (train_images.header, test_images.header);
+    if (train_h.rows, train_h.cols) != (test_h.rows, test_h.cols) {
+        return Err(Error::data(
+            &test_images.source,
+            format!(
+                "holds images of {}×{} but the training images ({}) are {}×{}",
+                test_h.rows,
+                test_h.cols,
+                train_images.source.display(),
+                train_h.rows,
+                train_h.cols
+            ),
+        ));
+    }
+    for v in [train_images, test_images] {
+        if v.header.count == 0 {
+            return Err(Error::data(&v.source, "holds no images"));
+        }
+    }
+
+    let mnist = match read_with_mnist_crate(&checked)? {
+        Some(mnist) => mnist,
+        None => Mnist {
+            train: read_pair(train_images, train_labels)?,
+            test: read_pair(test_images, test_labels)?,
+        },
+    };
+    check_label_range(&mnist.train.labels, &train_labels.source)?;
+    check_label_range(&mnist.test.labels, &test_labels.source)?;
+    log::info!(
+        "loaded MNIST from {}: {} training and {} test images of {}×{} in {:.0?}",
+        dir.display(),
+        mnist.train.len(),
+        mnist.test.len(),
+        mnist.train.rows,
+        mnist.train.cols,
+        start.elapsed()
+    );
+    Ok(mnist)
+}
+
+fn check_label_range(labels: &[u8], path: &Path) -> Result<()> {
+    match labels.iter().position(|&l| usize::from(l) >= NUM_CLASSES) {
+        Some(i) => Err(Error::data(
+            path,
+            format!(
+                "label {} at index {i} is not a class 0–{}",
+                labels[i],
+                NUM_CLASSES - 1
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The sizes the `mnist` crate 0.6 can read (it asserts them).
+const MNIST_CRATE_TRAIN: u32 = 60_000;
+const MNIST_CRATE_TEST: u32 = 10_000;
+const MNIST_CRATE_SIDE: u32 = 28;
+
+/// Reads the four validated files [train images, train labels, test images, test labels] with
+/// the `mnist` crate when they have the standard sizes it supports (and UTF-8 paths, which its
+/// API needs); `None` means "use our own reader". A panic inside the crate becomes an error.
+fn read_with_mnist_crate(files: &[Validated]) -> Result<Option<Mnist>> {
+    let (train, test) = (files[0].header, files[2].header);
+    let standard = train.count == MNIST_CRATE_TRAIN
+        && test.count == MNIST_CRATE_TEST
+        && [train.rows, train.cols] == [MNIST_CRATE_SIDE; 2];
+    let paths: Option<Vec<&str>> = files.iter().map(|f| f.raw.to_str()).collect();
+    let Some(paths) = paths.filter(|_| standard) else {
+        return Ok(None);
+    };
+    // The crate joins each file name onto the base path; with an empty base path, our full paths
+    // are used as they are.
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        mnist::MnistBuilder::new()
+            .label_format_digit()
+            .base_path("")
+            .training_images_filename(paths[0])
+            .training_labels_filename(paths[1])
+            .test_images_filename(paths[2])
+            .test_labels_filename(paths[3])
+            .training_set_length(MNIST_CRATE_TRAIN)
+            .validation_set_length(0)
+            .test_set_length(MNIST_CRATE_TEST)
+            .finalize()
+    }));
+    let m = result.map_err(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        Error::data(
+            &files[0].source,
+            format!("the mnist crate failed to read the validated files: {why}"),
+        )
+    })?;
+    let side = MNIST_CRATE_SIDE as usize;
+    let to_dataset = |images, labels, source: &Path| {
+        Dataset::new(images, labels, side, side).map_err(|e| {
+            Error::data(
+                source,
+                format!("the mnist crate returned inconsistent data: {e}"),
+            )
+        })
+    };
+    let mnist = Mnist {
+        train: to_dataset(m.trn_img, m.trn_lbl, &files[0].source)?,
+        test: to_dataset(m.tst_img, m.tst_lbl, &files[2].source)?,
+    };
+    if mnist.train.len() != MNIST_CRATE_TRAIN as usize
+        || mnist.test.len() != MNIST_CRATE_TEST as usize
+    {
+        return Err(Error::data(
+            &files[0].source,
+            format!(
+                "the mnist crate returned {} training and {} test images, expected {} and {}",
+                mnist.train.len(),
+                mnist.test.len(),
+                MNIST_CRATE_TRAIN,
+                MNIST_CRATE_TEST
+            ),
+        ));
+    }
+    Ok(Some(mnist))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_precedence_is_cli_then_env_then_default() {
+        let cli = Path::new("/from/cli");
+        let env = Some(OsString::from("/from/env"));
+        assert_eq!(resolve_data_dir_from(Some(cli), env.clone()), cli);
+        assert_eq!(resolve_data_dir_from(None, env), Path::new("/from/env"));
+        assert_eq!(
+            resolve_data_dir_from(None, Some(OsString::new())),
+            Path::new(DEFAULT_DATA_DIR)
+        );
+        assert_eq!(
+            resolve_data_dir_from(None, None),
+            Path::new(DEFAULT_DATA_DIR)
+        );
+    }
+}
