@@ -1,1 +1,863 @@
-//! Models (being written).
+//! Sequential models built from layers: a [`ModelSpec`] (input shape + [`Layer`]s, with shape
+//! inference), a [`Model`] holding every parameter's value, gradient and momentum buffer on a
+//! backend, and a [`Workspace`] per batch size holding every activation and activation gradient.
+//!
+//! Everything is allocated once; [`Model::forward`], [`Model::loss`], [`Model::backward`] and
+//! [`Model::sgd_step`] only record backend ops, so a training step allocates nothing and reads
+//! nothing back.
+//!
+//! Parameter names follow PyTorch's `state_dict` of the tutorial module: convolutions are
+//! `conv1`, `conv2` …, linear layers `fc1`, `fc2` … (numbered separately, in layer order), each
+//! with `.weight` and `.bias`. Linear weights are stored `[out, in]` as PyTorch stores them, so
+//! the forward pass is `y = x·Wᵀ + b`.
+
+use std::fmt;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::backend::{Backend, Channels, Conv2d, Matmul, Pool2d, Sgd, SoftmaxXent};
+use crate::{Error, Result};
+
+/// One layer of a sequential model. Sizes are per sample; the batch size comes from the
+/// [`Workspace`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layer {
+    Conv2d {
+        in_channels: usize,
+        out_channels: usize,
+        kernel_h: usize,
+        kernel_w: usize,
+        stride: usize,
+        padding: usize,
+    },
+    Relu,
+    MaxPool2d {
+        kernel: usize,
+        stride: usize,
+    },
+    AvgPool2d {
+        kernel: usize,
+        stride: usize,
+    },
+    /// C,H,W → C·H·W features; a no-op on the buffer (N,C,H,W is contiguous per sample).
+    Flatten,
+    Linear {
+        in_features: usize,
+        out_features: usize,
+    },
+}
+
+impl Layer {
+    /// Whether the layer has a weight and a bias.
+    pub fn has_params(&self) -> bool {
+        matches!(self, Layer::Conv2d { .. } | Layer::Linear { .. })
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Layer::Conv2d { in_channels, out_channels, kernel_h, kernel_w, stride, padding } => write!(
+                f,
+                "Conv2d({in_channels}→{out_channels}, {kernel_h}×{kernel_w}, stride {stride}, padding {padding})"
+            ),
+            Layer::Relu => write!(f, "ReLU"),
+            Layer::MaxPool2d { kernel, stride } => write!(f, "MaxPool2d({kernel}, stride {stride})"),
+            Layer::AvgPool2d { kernel, stride } => write!(f, "AvgPool2d({kernel}, stride {stride})"),
+            Layer::Flatten => write!(f, "Flatten"),
+            Layer::Linear { in_features, out_features } => {
+                write!(f, "Linear({in_features}→{out_features})")
+            }
+        }
+    }
+}
+
+/// The shape of one sample's activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shape {
+    /// A C,H,W feature map.
+    Map { c: usize, h: usize, w: usize },
+    /// A vector of features.
+    Flat(usize),
+}
+
+impl Shape {
+    /// Elements per sample.
+    pub fn numel(&self) -> usize {
+        match *self {
+            Shape::Map { c, h, w } => c * h * w,
+            Shape::Flat(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Shape::Map { c, h, w } => write!(f, "[{c}, {h}, {w}]"),
+            Shape::Flat(n) => write!(f, "[{n}]"),
+        }
+    }
+}
+
+/// A sequential model: the per-sample input shape (C,H,W) and the layers in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub input: (usize, usize, usize),
+    pub layers: Vec<Layer>,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        Self::simple_cnn()
+    }
+}
+
+impl ModelSpec {
+    /// The tutorial's SimpleCNN for 1×28×28 images and 10 classes:
+    /// conv(1→32, 3×3, pad 1) → ReLU → maxpool 2 → conv(32→64, 3×3, pad 1) → ReLU → maxpool 2 →
+    /// flatten → linear(3136→64) → ReLU → linear(64→10). 421,642 parameters.
+    pub fn simple_cnn() -> Self {
+        let conv = |i, o| Layer::Conv2d {
+            in_channels: i,
+            out_channels: o,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride: 1,
+            padding: 1,
+        };
+        let pool = Layer::MaxPool2d {
+            kernel: 2,
+            stride: 2,
+        };
+        ModelSpec {
+            input: (1, 28, 28),
+            layers: vec![
+                conv(1, 32),
+                Layer::Relu,
+                pool,
+                conv(32, 64),
+                Layer::Relu,
+                pool,
+                Layer::Flatten,
+                Layer::Linear {
+                    in_features: 64 * 7 * 7,
+                    out_features: 64,
+                },
+                Layer::Relu,
+                Layer::Linear {
+                    in_features: 64,
+                    out_features: 10,
+                },
+            ],
+        }
+    }
+
+    /// The per-sample shapes of the input and of every layer's output (`layers.len() + 1`
+    /// entries), or an error naming the first layer that does not fit its input.
+    pub fn infer_shapes(&self) -> Result<Vec<Shape>> {
+        let (c, h, w) = self.input;
+        if c == 0 || h == 0 || w == 0 {
+            return Err(Error::InvalidParams(format!(
+                "model input shape [{c}, {h}, {w}] has a zero size"
+            )));
+        }
+        let mut shapes = vec![Shape::Map { c, h, w }];
+        for (i, layer) in self.layers.iter().enumerate() {
+            let input = *shapes.last().expect("the input shape is always there");
+            let out = layer_output(layer, input)
+                .map_err(|why| Error::InvalidParams(format!("layer {i} ({layer}): {why}")))?;
+            shapes.push(out);
+        }
+        if !self.layers.iter().any(Layer::has_params) {
+            return Err(Error::InvalidParams(
+                "the model has no layer with parameters".into(),
+            ));
+        }
+        Ok(shapes)
+    }
+
+    /// Names and shapes of every parameter tensor, in initialisation order.
+    pub fn param_shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        self.infer_shapes()?;
+        let mut out = Vec::new();
+        let (mut convs, mut fcs) = (0, 0);
+        for layer in &self.layers {
+            match *layer {
+                Layer::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel_h,
+                    kernel_w,
+                    ..
+                } => {
+                    convs += 1;
+                    out.push((
+                        format!("conv{convs}.weight"),
+                        vec![out_channels, in_channels, kernel_h, kernel_w],
+                    ));
+                    out.push((format!("conv{convs}.bias"), vec![out_channels]));
+                }
+                Layer::Linear {
+                    in_features,
+                    out_features,
+                } => {
+                    fcs += 1;
+                    out.push((format!("fc{fcs}.weight"), vec![out_features, in_features]));
+                    out.push((format!("fc{fcs}.bias"), vec![out_features]));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Total number of parameters.
+    pub fn num_params(&self) -> Result<usize> {
+        Ok(self
+            .param_shapes()?
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum())
+    }
+
+    /// PyTorch's default initialisation, drawn on the host: every weight and bias uniform in
+    /// ±1/√fan_in (fan_in = in_channels·kh·kw or in_features), from a ChaCha8 stream seeded with
+    /// `seed`, tensor by tensor in [`Self::param_shapes`] order (weight before bias), elements in
+    /// row-major order.
+    pub fn init_params(&self, seed: u64) -> Result<Vec<NamedTensor>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut out = Vec::new();
+        for (name, shape) in self.param_shapes()? {
+            // Weights are [out, in, (kh, kw)]: fan_in is everything after the first dimension.
+            // A bias shares its layer's fan_in, which is the weight pushed just before it.
+            let fan_in: usize = if name.ends_with(".bias") {
+                let w: &NamedTensor = out.last().expect("a bias follows its weight");
+                w.shape[1..].iter().product()
+            } else {
+                shape[1..].iter().product()
+            };
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let len: usize = shape.iter().product();
+            let data = (0..len).map(|_| rng.random_range(-bound..bound)).collect();
+            out.push(NamedTensor { name, shape, data });
+        }
+        Ok(out)
+    }
+}
+
+/// The per-sample output shape of `layer` for `input`, or why it does not fit.
+fn layer_output(layer: &Layer, input: Shape) -> std::result::Result<Shape, String> {
+    let map = |what: &str| match input {
+        Shape::Map { c, h, w } => Ok((c, h, w)),
+        Shape::Flat(n) => Err(format!(
+            "needs a C,H,W input for {what}, got {n} flat features"
+        )),
+    };
+    match *layer {
+        Layer::Conv2d {
+            in_channels,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            stride,
+            padding,
+        } => {
+            let (c, h, w) = map("a convolution")?;
+            if c != in_channels {
+                return Err(format!(
+                    "expects {in_channels} input channels, got {c} ({input})"
+                ));
+            }
+            if out_channels == 0 || kernel_h == 0 || kernel_w == 0 || stride == 0 {
+                return Err("has a zero size or stride".into());
+            }
+            if kernel_h > h + 2 * padding || kernel_w > w + 2 * padding {
+                return Err(format!(
+                    "kernel {kernel_h}×{kernel_w} is larger than the padded input {}×{}",
+                    h + 2 * padding,
+                    w + 2 * padding
+                ));
+            }
+            let oh = (h + 2 * padding - kernel_h) / stride + 1;
+            let ow = (w + 2 * padding - kernel_w) / stride + 1;
+            Ok(Shape::Map {
+                c: out_channels,
+                h: oh,
+                w: ow,
+            })
+        }
+        Layer::Relu => Ok(input),
+        Layer::MaxPool2d { kernel, stride } | Layer::AvgPool2d { kernel, stride } => {
+            let (c, h, w) = map("pooling")?;
+            if kernel == 0 || stride == 0 {
+                return Err("has a zero window or stride".into());
+            }
+            if kernel > h || kernel > w {
+                return Err(format!("window {kernel} is larger than the input {h}×{w}"));
+            }
+            Ok(Shape::Map {
+                c,
+                h: (h - kernel) / stride + 1,
+                w: (w - kernel) / stride + 1,
+            })
+        }
+        Layer::Flatten => Ok(Shape::Flat(input.numel())),
+        Layer::Linear {
+            in_features,
+            out_features,
+        } => match input {
+            Shape::Flat(n) if n == in_features => {
+                if out_features == 0 {
+                    Err("has zero output features".into())
+                } else {
+                    Ok(Shape::Flat(out_features))
+                }
+            }
+            Shape::Flat(n) => Err(format!("expects {in_features} input features, got {n}")),
+            Shape::Map { .. } => Err(format!(
+                "needs a flat input, got {input} (add a Flatten layer before it)"
+            )),
+        },
+    }
+}
+
+/// A host copy of one named tensor (a parameter or its gradient), row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// One parameter tensor on the backend: its value, its gradient (overwritten by every
+/// backward pass) and its momentum buffer.
+pub struct Param<B: Backend> {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub value: B::Buffer,
+    pub grad: B::Buffer,
+    pub velocity: B::Buffer,
+}
+
+impl<B: Backend> Param<B> {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A sequential model whose parameters live on a backend.
+pub struct Model<B: Backend> {
+    spec: ModelSpec,
+    /// Per-sample shapes: the input, then each layer's output.
+    shapes: Vec<Shape>,
+    /// For each activation (0 = input, i + 1 = output of layer i), the workspace buffer that
+    /// holds it. Flatten's output shares its input's buffer.
+    slots: Vec<usize>,
+    /// For each layer with parameters, the indices of its weight and bias in `params`.
+    layer_params: Vec<Option<(usize, usize)>>,
+    /// The index of the first layer with parameters: layers at or before it need no input
+    /// gradient.
+    first_param_layer: usize,
+    params: Vec<Param<B>>,
+}
+
+impl<B: Backend> Model<B> {
+    /// Builds the model and uploads PyTorch-style initial parameters drawn from `seed`
+    /// (see [`ModelSpec::init_params`]).
+    pub fn new(b: &B, spec: ModelSpec, seed: u64) -> Result<Self> {
+        let init = spec.init_params(seed)?;
+        Self::with_params(b, spec, &init)
+    }
+
+    /// Builds the model with the given parameters (every tensor of [`ModelSpec::param_shapes`],
+    /// by name).
+    pub fn with_params(b: &B, spec: ModelSpec, init: &[NamedTensor]) -> Result<Self> {
+        let shapes = spec.infer_shapes()?;
+        let mut slots = vec![0];
+        for layer in &spec.layers {
+            let last = *slots.last().expect("slot 0 is always there");
+            slots.push(if *layer == Layer::Flatten {
+                last
+            } else {
+                last + 1
+            });
+        }
+        let mut params = Vec::new();
+        let mut layer_params = Vec::new();
+        let names = spec.param_shapes()?;
+        let mut names = names.into_iter();
+        for layer in &spec.layers {
+            if !layer.has_params() {
+                layer_params.push(None);
+                continue;
+            }
+            let mut idx = [0; 2];
+            for slot in &mut idx {
+                let (name, shape) = names.next().expect("param_shapes lists every parameter");
+                let src = init.iter().find(|t| t.name == name).ok_or_else(|| {
+                    Error::InvalidParams(format!("no initial value for parameter {name}"))
+                })?;
+                check_tensor(src, &name, &shape)?;
+                let len = src.data.len();
+                *slot = params.len();
+                params.push(Param {
+                    value: b.upload_f32(&src.data, &name)?,
+                    grad: b.zeros(len, &format!("{name}.grad"))?,
+                    velocity: b.zeros(len, &format!("{name}.velocity"))?,
+                    name,
+                    shape,
+                });
+            }
+            layer_params.push(Some((idx[0], idx[1])));
+        }
+        if let Some(extra) = init
+            .iter()
+            .find(|t| !params.iter().any(|p| p.name == t.name))
+        {
+            return Err(Error::InvalidParams(format!(
+                "the model has no parameter named {}",
+                extra.name
+            )));
+        }
+        let first_param_layer = spec
+            .layers
+            .iter()
+            .position(Layer::has_params)
+            .expect("infer_shapes checked");
+        Ok(Model {
+            spec,
+            shapes,
+            slots,
+            layer_params,
+            first_param_layer,
+            params,
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Per-sample shapes of the input and of every layer's output.
+    pub fn shapes(&self) -> &[Shape] {
+        &self.shapes
+    }
+
+    /// Elements per input sample (C·H·W).
+    pub fn input_len(&self) -> usize {
+        self.shapes[0].numel()
+    }
+
+    /// The number of outputs per sample (the logits' width).
+    pub fn classes(&self) -> usize {
+        self.shapes.last().expect("never empty").numel()
+    }
+
+    pub fn params(&self) -> &[Param<B>] {
+        &self.params
+    }
+
+    /// Total number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.params.iter().map(Param::len).sum()
+    }
+
+    /// Reads every parameter back to the host, in initialisation order.
+    pub fn read_params(&self, b: &B) -> Result<Vec<NamedTensor>> {
+        self.read_each(b, |p| &p.value)
+    }
+
+    /// Reads every parameter's gradient (from the last [`Self::backward`]) back to the host.
+    pub fn read_grads(&self, b: &B) -> Result<Vec<NamedTensor>> {
+        self.read_each(b, |p| &p.grad)
+    }
+
+    fn read_each(
+        &self,
+        b: &B,
+        which: impl Fn(&Param<B>) -> &B::Buffer,
+    ) -> Result<Vec<NamedTensor>> {
+        self.params
+            .iter()
+            .map(|p| {
+                Ok(NamedTensor {
+                    name: p.name.clone(),
+                    shape: p.shape.clone(),
+                    data: b.read_f32(which(p))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Overwrites the named parameters (any subset; each must exist with the same shape).
+    /// Momentum buffers are left as they are.
+    pub fn set_params(&mut self, b: &B, tensors: &[NamedTensor]) -> Result<()> {
+        // Check everything before writing anything.
+        let mut targets = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            let i = self
+                .params
+                .iter()
+                .position(|p| p.name == t.name)
+                .ok_or_else(|| {
+                    Error::InvalidParams(format!("the model has no parameter named {}", t.name))
+                })?;
+            check_tensor(t, &self.params[i].name, &self.params[i].shape)?;
+            targets.push(i);
+        }
+        for (t, i) in tensors.iter().zip(targets) {
+            b.write_f32(&mut self.params[i].value, &t.data)?;
+        }
+        Ok(())
+    }
+
+    /// Sets every momentum buffer to zero.
+    pub fn reset_velocity(&mut self, b: &B) -> Result<()> {
+        for p in &mut self.params {
+            b.fill_zero(&mut p.velocity)?;
+        }
+        Ok(())
+    }
+
+    fn conv_params(&self, layer: usize, batch: usize) -> Conv2d {
+        let Layer::Conv2d {
+            in_channels,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            stride,
+            padding,
+        } = self.spec.layers[layer]
+        else {
+            unreachable!("conv_params on a non-conv layer")
+        };
+        let Shape::Map { h, w, .. } = self.shapes[layer] else {
+            unreachable!("shape inference gave a conv a flat input")
+        };
+        Conv2d {
+            batch,
+            in_channels,
+            in_h: h,
+            in_w: w,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            stride,
+            padding,
+        }
+    }
+
+    fn pool_params(&self, layer: usize, batch: usize, kernel: usize, stride: usize) -> Pool2d {
+        let Shape::Map { c, h, w } = self.shapes[layer] else {
+            unreachable!("shape inference gave a pool a flat input")
+        };
+        Pool2d {
+            batch,
+            channels: c,
+            in_h: h,
+            in_w: w,
+            kernel,
+            stride,
+        }
+    }
+
+    fn check_workspace(&self, ws: &Workspace<B>) -> Result<()> {
+        if ws.acts.len() != *self.slots.last().expect("never empty") + 1
+            || ws.input_len != self.input_len()
+        {
+            return Err(Error::InvalidParams(
+                "the workspace was built for another model".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs every layer on `ws`'s input, leaving every activation (and the logits) in `ws`.
+    pub fn forward(&self, b: &B, ws: &mut Workspace<B>) -> Result<()> {
+        self.check_workspace(ws)?;
+        let n = ws.batch;
+        for (i, layer) in self.spec.layers.iter().enumerate() {
+            let (si, so) = (self.slots[i], self.slots[i + 1]);
+            if si == so {
+                continue; // Flatten
+            }
+            let (x, y) = read_write(&mut ws.acts, si, so);
+            match *layer {
+                Layer::Conv2d { .. } => {
+                    let (wi, bi) = self.layer_params[i].expect("a conv has params");
+                    let p = self.conv_params(i, n);
+                    b.conv2d_forward(&p, x, &self.params[wi].value, &self.params[bi].value, y)?;
+                }
+                Layer::Relu => b.relu_forward(n * self.shapes[i].numel(), x, y)?,
+                Layer::MaxPool2d { kernel, stride } => {
+                    b.maxpool2d_forward(&self.pool_params(i, n, kernel, stride), x, y)?
+                }
+                Layer::AvgPool2d { kernel, stride } => {
+                    b.avgpool2d_forward(&self.pool_params(i, n, kernel, stride), x, y)?
+                }
+                Layer::Linear {
+                    in_features,
+                    out_features,
+                } => {
+                    let (wi, bi) = self.layer_params[i].expect("a linear layer has params");
+                    // y[n, out] = x[n, in] · W[out, in]ᵀ
+                    let mm = Matmul {
+                        m: n,
+                        k: in_features,
+                        n: out_features,
+                        trans_a: false,
+                        trans_b: true,
+                    };
+                    b.matmul(&mm, x, &self.params[wi].value, y)?;
+                    let ch = Channels {
+                        outer: n,
+                        channels: out_features,
+                        inner: 1,
+                    };
+                    b.bias_add(&ch, &self.params[bi].value, y)?;
+                }
+                Layer::Flatten => unreachable!("Flatten shares its input's slot"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Softmax cross-entropy of the logits against `ws`'s labels: adds the batch mean to
+    /// `loss_sum[0]` and writes the logits' gradient into `ws` (ready for [`Self::backward`]).
+    pub fn loss(&self, b: &B, ws: &mut Workspace<B>, loss_sum: &mut B::Buffer) -> Result<()> {
+        self.check_workspace(ws)?;
+        let last = *self.slots.last().expect("never empty");
+        let p = SoftmaxXent {
+            batch: ws.batch,
+            classes: self.classes(),
+        };
+        let dlogits = ws.grads[last].as_mut().ok_or_else(|| {
+            Error::InvalidParams("loss needs a training workspace (Workspace::new)".into())
+        })?;
+        b.softmax_cross_entropy(&p, &ws.acts[last], &ws.labels, loss_sum, dlogits)
+    }
+
+    /// Adds the number of samples whose arg-max logit equals the label to `correct[0]`.
+    pub fn count_correct(&self, b: &B, ws: &Workspace<B>, correct: &mut B::Buffer) -> Result<()> {
+        self.check_workspace(ws)?;
+        let last = *self.slots.last().expect("never empty");
+        let p = SoftmaxXent {
+            batch: ws.batch,
+            classes: self.classes(),
+        };
+        b.count_correct(&p, &ws.acts[last], &ws.labels, correct)
+    }
+
+    /// Back-propagates the logits' gradient left by [`Self::loss`] through every layer,
+    /// overwriting every parameter gradient. Needs the activations of the last
+    /// [`Self::forward`] on the same workspace.
+    pub fn backward(&mut self, b: &B, ws: &mut Workspace<B>) -> Result<()> {
+        self.check_workspace(ws)?;
+        if ws.grads.iter().all(Option::is_none) {
+            return Err(Error::InvalidParams(
+                "backward needs a training workspace (Workspace::new)".into(),
+            ));
+        }
+        let n = ws.batch;
+        for (i, layer) in self.spec.layers.iter().enumerate().rev() {
+            let (si, so) = (self.slots[i], self.slots[i + 1]);
+            if si == so {
+                continue; // Flatten: the gradient buffer is shared too
+            }
+            let need_dx = i > self.first_param_layer;
+            let x = &ws.acts[si];
+            let y = &ws.acts[so];
+            let (dy, dx) = read_write(&mut ws.grads, so, si);
+            let dy = dy
+                .as_ref()
+                .expect("every activation after the input has a gradient");
+            let mut dx = if need_dx {
+                Some(
+                    dx.as_mut()
+                        .expect("activations after a parameter layer have a gradient"),
+                )
+            } else {
+                None
+            };
+            match *layer {
+                Layer::Conv2d { .. } => {
+                    let (wi, bi) = self.layer_params[i].expect("a conv has params");
+                    let p = self.conv_params(i, n);
+                    b.conv2d_backward_weight(&p, x, dy, &mut self.params[wi].grad)?;
+                    b.conv2d_backward_bias(&p, dy, &mut self.params[bi].grad)?;
+                    if let Some(dx) = dx.as_deref_mut() {
+                        b.conv2d_backward_input(&p, dy, &self.params[wi].value, dx)?;
+                    }
+                }
+                Layer::Relu => {
+                    if let Some(dx) = dx.as_deref_mut() {
+                        b.relu_backward(n * self.shapes[i].numel(), y, dy, dx)?;
+                    }
+                }
+                Layer::MaxPool2d { kernel, stride } => {
+                    if let Some(dx) = dx.as_deref_mut() {
+                        b.maxpool2d_backward(&self.pool_params(i, n, kernel, stride), x, dy, dx)?;
+                    }
+                }
+                Layer::AvgPool2d { kernel, stride } => {
+                    if let Some(dx) = dx.as_deref_mut() {
+                        b.avgpool2d_backward(&self.pool_params(i, n, kernel, stride), dy, dx)?;
+                    }
+                }
+                Layer::Linear {
+                    in_features,
+                    out_features,
+                } => {
+                    let (wi, bi) = self.layer_params[i].expect("a linear layer has params");
+                    // dW[out, in] = dy[n, out]ᵀ · x[n, in]
+                    let mm = Matmul {
+                        m: out_features,
+                        k: n,
+                        n: in_features,
+                        trans_a: true,
+                        trans_b: false,
+                    };
+                    b.matmul(&mm, dy, x, &mut self.params[wi].grad)?;
+                    let ch = Channels {
+                        outer: n,
+                        channels: out_features,
+                        inner: 1,
+                    };
+                    b.channel_sum(&ch, dy, &mut self.params[bi].grad)?;
+                    if let Some(dx) = dx.as_deref_mut() {
+                        // dx[n, in] = dy[n, out] · W[out, in]
+                        let mm = Matmul {
+                            m: n,
+                            k: out_features,
+                            n: in_features,
+                            trans_a: false,
+                            trans_b: false,
+                        };
+                        b.matmul(&mm, dy, &self.params[wi].value, dx)?;
+                    }
+                }
+                Layer::Flatten => unreachable!("Flatten shares its input's slot"),
+            }
+        }
+        Ok(())
+    }
+
+    /// One SGD-with-momentum update of every parameter from its current gradient.
+    pub fn sgd_step(&mut self, b: &B, lr: f32, momentum: f32) -> Result<()> {
+        for p in &mut self.params {
+            let sgd = Sgd {
+                len: p.len(),
+                lr,
+                momentum,
+            };
+            b.sgd_momentum(&sgd, &mut p.value, &p.grad, &mut p.velocity)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_tensor(t: &NamedTensor, name: &str, shape: &[usize]) -> Result<()> {
+    let len: usize = shape.iter().product();
+    if t.shape != shape || t.data.len() != len {
+        return Err(Error::InvalidParams(format!(
+            "parameter {name} should have shape {shape:?}, got shape {:?} with {} values",
+            t.shape,
+            t.data.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Borrows `v[r]` shared and `v[w]` exclusively (`r != w`).
+fn read_write<T>(v: &mut [T], r: usize, w: usize) -> (&T, &mut T) {
+    assert_ne!(r, w, "read_write needs two different elements");
+    if r < w {
+        let (a, b) = v.split_at_mut(w);
+        (&a[r], &mut b[0])
+    } else {
+        let (a, b) = v.split_at_mut(r);
+        (&b[0], &mut a[w])
+    }
+}
+
+/// Every activation buffer (and, for training, every activation-gradient buffer) of one model
+/// at one batch size, plus the batch's input and labels. Built once, reused every step.
+pub struct Workspace<B: Backend> {
+    batch: usize,
+    input_len: usize,
+    /// Activations by slot; slot 0 is the input batch [N, C, H, W].
+    acts: Vec<B::Buffer>,
+    /// Activation gradients by slot; `None` for the input, and everywhere in an inference
+    /// workspace.
+    grads: Vec<Option<B::Buffer>>,
+    /// The batch's labels, u32 [N].
+    labels: B::Buffer,
+}
+
+impl<B: Backend> Workspace<B> {
+    /// A training workspace (activations and their gradients) for `batch` samples.
+    pub fn new(b: &B, model: &Model<B>, batch: usize) -> Result<Self> {
+        Self::build(b, model, batch, true)
+    }
+
+    /// An inference workspace (activations only) for `batch` samples.
+    pub fn inference(b: &B, model: &Model<B>, batch: usize) -> Result<Self> {
+        Self::build(b, model, batch, false)
+    }
+
+    fn build(b: &B, model: &Model<B>, batch: usize, train: bool) -> Result<Self> {
+        if batch == 0 {
+            return Err(Error::InvalidParams(
+                "a workspace needs a batch of at least 1".into(),
+            ));
+        }
+        let mut acts = Vec::new();
+        let mut grads = Vec::new();
+        for (a, shape) in model.shapes.iter().enumerate() {
+            if a > 0 && model.slots[a] == model.slots[a - 1] {
+                continue; // shares the previous activation's buffer
+            }
+            let len = batch * shape.numel();
+            acts.push(b.zeros(len, &format!("act{a}"))?);
+            grads.push(if train && a > 0 {
+                Some(b.zeros(len, &format!("grad{a}"))?)
+            } else {
+                None
+            });
+        }
+        Ok(Workspace {
+            batch,
+            input_len: model.input_len(),
+            acts,
+            grads,
+            labels: b.zeros(batch, "labels")?,
+        })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The input batch [N, C, H, W] and the labels [N], to be filled (e.g. by `gather_batch`).
+    pub fn input_and_labels_mut(&mut self) -> (&mut B::Buffer, &mut B::Buffer) {
+        (&mut self.acts[0], &mut self.labels)
+    }
+
+    pub fn input(&self) -> &B::Buffer {
+        &self.acts[0]
+    }
+
+    pub fn labels(&self) -> &B::Buffer {
+        &self.labels
+    }
+
+    /// The logits [N, classes] of the last forward pass.
+    pub fn logits(&self) -> &B::Buffer {
+        self.acts.last().expect("never empty")
+    }
+}
