@@ -1,1 +1,190 @@
-fn main() {}
+//! The `cnn-gpu` command line: parses arguments, calls the library, and turns errors into
+//! messages and exit codes. No training logic lives here.
+//!
+//! Exit codes:
+//! - 0: success;
+//! - 2: something the user must fix — a bad flag value (refused before any work; clap's own
+//!   parse errors also exit 2) or unusable MNIST files in the data directory;
+//! - 1: any other failure (no GPU adapter, a backend error …).
+//!
+//! Every failure prints one line `error: …` on stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use cnn_gpu::backend::cpu::CpuBackend;
+use cnn_gpu::backend::Backend;
+use cnn_gpu::data::{load_mnist, resolve_data_dir};
+use cnn_gpu::model::ModelSpec;
+use cnn_gpu::train::{self, PrintReporter, TrainConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cnn-gpu",
+    version,
+    about = "Train a CNN on MNIST with WGSL compute shaders (or the CPU)"
+)]
+#[command(after_help = "Exit codes: 0 success, 2 bad arguments or data files, 1 other failures.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train the tutorial's SimpleCNN on MNIST and report the test accuracy.
+    Train(TrainArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendChoice {
+    /// The GPU if one can be opened, else the CPU.
+    Auto,
+    /// The WGSL backend (fails if no adapter can be opened).
+    Gpu,
+    /// The CPU reference backend.
+    Cpu,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Which backend runs the ops.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
+    /// Pick a GPU adapter whose name contains this text (GPU backend only).
+    #[arg(long)]
+    adapter: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
+    lr: f32,
+    /// SGD momentum, in [0, 1).
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
+    momentum: f32,
+    /// Seeds the initial weights and the shuffles.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Directory holding the MNIST IDX files (default: see the data module's search order).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print the mean loss every this many batches.
+    #[arg(long, default_value_t = 100)]
+    log_interval: usize,
+    /// CPU backend threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// A failure on its way to the user: the message and the exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// Something the user must fix (exit 2).
+    fn usage(e: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 2,
+            message: e.to_string(),
+        }
+    }
+    /// A refused setting (exit 2), without the library's "invalid parameters" prefix.
+    fn config(e: cnn_gpu::Error) -> Self {
+        match e {
+            cnn_gpu::Error::InvalidParams(msg) => Failure::usage(msg),
+            other => Failure::usage(other),
+        }
+    }
+    /// Anything else (exit 1).
+    fn other(e: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 1,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train_command(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn train_command(args: &TrainArgs) -> Result<(), Failure> {
+    // Refuse bad values before any work.
+    let cfg = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        momentum: args.momentum,
+        seed: args.seed,
+        log_interval: args.log_interval,
+        ..TrainConfig::default()
+    };
+    cfg.validate().map_err(Failure::config)?;
+    if args.threads == Some(0) {
+        return Err(Failure::usage("--threads must be at least 1"));
+    }
+
+    match args.backend {
+        BackendChoice::Cpu => train_cpu(args, &cfg),
+        // ---- GPU: the lead replaces these two arms with the WGSL backend ----------------------
+        // Gpu: open the adapter (args.adapter) and call `train_on(&gpu, args, &cfg)`, mapping
+        // adapter errors to `Failure::other`. Auto: try the same and fall back to `train_cpu`
+        // with a `log::warn!` naming why the GPU could not be used.
+        BackendChoice::Gpu => Err(Failure::other(
+            "the GPU backend is not available yet; use --backend cpu",
+        )),
+        BackendChoice::Auto => {
+            log::info!("the GPU backend is not available yet; using the CPU");
+            train_cpu(args, &cfg)
+        } // ---- end of the GPU arms ------------------------------------------------------------
+    }
+}
+
+fn train_cpu(args: &TrainArgs, cfg: &TrainConfig) -> Result<(), Failure> {
+    if args.adapter.is_some() {
+        log::warn!("--adapter is ignored by the CPU backend");
+    }
+    let cpu = CpuBackend::new(args.threads).map_err(Failure::other)?;
+    train_on(&cpu, args, cfg)
+}
+
+/// Loads MNIST, trains SimpleCNN on `b` and prints the results.
+fn train_on<B: Backend>(b: &B, args: &TrainArgs, cfg: &TrainConfig) -> Result<(), Failure> {
+    let dir = resolve_data_dir(args.data_dir.as_deref());
+    let mnist = load_mnist(&dir).map_err(|e| Failure::usage(format!("{e:#}")))?;
+    cfg.validate_for(mnist.train.labels.len())
+        .map_err(Failure::config)?;
+    let mut reporter = PrintReporter;
+    let (_model, summary) = train::run(
+        b,
+        ModelSpec::simple_cnn(),
+        &mnist.train,
+        &mnist.test,
+        cfg,
+        &mut reporter,
+    )
+    .map_err(|e| Failure::other(format!("{e:#}")))?;
+    log::info!(
+        "steady state {:.0} images/s, first step {:.3} s",
+        summary.fit.steady_images_per_sec,
+        summary.fit.first_step_seconds
+    );
+    Ok(())
+}

@@ -676,7 +676,7 @@ impl<B: Backend> Model<B> {
             let dy = dy
                 .as_ref()
                 .expect("every activation after the input has a gradient");
-            let mut dx = if need_dx {
+            let dx = if need_dx {
                 Some(
                     dx.as_mut()
                         .expect("activations after a parameter layer have a gradient"),
@@ -690,22 +690,22 @@ impl<B: Backend> Model<B> {
                     let p = self.conv_params(i, n);
                     b.conv2d_backward_weight(&p, x, dy, &mut self.params[wi].grad)?;
                     b.conv2d_backward_bias(&p, dy, &mut self.params[bi].grad)?;
-                    if let Some(dx) = dx.as_deref_mut() {
+                    if let Some(dx) = dx {
                         b.conv2d_backward_input(&p, dy, &self.params[wi].value, dx)?;
                     }
                 }
                 Layer::Relu => {
-                    if let Some(dx) = dx.as_deref_mut() {
+                    if let Some(dx) = dx {
                         b.relu_backward(n * self.shapes[i].numel(), y, dy, dx)?;
                     }
                 }
                 Layer::MaxPool2d { kernel, stride } => {
-                    if let Some(dx) = dx.as_deref_mut() {
+                    if let Some(dx) = dx {
                         b.maxpool2d_backward(&self.pool_params(i, n, kernel, stride), x, dy, dx)?;
                     }
                 }
                 Layer::AvgPool2d { kernel, stride } => {
-                    if let Some(dx) = dx.as_deref_mut() {
+                    if let Some(dx) = dx {
                         b.avgpool2d_backward(&self.pool_params(i, n, kernel, stride), dy, dx)?;
                     }
                 }
@@ -729,7 +729,7 @@ impl<B: Backend> Model<B> {
                         inner: 1,
                     };
                     b.channel_sum(&ch, dy, &mut self.params[bi].grad)?;
-                    if let Some(dx) = dx.as_deref_mut() {
+                    if let Some(dx) = dx {
                         // dx[n, in] = dy[n, out] · W[out, in]
                         let mm = Matmul {
                             m: n,

@@ -1,1 +1,433 @@
-//! Training (being written).
+//! The training loop and evaluation, generic over the backend.
+//!
+//! The datasets are uploaded once ([`ResidentDataset`]); each epoch writes one permutation into
+//! a resident buffer, and each step only records ops: gather → forward → loss → backward → SGD →
+//! flush. The loss is accumulated on the backend and read back only at log intervals (and once
+//! per epoch, to time it). Printing goes through a [`Reporter`], so the math never prints.
+
+use std::time::Instant;
+
+use crate::backend::{Backend, Gather};
+use crate::data::{shuffled_indices, Dataset};
+use crate::model::{Model, ModelSpec, Workspace};
+use crate::{Error, Result};
+
+/// Hyper-parameters of a training run. [`Default`] gives the tutorial's values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    /// Seeds the parameter initialisation and every epoch's shuffle.
+    pub seed: u64,
+    /// Print the mean loss every this many batches.
+    pub log_interval: usize,
+    /// Batch size of the evaluation pass (any size works; the remainder gets its own batch).
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 5,
+            batch_size: 64,
+            lr: 0.001,
+            momentum: 0.9,
+            seed: 0,
+            log_interval: 100,
+            eval_batch_size: 1000,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Refuses values that make no sense, with a one-line message naming the value.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidParams(msg));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch size must be at least 1".into());
+        }
+        if self.eval_batch_size == 0 {
+            return bad("evaluation batch size must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!(
+                "learning rate must be a positive finite number, got {}",
+                self.lr
+            ));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!("momentum must be in [0, 1), got {}", self.momentum));
+        }
+        if self.log_interval == 0 {
+            return bad("log interval must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// [`Self::validate`] plus the checks that need the training set's size.
+    pub fn validate_for(&self, train_len: usize) -> Result<()> {
+        self.validate()?;
+        if train_len == 0 {
+            return Err(Error::InvalidParams("the training set is empty".into()));
+        }
+        if self.batch_size > train_len {
+            return Err(Error::InvalidParams(format!(
+                "batch size {} is larger than the training set ({train_len} images)",
+                self.batch_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The mean loss over one log interval.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossRecord {
+    /// 1-based.
+    pub epoch: usize,
+    /// 1-based index of the last batch of the interval within its epoch.
+    pub batch: usize,
+    pub loss: f32,
+}
+
+/// Wall time of one epoch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochStats {
+    /// 1-based.
+    pub epoch: usize,
+    pub steps: usize,
+    pub images: usize,
+    pub seconds: f64,
+    pub images_per_sec: f64,
+}
+
+/// The outcome of an evaluation pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvalResult {
+    pub correct: usize,
+    pub total: usize,
+}
+
+impl EvalResult {
+    /// Accuracy in percent.
+    pub fn accuracy_percent(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            100.0 * self.correct as f64 / self.total as f64
+        }
+    }
+}
+
+/// What [`fit`] measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FitSummary {
+    pub epochs: Vec<EpochStats>,
+    pub losses: Vec<LossRecord>,
+    /// Wall time of the very first step, waited for: it includes start-up work such as shader
+    /// builds on the GPU.
+    pub first_step_seconds: f64,
+    /// Images per second over every step but the first (steady state).
+    pub steady_images_per_sec: f64,
+}
+
+/// What [`train`] measured: the fit and the final evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainSummary {
+    pub fit: FitSummary,
+    pub eval: EvalResult,
+}
+
+/// Where the loop reports progress. The loop never prints by itself.
+pub trait Reporter {
+    /// Once, before the first step.
+    fn start(&mut self, _backend: &str, _train_images: usize, _params: usize) {}
+    fn loss(&mut self, _rec: &LossRecord) {}
+    fn first_step(&mut self, _seconds: f64) {}
+    fn epoch(&mut self, _stats: &EpochStats) {}
+    fn eval(&mut self, _eval: &EvalResult) {}
+}
+
+/// Reports nothing (tests, benchmarks).
+pub struct QuietReporter;
+
+impl Reporter for QuietReporter {}
+
+/// Prints the tutorial's lines to stdout.
+pub struct PrintReporter;
+
+impl Reporter for PrintReporter {
+    fn start(&mut self, backend: &str, train_images: usize, params: usize) {
+        println!("Training on {backend}: {train_images} images, {params} parameters");
+    }
+    fn loss(&mut self, rec: &LossRecord) {
+        println!(
+            "[Epoch {}, Batch {}] loss: {:.3}",
+            rec.epoch, rec.batch, rec.loss
+        );
+    }
+    fn first_step(&mut self, seconds: f64) {
+        println!("First step: {:.3} s (includes start-up)", seconds);
+    }
+    fn epoch(&mut self, s: &EpochStats) {
+        println!(
+            "Epoch {} done in {:.2} s ({:.0} images/s)",
+            s.epoch, s.seconds, s.images_per_sec
+        );
+    }
+    fn eval(&mut self, e: &EvalResult) {
+        println!(
+            "Accuracy of the network on the {} test images: {:.2}%",
+            e.total,
+            e.accuracy_percent()
+        );
+    }
+}
+
+/// A dataset uploaded to the backend once: packed u8 images and u32 labels.
+pub struct ResidentDataset<B: Backend> {
+    pub images: B::Buffer,
+    pub labels: B::Buffer,
+    pub len: usize,
+    /// Pixels per image.
+    pub image_len: usize,
+}
+
+impl<B: Backend> ResidentDataset<B> {
+    /// Uploads `ds`, refusing labels outside `0..classes` (a bad label would index outside the
+    /// logits on the device).
+    pub fn upload(b: &B, ds: &Dataset, classes: usize, label: &str) -> Result<Self> {
+        let image_len = ds.rows * ds.cols;
+        let len = ds.labels.len();
+        if ds.images.len() != len * image_len {
+            return Err(Error::InvalidParams(format!(
+                "{label} set has {} pixels for {len} labels of {}×{} images",
+                ds.images.len(),
+                ds.rows,
+                ds.cols
+            )));
+        }
+        if let Some(&bad) = ds.labels.iter().find(|&&l| l as usize >= classes) {
+            return Err(Error::InvalidParams(format!(
+                "{label} set has label {bad}, but the model has {classes} classes"
+            )));
+        }
+        let labels: Vec<u32> = ds.labels.iter().map(|&l| l as u32).collect();
+        Ok(ResidentDataset {
+            images: b.upload_u32(&ds.packed_images(), &format!("{label}.images"))?,
+            labels: b.upload_u32(&labels, &format!("{label}.labels"))?,
+            len,
+            image_len,
+        })
+    }
+}
+
+/// Builds the model from `spec` (initialised from `cfg.seed`), trains it on `train_set` and
+/// evaluates it on `test_set`.
+pub fn run<B: Backend>(
+    b: &B,
+    spec: ModelSpec,
+    train_set: &Dataset,
+    test_set: &Dataset,
+    cfg: &TrainConfig,
+    rep: &mut dyn Reporter,
+) -> Result<(Model<B>, TrainSummary)> {
+    cfg.validate_for(train_set.labels.len())?;
+    let mut model = Model::new(b, spec, cfg.seed)?;
+    let summary = train(b, &mut model, train_set, test_set, cfg, rep)?;
+    Ok((model, summary))
+}
+
+/// Uploads both sets, trains `model` for `cfg.epochs` epochs and evaluates it.
+pub fn train<B: Backend>(
+    b: &B,
+    model: &mut Model<B>,
+    train_set: &Dataset,
+    test_set: &Dataset,
+    cfg: &TrainConfig,
+    rep: &mut dyn Reporter,
+) -> Result<TrainSummary> {
+    cfg.validate_for(train_set.labels.len())?;
+    let classes = model.classes();
+    let train_res = ResidentDataset::upload(b, train_set, classes, "train")?;
+    let test_res = ResidentDataset::upload(b, test_set, classes, "test")?;
+    let fit = fit(b, model, &train_res, cfg, rep)?;
+    let eval = evaluate(b, model, &test_res, cfg.eval_batch_size)?;
+    rep.eval(&eval);
+    Ok(TrainSummary { fit, eval })
+}
+
+fn check_input(model: &Model<impl Backend>, image_len: usize) -> Result<()> {
+    if model.input_len() != image_len {
+        return Err(Error::InvalidParams(format!(
+            "the model takes {} values per sample but the images have {image_len} pixels",
+            model.input_len()
+        )));
+    }
+    Ok(())
+}
+
+/// Trains `model` on a resident dataset for `cfg.epochs` epochs. Every batch is used, the
+/// last one partial when the set does not divide (as PyTorch's DataLoader with
+/// drop_last=False).
+pub fn fit<B: Backend>(
+    b: &B,
+    model: &mut Model<B>,
+    data: &ResidentDataset<B>,
+    cfg: &TrainConfig,
+    rep: &mut dyn Reporter,
+) -> Result<FitSummary> {
+    cfg.validate_for(data.len)?;
+    check_input(model, data.image_len)?;
+    let n = data.len;
+    let bs = cfg.batch_size;
+    let steps = n.div_ceil(bs);
+    let tail = n % bs;
+
+    let mut ws_full = Workspace::new(b, model, bs)?;
+    let mut ws_tail = if tail > 0 {
+        Some(Workspace::new(b, model, tail)?)
+    } else {
+        None
+    };
+    let mut perm = b.zeros(n, "permutation")?;
+    let mut loss_sum = b.zeros(1, "loss_sum")?;
+
+    rep.start(&b.describe(), n, model.num_params());
+    let mut summary = FitSummary {
+        epochs: Vec::new(),
+        losses: Vec::new(),
+        first_step_seconds: 0.0,
+        steady_images_per_sec: 0.0,
+    };
+    let mut steady_seconds = 0.0;
+    let mut steady_images = 0;
+    for epoch in 1..=cfg.epochs {
+        let t0 = Instant::now();
+        let order = shuffled_indices(n, cfg.seed, epoch - 1);
+        b.write_u32(&mut perm, &order)?;
+        b.fill_zero(&mut loss_sum)?;
+        let mut in_interval = 0;
+        for step in 0..steps {
+            let offset = step * bs;
+            let ws = if offset + bs <= n {
+                &mut ws_full
+            } else {
+                ws_tail.as_mut().expect("a partial batch has its workspace")
+            };
+            let g = Gather {
+                batch: ws.batch(),
+                image_len: data.image_len,
+                offset,
+            };
+            let (x, y) = ws.input_and_labels_mut();
+            b.gather_batch(&g, &data.images, &data.labels, &perm, x, y)?;
+            model.forward(b, ws)?;
+            model.loss(b, ws, &mut loss_sum)?;
+            model.backward(b, ws)?;
+            model.sgd_step(b, cfg.lr, cfg.momentum)?;
+            b.flush()?;
+            in_interval += 1;
+
+            if epoch == 1 && step == 0 {
+                b.read_f32(&loss_sum)?; // wait for it
+                summary.first_step_seconds = t0.elapsed().as_secs_f64();
+                rep.first_step(summary.first_step_seconds);
+            }
+            if (step + 1) % cfg.log_interval == 0 {
+                let sum = b.read_f32(&loss_sum)?[0];
+                let rec = LossRecord {
+                    epoch,
+                    batch: step + 1,
+                    loss: sum / in_interval as f32,
+                };
+                rep.loss(&rec);
+                summary.losses.push(rec);
+                b.fill_zero(&mut loss_sum)?;
+                in_interval = 0;
+            }
+        }
+        b.read_f32(&loss_sum)?; // wait for the epoch's last step before timing it
+        let seconds = t0.elapsed().as_secs_f64();
+        let stats = EpochStats {
+            epoch,
+            steps,
+            images: n,
+            seconds,
+            images_per_sec: n as f64 / seconds,
+        };
+        if epoch == 1 {
+            steady_seconds += seconds - summary.first_step_seconds;
+            steady_images += n - ws_full.batch().min(n);
+        } else {
+            steady_seconds += seconds;
+            steady_images += n;
+        }
+        rep.epoch(&stats);
+        summary.epochs.push(stats);
+    }
+    summary.steady_images_per_sec = if steady_seconds > 0.0 {
+        steady_images as f64 / steady_seconds
+    } else {
+        0.0
+    };
+    Ok(summary)
+}
+
+/// Counts the correctly classified images of a resident dataset, in batches of `batch`
+/// (the remainder in one smaller batch). One readback at the end.
+pub fn evaluate<B: Backend>(
+    b: &B,
+    model: &Model<B>,
+    data: &ResidentDataset<B>,
+    batch: usize,
+) -> Result<EvalResult> {
+    check_input(model, data.image_len)?;
+    if batch == 0 {
+        return Err(Error::InvalidParams(
+            "evaluation batch size must be at least 1".into(),
+        ));
+    }
+    let n = data.len;
+    if n == 0 {
+        return Ok(EvalResult {
+            correct: 0,
+            total: 0,
+        });
+    }
+    let bs = batch.min(n);
+    let tail = n % bs;
+    let mut ws_full = Workspace::inference(b, model, bs)?;
+    let mut ws_tail = if tail > 0 {
+        Some(Workspace::inference(b, model, tail)?)
+    } else {
+        None
+    };
+    let identity: Vec<u32> = (0..n as u32).collect();
+    let perm = b.upload_u32(&identity, "eval.permutation")?;
+    let mut correct = b.zeros(1, "correct")?;
+    for offset in (0..n).step_by(bs) {
+        let ws = if offset + bs <= n {
+            &mut ws_full
+        } else {
+            ws_tail.as_mut().expect("a partial batch has its workspace")
+        };
+        let g = Gather {
+            batch: ws.batch(),
+            image_len: data.image_len,
+            offset,
+        };
+        let (x, y) = ws.input_and_labels_mut();
+        b.gather_batch(&g, &data.images, &data.labels, &perm, x, y)?;
+        model.forward(b, ws)?;
+        model.count_correct(b, ws, &mut correct)?;
+        b.flush()?;
+    }
+    let correct = b.read_u32(&correct)?[0] as usize;
+    Ok(EvalResult { correct, total: n })
+}
