@@ -14,6 +14,7 @@
 //!   encoder); [`Backend::flush`] submits what was recorded, and the `read_*` methods flush and
 //!   wait. Writes through `write_*` are ordered after every op recorded before them.
 
+pub mod check;
 pub mod cpu;
 pub mod gpu;
 pub mod params;

@@ -1,1 +1,736 @@
-//! The WGSL backend (being written).
+//! The WGSL backend: every op of [`Backend`] as a compute kernel from shaders/, run through wgpu
+//! on Vulkan, Metal or DX12.
+//!
+//! How work reaches the GPU:
+//! - Pipelines are built once per (module, entry point, override) and cached; shader modules are
+//!   built with naga's runtime checks on software adapters and in tests, without them on real
+//!   GPUs (they cost up to 50× on the register-tiled GEMM; see PERFORMANCE.md).
+//! - Each op's parameters become a uniform buffer, cached by content, and its bind group is
+//!   cached by (kernel, uniform, buffers): a training loop that calls the same ops on the same
+//!   buffers every step builds every uniform and bind group during its first step only.
+//! - Ops are recorded into one open compute pass of one command encoder; [`Backend::flush`]
+//!   submits it without waiting. Reads and writes flush first, so they are ordered after every
+//!   op recorded before them.
+//! - Every buffer and dispatch is checked against the adapter's limits before anything is
+//!   recorded; validation, out-of-memory and device-lost reports surface as [`Error::Gpu`] at the
+//!   next flush or read.
+
+mod context;
+mod kernels;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use bytemuck::Pod;
+
+use super::{check, Backend, Channels, Conv2d, Gather, Matmul, Pool2d, Sgd, SoftmaxXent};
+use crate::{Error, Result};
+pub use context::{list_adapters, AdapterSummary};
+use context::Context;
+use kernels::*;
+
+/// A buffer on the GPU: `len` 32-bit words.
+pub struct GpuBuffer {
+    buffer: wgpu::Buffer,
+    len: usize,
+    id: u64,
+}
+
+impl GpuBuffer {
+    /// Size in bytes (at least 4: wgpu cannot bind an empty buffer).
+    fn bytes(&self) -> u64 {
+        self.buffer.size()
+    }
+}
+
+/// Whether shader modules keep naga's runtime checks (bounds clamping, loop bounding, zeroed
+/// workgroup memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RuntimeChecks {
+    /// On for software adapters (lavapipe) or when `CNN_GPU_CHECKED=1`, off on real GPUs.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// How to open the GPU backend.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// An index from `cnn-gpu info` or part of an adapter's name; None picks the best adapter.
+    pub adapter: Option<String>,
+    pub runtime_checks: RuntimeChecks,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct BindKey {
+    kernel: Kernel,
+    buffers: Vec<u64>,
+}
+
+/// The command encoder and its open compute pass, while ops are being recorded.
+struct Recording {
+    encoder: wgpu::CommandEncoder,
+    pass: Option<wgpu::ComputePass<'static>>,
+}
+
+pub struct GpuBackend {
+    ctx: Context,
+    checked: bool,
+    modules: RefCell<HashMap<Shader, wgpu::ShaderModule>>,
+    pipelines: RefCell<HashMap<Kernel, wgpu::ComputePipeline>>,
+    uniforms: RefCell<HashMap<Vec<u8>, GpuBuffer>>,
+    bind_groups: RefCell<HashMap<BindKey, wgpu::BindGroup>>,
+    /// Split-K partial sums of weight gradients, by length.
+    scratch: RefCell<HashMap<usize, GpuBuffer>>,
+    /// Mapped-read staging buffers, by size.
+    staging: RefCell<HashMap<u64, wgpu::Buffer>>,
+    recording: RefCell<Option<Recording>>,
+    next_id: Cell<u64>,
+    /// The 256 normalised pixel values, computed on the host with [`crate::data::normalize_pixel`].
+    norm_table: GpuBuffer,
+    dispatches: Cell<u64>,
+}
+
+fn to_u32(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Limit(format!("{what} = {v} does not fit the GPU's 32-bit indices")))
+}
+
+impl GpuBackend {
+    /// Opens the chosen adapter (see [`GpuOptions`]) and uploads the normalisation table.
+    pub fn new(options: &GpuOptions) -> Result<GpuBackend> {
+        let ctx = Context::open(options.adapter.as_deref())?;
+        let software = ctx.summary.device_type == format!("{:?}", wgpu::DeviceType::Cpu);
+        let forced = std::env::var("CNN_GPU_CHECKED").is_ok_and(|v| v == "1");
+        let checked = match options.runtime_checks {
+            RuntimeChecks::Auto => software || forced,
+            RuntimeChecks::On => true,
+            RuntimeChecks::Off => false,
+        };
+        let table: Vec<f32> = (0..=255u8).map(crate::data::normalize_pixel).collect();
+        let norm_table = Self::create_buffer(&ctx, 256, "normalisation table", 0)?;
+        ctx.queue.write_buffer(&norm_table.buffer, 0, bytemuck::cast_slice(&table));
+        let backend = GpuBackend {
+            ctx,
+            checked,
+            modules: RefCell::default(),
+            pipelines: RefCell::default(),
+            uniforms: RefCell::default(),
+            bind_groups: RefCell::default(),
+            scratch: RefCell::default(),
+            staging: RefCell::default(),
+            recording: RefCell::new(None),
+            next_id: Cell::new(1),
+            norm_table,
+            dispatches: Cell::new(0),
+        };
+        Ok(backend)
+    }
+
+    /// The adapter this backend runs on.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.ctx.summary
+    }
+
+    /// Whether shaders were built with naga's runtime checks.
+    pub fn runtime_checks(&self) -> bool {
+        self.checked
+    }
+
+    /// Dispatches recorded since the backend was opened.
+    pub fn dispatch_count(&self) -> u64 {
+        self.dispatches.get()
+    }
+
+    /// Builds every pipeline now rather than at first use, so that start-up cost is paid (and
+    /// any shader error reported) before training starts.
+    pub fn warm_up(&self) -> Result<()> {
+        for kernel in [
+            MATMUL,
+            CONV_FORWARD,
+            CONV_BACKWARD_INPUT,
+            CONV_BACKWARD_WEIGHT,
+            SPLITK_REDUCE,
+            MAXPOOL_FORWARD,
+            MAXPOOL_BACKWARD,
+            AVGPOOL_FORWARD,
+            AVGPOOL_BACKWARD,
+            RELU_FORWARD,
+            RELU_BACKWARD,
+            FILL_ZERO,
+            BIAS_ADD,
+            CHANNEL_SUM,
+            SOFTMAX_XENT,
+            COUNT_CORRECT,
+            SGD_MOMENTUM,
+            GATHER_BATCH,
+        ] {
+            self.pipeline(kernel);
+        }
+        self.ctx.errors.check()
+    }
+
+    fn create_buffer(ctx: &Context, len: usize, label: &str, id: u64) -> Result<GpuBuffer> {
+        let bytes = (len.max(1) * 4) as u64;
+        let limit = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(Error::Limit(format!(
+                "buffer '{label}' needs {} MiB but {} binds at most {} MiB; use a smaller batch",
+                bytes >> 20,
+                ctx.summary.name,
+                limit >> 20
+            )));
+        }
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!(
+                "out of GPU memory allocating '{label}' ({} MiB): {e}",
+                bytes >> 20
+            )));
+        }
+        Ok(GpuBuffer { buffer, len, id })
+    }
+
+    fn new_buffer(&self, len: usize, label: &str) -> Result<GpuBuffer> {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        Self::create_buffer(&self.ctx, len, label, id)
+    }
+
+    fn module(&self, shader: Shader) -> wgpu::ShaderModule {
+        self.modules
+            .borrow_mut()
+            .entry(shader)
+            .or_insert_with(|| {
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.name()),
+                    source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                };
+                if self.checked {
+                    self.ctx.device.create_shader_module(desc)
+                } else {
+                    // SAFETY: every kernel guards its own indexing; the kernel tests run the
+                    // same shaders with the checks on (lavapipe) and compare every output with
+                    // the CPU backend on shapes that are not multiples of the workgroup or tile.
+                    unsafe {
+                        self.ctx
+                            .device
+                            .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                    }
+                }
+            })
+            .clone()
+    }
+
+    fn pipeline(&self, kernel: Kernel) -> wgpu::ComputePipeline {
+        if let Some(p) = self.pipelines.borrow().get(&kernel) {
+            return p.clone();
+        }
+        let module = self.module(kernel.shader);
+        let constants = [("MODE", kernel.mode as f64)];
+        let label = format!("{}::{}#{}", kernel.shader.name(), kernel.entry, kernel.mode);
+        let pipeline = self.ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: None,
+            module: &module,
+            entry_point: Some(kernel.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: if kernel.uses_mode() { &constants } else { &[] },
+                // Our kernels write workgroup memory before reading it.
+                zero_initialize_workgroup_memory: self.checked,
+            },
+            cache: None,
+        });
+        self.pipelines.borrow_mut().insert(kernel, pipeline.clone());
+        pipeline
+    }
+
+    fn uniform<P: Pod>(&self, params: &P) -> Result<(u64, wgpu::Buffer)> {
+        let bytes = bytemuck::bytes_of(params);
+        if let Some(b) = self.uniforms.borrow().get(bytes) {
+            return Ok((b.id, b.buffer.clone()));
+        }
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: bytes.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.ctx.queue.write_buffer(&buffer, 0, bytes);
+        let out = (id, buffer.clone());
+        self.uniforms.borrow_mut().insert(bytes.to_vec(), GpuBuffer { buffer, len: 0, id });
+        Ok(out)
+    }
+
+    /// A 1-d grid of `threads` threads in workgroups of 256, split over y when x would pass the
+    /// adapter's per-dimension limit (kernels index `gid.x + gid.y · groups.x · 256`).
+    fn grid(&self, threads: usize) -> Result<[u32; 3]> {
+        self.grid_groups(threads.div_ceil(WORKGROUP))
+    }
+
+    fn grid_groups(&self, groups: usize) -> Result<[u32; 3]> {
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
+        let groups = groups.max(1);
+        if groups <= max {
+            return Ok([groups as u32, 1, 1]);
+        }
+        let y = groups.div_ceil(max);
+        if y > max {
+            return Err(Error::Limit(format!(
+                "{groups} workgroups exceed {}'s limit of {max}×{max}",
+                self.ctx.summary.name
+            )));
+        }
+        Ok([max as u32, y as u32, 1])
+    }
+
+    /// Records one dispatch of `kernel` with `params` in binding 0 and `buffers` in the
+    /// bindings listed beside them.
+    fn dispatch<P: Pod>(
+        &self,
+        kernel: Kernel,
+        params: &P,
+        buffers: &[(u32, &GpuBuffer)],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        if groups.iter().any(|&g| g > max) {
+            return Err(Error::Limit(format!(
+                "{}: dispatch {groups:?} exceeds {}'s limit of {max} workgroups per dimension",
+                kernel.entry, self.ctx.summary.name
+            )));
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let pipeline = self.pipeline(kernel);
+        let (uniform_id, uniform) = self.uniform(params)?;
+        let key = BindKey {
+            kernel,
+            buffers: std::iter::once(uniform_id).chain(buffers.iter().map(|(_, b)| b.id)).collect(),
+        };
+        let bind_group = {
+            let mut cache = self.bind_groups.borrow_mut();
+            cache
+                .entry(key)
+                .or_insert_with(|| {
+                    let mut entries = vec![wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: uniform.as_entire_binding(),
+                    }];
+                    entries.extend(buffers.iter().map(|(binding, b)| wgpu::BindGroupEntry {
+                        binding: *binding,
+                        resource: b.buffer.as_entire_binding(),
+                    }));
+                    self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(kernel.entry),
+                        layout: &pipeline.get_bind_group_layout(0),
+                        entries: &entries,
+                    })
+                })
+                .clone()
+        };
+        let mut recording = self.recording.borrow_mut();
+        let rec = recording.get_or_insert_with(|| {
+            let encoder = self
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+            Recording { encoder, pass: None }
+        });
+        let pass = rec.pass.get_or_insert_with(|| {
+            rec.encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("ops"), timestamp_writes: None })
+                .forget_lifetime()
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        self.dispatches.set(self.dispatches.get() + 1);
+        Ok(())
+    }
+
+    /// Ends the open pass and submits the recorded work, without waiting.
+    fn submit(&self) -> Result<()> {
+        if let Some(mut rec) = self.recording.borrow_mut().take() {
+            drop(rec.pass.take());
+            self.ctx.queue.submit([rec.encoder.finish()]);
+        }
+        self.ctx.errors.check()
+    }
+
+    fn read_words(&self, buf: &GpuBuffer) -> Result<Vec<u32>> {
+        self.submit()?;
+        let bytes = buf.bytes();
+        let staging = self
+            .staging
+            .borrow_mut()
+            .entry(bytes)
+            .or_insert_with(|| {
+                self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .clone();
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, bytes);
+        self.ctx.queue.submit([encoder.finish()]);
+        let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = sender.send(r);
+        });
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.ctx.errors.check()?;
+        match pollster::block_on(receiver.receive()) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Gpu(format!("reading back a buffer: {e}"))),
+            None => return Err(Error::Gpu("reading back a buffer: the map was dropped".into())),
+        }
+        let words = {
+            let view = staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(format!("reading back a buffer: {e}")))?;
+            bytemuck::cast_slice::<u8, u32>(&view)[..buf.len].to_vec()
+        };
+        staging.unmap();
+        Ok(words)
+    }
+
+    fn write_words(&self, buf: &mut GpuBuffer, data: &[u32]) -> Result<()> {
+        super::expect_len("write", "data", data.len(), buf.len)?;
+        // queue.write_buffer lands before the next submission's commands: submit what was
+        // recorded so far first, so the write is ordered after it.
+        self.submit()?;
+        if !data.is_empty() {
+            self.ctx.queue.write_buffer(&buf.buffer, 0, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    fn scratch(&self, len: usize) -> Result<std::cell::RefMut<'_, GpuBuffer>> {
+        if !self.scratch.borrow().contains_key(&len) {
+            let buf = self.new_buffer(len, "split-K partial sums")?;
+            self.scratch.borrow_mut().insert(len, buf);
+        }
+        Ok(std::cell::RefMut::map(self.scratch.borrow_mut(), |s| s.get_mut(&len).expect("inserted")))
+    }
+
+    fn conv_params(p: &Conv2d, splits: usize, k_chunk: usize) -> Result<ConvParams> {
+        Ok(ConvParams {
+            batch: to_u32("batch", p.batch)?,
+            cin: to_u32("in_channels", p.in_channels)?,
+            h: to_u32("in_h", p.in_h)?,
+            w: to_u32("in_w", p.in_w)?,
+            cout: to_u32("out_channels", p.out_channels)?,
+            kh: to_u32("kernel_h", p.kernel_h)?,
+            kw: to_u32("kernel_w", p.kernel_w)?,
+            stride: to_u32("stride", p.stride)?,
+            pad: to_u32("padding", p.padding)?,
+            oh: to_u32("out_h", p.out_h())?,
+            ow: to_u32("out_w", p.out_w())?,
+            splits: to_u32("splits", splits)?,
+            k_chunk: to_u32("k_chunk", k_chunk)?,
+            _pad: [0; 3],
+        })
+    }
+
+    fn pool_params(p: &Pool2d) -> Result<PoolParams> {
+        Ok(PoolParams {
+            planes: to_u32("batch·channels", p.batch * p.channels)?,
+            h: to_u32("in_h", p.in_h)?,
+            w: to_u32("in_w", p.in_w)?,
+            kernel: to_u32("kernel", p.kernel)?,
+            stride: to_u32("stride", p.stride)?,
+            oh: to_u32("out_h", p.out_h())?,
+            ow: to_u32("out_w", p.out_w())?,
+            _pad: 0,
+        })
+    }
+
+    fn gemm_grid(m: usize, n: usize, z: usize) -> [u32; 3] {
+        [n.div_ceil(GEMM_TILE) as u32, m.div_ceil(GEMM_TILE) as u32, z as u32]
+    }
+
+    fn elementwise(
+        &self,
+        kernel: Kernel,
+        len: usize,
+        bufs: &[(u32, &GpuBuffer)],
+    ) -> Result<()> {
+        let params = ElementwiseParams { len: to_u32("len", len)?, _pad: [0; 3] };
+        self.dispatch(kernel, &params, bufs, self.grid(len)?)
+    }
+}
+
+impl Backend for GpuBackend {
+    type Buffer = GpuBuffer;
+
+    fn describe(&self) -> String {
+        let checks = if self.checked { ", runtime checks on" } else { "" };
+        format!("{}{checks}", self.ctx.summary.describe())
+    }
+
+    fn zeros(&self, len: usize, label: &str) -> Result<GpuBuffer> {
+        // wgpu zero-initialises new buffers.
+        self.new_buffer(len, label)
+    }
+
+    fn upload_f32(&self, data: &[f32], label: &str) -> Result<GpuBuffer> {
+        self.upload_u32(bytemuck::cast_slice(data), label)
+    }
+
+    fn upload_u32(&self, data: &[u32], label: &str) -> Result<GpuBuffer> {
+        let mut buf = self.new_buffer(data.len(), label)?;
+        self.write_words(&mut buf, data)?;
+        Ok(buf)
+    }
+
+    fn write_f32(&self, buf: &mut GpuBuffer, data: &[f32]) -> Result<()> {
+        self.write_words(buf, bytemuck::cast_slice(data))
+    }
+
+    fn write_u32(&self, buf: &mut GpuBuffer, data: &[u32]) -> Result<()> {
+        self.write_words(buf, data)
+    }
+
+    fn fill_zero(&self, buf: &mut GpuBuffer) -> Result<()> {
+        self.elementwise(FILL_ZERO, buf.len, &[(3, buf)])
+    }
+
+    fn read_f32(&self, buf: &GpuBuffer) -> Result<Vec<f32>> {
+        Ok(bytemuck::cast_vec(self.read_words(buf)?))
+    }
+
+    fn read_u32(&self, buf: &GpuBuffer) -> Result<Vec<u32>> {
+        self.read_words(buf)
+    }
+
+    fn len(&self, buf: &GpuBuffer) -> usize {
+        buf.len
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.submit()
+    }
+
+    fn gather_batch(
+        &self,
+        p: &Gather,
+        images: &GpuBuffer,
+        labels: &GpuBuffer,
+        perm: &GpuBuffer,
+        x: &mut GpuBuffer,
+        y: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::gather_batch(p, images.len, labels.len, perm.len, x.len, y.len)?;
+        let params = GatherParams {
+            batch: to_u32("batch", p.batch)?,
+            image_len: to_u32("image_len", p.image_len)?,
+            offset: to_u32("offset", p.offset)?,
+            _pad: 0,
+        };
+        let bufs = [(1, images), (2, labels), (3, perm), (4, &self.norm_table), (5, &*x), (6, &*y)];
+        self.dispatch(GATHER_BATCH, &params, &bufs, self.grid(p.batch * p.image_len)?)
+    }
+
+    fn conv2d_forward(
+        &self,
+        p: &Conv2d,
+        x: &GpuBuffer,
+        w: &GpuBuffer,
+        bias: &GpuBuffer,
+        out: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::conv2d_forward(p, x.len, w.len, bias.len, out.len)?;
+        let params = Self::conv_params(p, 1, 0)?;
+        let grid = Self::gemm_grid(p.out_channels, p.batch * p.out_h() * p.out_w(), 1);
+        self.dispatch(CONV_FORWARD, &params, &[(1, w), (2, x), (3, bias), (4, &*out)], grid)
+    }
+
+    fn conv2d_backward_input(
+        &self,
+        p: &Conv2d,
+        dout: &GpuBuffer,
+        w: &GpuBuffer,
+        dx: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::conv2d_backward_input(p, dout.len, w.len, dx.len)?;
+        let params = Self::conv_params(p, 1, 0)?;
+        let grid = Self::gemm_grid(p.in_channels, p.batch * p.in_h * p.in_w, 1);
+        // aux (binding 3) is unused in this mode; w stands in for it.
+        self.dispatch(CONV_BACKWARD_INPUT, &params, &[(1, w), (2, dout), (3, w), (4, &*dx)], grid)
+    }
+
+    fn conv2d_backward_weight(
+        &self,
+        p: &Conv2d,
+        x: &GpuBuffer,
+        dout: &GpuBuffer,
+        dw: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::conv2d_backward_weight(p, x.len, dout.len, dw.len)?;
+        // K = batch·OH·OW is large and M×N = Cout × Cin·KH·KW small: split K over enough
+        // workgroups to fill the GPU (≥ 256 each), then add the slices up.
+        let (m, n) = (p.out_channels, p.in_channels * p.kernel_h * p.kernel_w);
+        let k = p.batch * p.out_h() * p.out_w();
+        let tiles = m.div_ceil(GEMM_TILE) * n.div_ceil(GEMM_TILE);
+        let wanted = (512 / tiles).max(1);
+        let k_chunk = k.div_ceil(wanted).max(256).next_multiple_of(16);
+        let splits = k.div_ceil(k_chunk);
+        let params = Self::conv_params(p, splits, k_chunk)?;
+        let grid = Self::gemm_grid(m, n, splits);
+        if splits == 1 {
+            return self.dispatch(CONV_BACKWARD_WEIGHT, &params, &[(1, dout), (2, x), (3, dout), (4, &*dw)], grid);
+        }
+        let partial = self.scratch(splits * m * n)?;
+        self.dispatch(CONV_BACKWARD_WEIGHT, &params, &[(1, dout), (2, x), (3, dout), (4, &partial)], grid)?;
+        self.dispatch(SPLITK_REDUCE, &params, &[(1, &partial), (4, &*dw)], self.grid(m * n)?)
+    }
+
+    fn conv2d_backward_bias(&self, p: &Conv2d, dout: &GpuBuffer, dbias: &mut GpuBuffer) -> Result<()> {
+        check::conv2d_backward_bias(p, dout.len, dbias.len)?;
+        let c = Channels { outer: p.batch, channels: p.out_channels, inner: p.out_h() * p.out_w() };
+        self.channel_sum(&c, dout, dbias)
+    }
+
+    fn maxpool2d_forward(&self, p: &Pool2d, x: &GpuBuffer, out: &mut GpuBuffer) -> Result<()> {
+        check::pool2d("maxpool2d_forward", p, x.len, out.len)?;
+        let grid = self.grid(p.output_len())?;
+        self.dispatch(MAXPOOL_FORWARD, &Self::pool_params(p)?, &[(1, x), (3, &*out)], grid)
+    }
+
+    fn maxpool2d_backward(
+        &self,
+        p: &Pool2d,
+        x: &GpuBuffer,
+        dout: &GpuBuffer,
+        dx: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::pool2d("maxpool2d_backward", p, x.len, dout.len)?;
+        check::pool2d("maxpool2d_backward", p, dx.len, dout.len)?;
+        let grid = self.grid(p.input_len())?;
+        self.dispatch(MAXPOOL_BACKWARD, &Self::pool_params(p)?, &[(1, x), (2, dout), (3, &*dx)], grid)
+    }
+
+    fn avgpool2d_forward(&self, p: &Pool2d, x: &GpuBuffer, out: &mut GpuBuffer) -> Result<()> {
+        check::pool2d("avgpool2d_forward", p, x.len, out.len)?;
+        let grid = self.grid(p.output_len())?;
+        self.dispatch(AVGPOOL_FORWARD, &Self::pool_params(p)?, &[(1, x), (3, &*out)], grid)
+    }
+
+    fn avgpool2d_backward(&self, p: &Pool2d, dout: &GpuBuffer, dx: &mut GpuBuffer) -> Result<()> {
+        check::pool2d("avgpool2d_backward", p, dx.len, dout.len)?;
+        let grid = self.grid(p.input_len())?;
+        self.dispatch(AVGPOOL_BACKWARD, &Self::pool_params(p)?, &[(2, dout), (3, &*dx)], grid)
+    }
+
+    fn relu_forward(&self, len: usize, x: &GpuBuffer, y: &mut GpuBuffer) -> Result<()> {
+        check::elementwise("relu_forward", len, &[x.len, y.len])?;
+        self.elementwise(RELU_FORWARD, len, &[(1, x), (3, &*y)])
+    }
+
+    fn relu_backward(&self, len: usize, y: &GpuBuffer, dy: &GpuBuffer, dx: &mut GpuBuffer) -> Result<()> {
+        check::elementwise("relu_backward", len, &[y.len, dy.len, dx.len])?;
+        self.elementwise(RELU_BACKWARD, len, &[(1, y), (2, dy), (3, &*dx)])
+    }
+
+    fn matmul(&self, p: &Matmul, a: &GpuBuffer, b: &GpuBuffer, c: &mut GpuBuffer) -> Result<()> {
+        check::matmul(p, a.len, b.len, c.len)?;
+        let params = MatmulParams {
+            m: to_u32("m", p.m)?,
+            k: to_u32("k", p.k)?,
+            n: to_u32("n", p.n)?,
+            trans_a: p.trans_a as u32,
+            trans_b: p.trans_b as u32,
+            _pad: [0; 3],
+        };
+        self.dispatch(MATMUL, &params, &[(1, a), (2, b), (3, &*c)], Self::gemm_grid(p.m, p.n, 1))
+    }
+
+    fn bias_add(&self, p: &Channels, bias: &GpuBuffer, x: &mut GpuBuffer) -> Result<()> {
+        check::channels("bias_add", p, bias.len, x.len)?;
+        let params = channel_params(p)?;
+        self.dispatch(BIAS_ADD, &params, &[(1, bias), (2, &*x)], self.grid(p.len())?)
+    }
+
+    fn channel_sum(&self, p: &Channels, x: &GpuBuffer, out: &mut GpuBuffer) -> Result<()> {
+        check::channels("channel_sum", p, out.len, x.len)?;
+        let params = channel_params(p)?;
+        self.dispatch(CHANNEL_SUM, &params, &[(1, x), (2, &*out)], self.grid_groups(p.channels)?)
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        p: &SoftmaxXent,
+        logits: &GpuBuffer,
+        labels: &GpuBuffer,
+        loss_sum: &mut GpuBuffer,
+        dlogits: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::softmax_xent("softmax_cross_entropy", p, logits.len, labels.len)?;
+        super::expect_len("softmax_cross_entropy", "loss_sum", loss_sum.len, 1)?;
+        super::expect_len("softmax_cross_entropy", "dlogits", dlogits.len, logits.len)?;
+        let params = loss_params(p)?;
+        let bufs = [(1, logits), (2, labels), (3, &*loss_sum), (4, &*dlogits)];
+        self.dispatch(SOFTMAX_XENT, &params, &bufs, [1, 1, 1])
+    }
+
+    fn count_correct(
+        &self,
+        p: &SoftmaxXent,
+        logits: &GpuBuffer,
+        labels: &GpuBuffer,
+        correct: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::softmax_xent("count_correct", p, logits.len, labels.len)?;
+        super::expect_len("count_correct", "correct", correct.len, 1)?;
+        let params = loss_params(p)?;
+        self.dispatch(COUNT_CORRECT, &params, &[(1, logits), (2, labels), (5, &*correct)], [1, 1, 1])
+    }
+
+    fn sgd_momentum(
+        &self,
+        p: &Sgd,
+        param: &mut GpuBuffer,
+        grad: &GpuBuffer,
+        velocity: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::sgd(p, param.len, grad.len, velocity.len)?;
+        let params = SgdParams { len: to_u32("len", p.len)?, lr: p.lr, momentum: p.momentum, _pad: 0 };
+        let bufs = [(1, grad), (2, &*param), (3, &*velocity)];
+        self.dispatch(SGD_MOMENTUM, &params, &bufs, self.grid(p.len)?)
+    }
+}
+
+fn channel_params(p: &Channels) -> Result<ChannelParams> {
+    Ok(ChannelParams {
+        outer: to_u32("outer", p.outer)?,
+        channels: to_u32("channels", p.channels)?,
+        inner: to_u32("inner", p.inner)?,
+        _pad: 0,
+    })
+}
+
+fn loss_params(p: &SoftmaxXent) -> Result<LossParams> {
+    Ok(LossParams { batch: to_u32("batch", p.batch)?, classes: to_u32("classes", p.classes)?, _pad: [0; 2] })
+}

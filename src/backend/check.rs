@@ -1,0 +1,116 @@
+//! The argument checks of every op, shared by all backends: parameters that make sense and
+//! buffers whose lengths match them. A backend calls the op's check with its buffers' lengths
+//! before it computes or records anything.
+
+use super::expect_len;
+use super::params::*;
+use crate::{Error, Result};
+
+pub fn gather_batch(
+    p: &Gather,
+    images: usize,
+    labels: usize,
+    perm: usize,
+    x: usize,
+    y: usize,
+) -> Result<()> {
+    const OP: &str = "gather_batch";
+    if p.batch == 0 || p.image_len == 0 {
+        return Err(Error::InvalidParams(format!("gather with a zero size: {p:?}")));
+    }
+    if p.offset + p.batch > perm {
+        return Err(Error::shape(
+            OP,
+            format!("batch {}..{} runs past the permutation's {perm} entries", p.offset, p.offset + p.batch),
+        ));
+    }
+    if images * 4 < labels * p.image_len {
+        return Err(Error::shape(
+            OP,
+            format!("{labels} labels need {} image bytes, the images hold {}", labels * p.image_len, images * 4),
+        ));
+    }
+    expect_len(OP, "x", x, p.batch * p.image_len)?;
+    expect_len(OP, "y", y, p.batch)
+}
+
+pub fn conv2d_forward(p: &Conv2d, x: usize, w: usize, bias: usize, out: usize) -> Result<()> {
+    const OP: &str = "conv2d_forward";
+    p.validate()?;
+    expect_len(OP, "x", x, p.input_len())?;
+    expect_len(OP, "w", w, p.weight_len())?;
+    expect_len(OP, "bias", bias, p.out_channels)?;
+    expect_len(OP, "out", out, p.output_len())
+}
+
+pub fn conv2d_backward_input(p: &Conv2d, dout: usize, w: usize, dx: usize) -> Result<()> {
+    const OP: &str = "conv2d_backward_input";
+    p.validate()?;
+    expect_len(OP, "dout", dout, p.output_len())?;
+    expect_len(OP, "w", w, p.weight_len())?;
+    expect_len(OP, "dx", dx, p.input_len())
+}
+
+pub fn conv2d_backward_weight(p: &Conv2d, x: usize, dout: usize, dw: usize) -> Result<()> {
+    const OP: &str = "conv2d_backward_weight";
+    p.validate()?;
+    expect_len(OP, "x", x, p.input_len())?;
+    expect_len(OP, "dout", dout, p.output_len())?;
+    expect_len(OP, "dw", dw, p.weight_len())
+}
+
+pub fn conv2d_backward_bias(p: &Conv2d, dout: usize, dbias: usize) -> Result<()> {
+    const OP: &str = "conv2d_backward_bias";
+    p.validate()?;
+    expect_len(OP, "dout", dout, p.output_len())?;
+    expect_len(OP, "dbias", dbias, p.out_channels)
+}
+
+/// Forward: (x, out) = (input, output); backward: (dx, dout).
+pub fn pool2d(op: &'static str, p: &Pool2d, input: usize, output: usize) -> Result<()> {
+    p.validate()?;
+    expect_len(op, "input-shaped buffer", input, p.input_len())?;
+    expect_len(op, "output-shaped buffer", output, p.output_len())
+}
+
+pub fn elementwise(op: &'static str, len: usize, bufs: &[usize]) -> Result<()> {
+    bufs.iter().try_for_each(|&b| expect_len(op, "buffer", b, len))
+}
+
+pub fn matmul(p: &Matmul, a: usize, b: usize, c: usize) -> Result<()> {
+    const OP: &str = "matmul";
+    p.validate()?;
+    expect_len(OP, "a", a, p.m * p.k)?;
+    expect_len(OP, "b", b, p.k * p.n)?;
+    expect_len(OP, "c", c, p.m * p.n)
+}
+
+/// bias_add: (bias, x); channel_sum: (out, x).
+pub fn channels(op: &'static str, p: &Channels, per_channel: usize, tensor: usize) -> Result<()> {
+    if p.is_empty() {
+        return Err(Error::InvalidParams(format!("{op} with a zero size: {p:?}")));
+    }
+    expect_len(op, "per-channel buffer", per_channel, p.channels)?;
+    expect_len(op, "tensor", tensor, p.len())
+}
+
+pub fn softmax_xent(op: &'static str, p: &SoftmaxXent, logits: usize, labels: usize) -> Result<()> {
+    if p.batch == 0 || p.classes == 0 {
+        return Err(Error::InvalidParams(format!("{op} with a zero size: {p:?}")));
+    }
+    expect_len(op, "logits", logits, p.batch * p.classes)?;
+    expect_len(op, "labels", labels, p.batch)
+}
+
+pub fn sgd(p: &Sgd, param: usize, grad: usize, velocity: usize) -> Result<()> {
+    const OP: &str = "sgd_momentum";
+    if !(p.lr.is_finite() && p.lr > 0.0) || !(0.0..1.0).contains(&p.momentum) {
+        return Err(Error::InvalidParams(format!(
+            "sgd needs a finite lr > 0 and momentum in [0, 1), got lr {} momentum {}",
+            p.lr, p.momentum
+        )));
+    }
+    expect_len(OP, "param", param, p.len)?;
+    expect_len(OP, "grad", grad, p.len)?;
+    expect_len(OP, "velocity", velocity, p.len)
+}

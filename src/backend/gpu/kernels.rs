@@ -1,0 +1,182 @@
+//! The WGSL sources (one file per op family in shaders/, embedded at compile time) and the
+//! `#[repr(C)]` parameter structs that mirror each file's uniform struct field by field.
+
+use bytemuck::{Pod, Zeroable};
+
+/// One WGSL module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Shader {
+    Matmul,
+    Conv2d,
+    Pool,
+    Elementwise,
+    Bias,
+    Loss,
+    Optim,
+    Data,
+}
+
+impl Shader {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Shader::Matmul => "matmul.wgsl",
+            Shader::Conv2d => "conv2d.wgsl",
+            Shader::Pool => "pool.wgsl",
+            Shader::Elementwise => "elementwise.wgsl",
+            Shader::Bias => "bias.wgsl",
+            Shader::Loss => "loss.wgsl",
+            Shader::Optim => "optim.wgsl",
+            Shader::Data => "data.wgsl",
+        }
+    }
+
+    pub(crate) fn source(self) -> &'static str {
+        macro_rules! shader {
+            ($($file:literal),+) => {
+                concat!($(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file))),+)
+            };
+        }
+        match self {
+            Shader::Matmul => shader!("gemm_tile.wgsl", "matmul.wgsl"),
+            Shader::Conv2d => shader!("gemm_tile.wgsl", "conv2d.wgsl"),
+            Shader::Pool => shader!("pool.wgsl"),
+            Shader::Elementwise => shader!("elementwise.wgsl"),
+            Shader::Bias => shader!("bias.wgsl"),
+            Shader::Loss => shader!("loss.wgsl"),
+            Shader::Optim => shader!("optim.wgsl"),
+            Shader::Data => shader!("data.wgsl"),
+        }
+    }
+}
+
+/// One entry point of a module, with its override constants: a pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Kernel {
+    pub shader: Shader,
+    pub entry: &'static str,
+    /// The value of the `MODE` override (conv2d.wgsl), 0 elsewhere.
+    pub mode: u32,
+}
+
+impl Kernel {
+    pub(crate) const fn new(shader: Shader, entry: &'static str) -> Self {
+        Kernel { shader, entry, mode: 0 }
+    }
+    pub(crate) const fn with_mode(shader: Shader, entry: &'static str, mode: u32) -> Self {
+        Kernel { shader, entry, mode }
+    }
+    pub(crate) fn uses_mode(self) -> bool {
+        self.shader == Shader::Conv2d && self.entry == "conv2d_gemm"
+    }
+}
+
+pub(crate) const MATMUL: Kernel = Kernel::new(Shader::Matmul, "matmul");
+pub(crate) const CONV_FORWARD: Kernel = Kernel::with_mode(Shader::Conv2d, "conv2d_gemm", 0);
+pub(crate) const CONV_BACKWARD_INPUT: Kernel = Kernel::with_mode(Shader::Conv2d, "conv2d_gemm", 1);
+pub(crate) const CONV_BACKWARD_WEIGHT: Kernel =
+    Kernel::with_mode(Shader::Conv2d, "conv2d_gemm", 2);
+pub(crate) const SPLITK_REDUCE: Kernel = Kernel::new(Shader::Conv2d, "splitk_reduce");
+pub(crate) const MAXPOOL_FORWARD: Kernel = Kernel::new(Shader::Pool, "maxpool_forward");
+pub(crate) const MAXPOOL_BACKWARD: Kernel = Kernel::new(Shader::Pool, "maxpool_backward");
+pub(crate) const AVGPOOL_FORWARD: Kernel = Kernel::new(Shader::Pool, "avgpool_forward");
+pub(crate) const AVGPOOL_BACKWARD: Kernel = Kernel::new(Shader::Pool, "avgpool_backward");
+pub(crate) const RELU_FORWARD: Kernel = Kernel::new(Shader::Elementwise, "relu_forward");
+pub(crate) const RELU_BACKWARD: Kernel = Kernel::new(Shader::Elementwise, "relu_backward");
+pub(crate) const FILL_ZERO: Kernel = Kernel::new(Shader::Elementwise, "fill_zero");
+pub(crate) const BIAS_ADD: Kernel = Kernel::new(Shader::Bias, "bias_add");
+pub(crate) const CHANNEL_SUM: Kernel = Kernel::new(Shader::Bias, "channel_sum");
+pub(crate) const SOFTMAX_XENT: Kernel = Kernel::new(Shader::Loss, "softmax_xent");
+pub(crate) const COUNT_CORRECT: Kernel = Kernel::new(Shader::Loss, "count_correct");
+pub(crate) const SGD_MOMENTUM: Kernel = Kernel::new(Shader::Optim, "sgd_momentum");
+pub(crate) const GATHER_BATCH: Kernel = Kernel::new(Shader::Data, "gather_batch");
+
+/// Threads per workgroup of every 1-d kernel, and the side of the GEMM tile.
+pub(crate) const WORKGROUP: usize = 256;
+pub(crate) const GEMM_TILE: usize = 64;
+
+// ---- uniform structs: each mirrors the WGSL struct of the same name ------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct MatmulParams {
+    pub m: u32,
+    pub k: u32,
+    pub n: u32,
+    pub trans_a: u32,
+    pub trans_b: u32,
+    pub _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct ConvParams {
+    pub batch: u32,
+    pub cin: u32,
+    pub h: u32,
+    pub w: u32,
+    pub cout: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub stride: u32,
+    pub pad: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub splits: u32,
+    pub k_chunk: u32,
+    pub _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct PoolParams {
+    pub planes: u32,
+    pub h: u32,
+    pub w: u32,
+    pub kernel: u32,
+    pub stride: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct ElementwiseParams {
+    pub len: u32,
+    pub _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct ChannelParams {
+    pub outer: u32,
+    pub channels: u32,
+    pub inner: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct LossParams {
+    pub batch: u32,
+    pub classes: u32,
+    pub _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct SgdParams {
+    pub len: u32,
+    pub lr: f32,
+    pub momentum: f32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct GatherParams {
+    pub batch: u32,
+    pub image_len: u32,
+    pub offset: u32,
+    pub _pad: u32,
+}

@@ -1,0 +1,192 @@
+//! Helpers shared by the op tests: tolerance comparison, seeded random data, finite-difference
+//! gradient checks through the [`Backend`] trait, and [`backend_test!`], which turns one generic
+//! test body into a CPU and a GPU test.
+#![allow(dead_code)]
+
+use cnn_gpu::backend::cpu::CpuBackend;
+use cnn_gpu::backend::gpu::{GpuBackend, GpuOptions, RuntimeChecks};
+use cnn_gpu::backend::Backend;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// `mod $name { cpu(), gpu() }`: runs the generic `fn $body<B: Backend>(b: &B)` once per backend.
+#[macro_export]
+macro_rules! backend_test {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[test]
+            fn cpu() {
+                super::$body(&super::common::cpu())
+            }
+            #[test]
+            fn gpu() {
+                super::common::with_gpu(|b| super::$body(b))
+            }
+        }
+    };
+}
+
+/// The CPU backend on two threads, so the multi-threaded paths run even where one core would
+/// be found.
+pub fn cpu() -> CpuBackend {
+    CpuBackend::new(Some(2)).expect("CPU backend")
+}
+
+/// Runs `f` on the GPU backend, built with naga's runtime checks on (the checked build the
+/// kernels' indexing is proven with). Without an adapter it prints a notice and returns, unless
+/// `CNN_GPU_REQUIRE_GPU=1` (as CI sets it), where a missing adapter fails the test.
+pub fn with_gpu(f: impl FnOnce(&GpuBackend)) {
+    let options = GpuOptions {
+        adapter: std::env::var("CNN_GPU_ADAPTER").ok(),
+        runtime_checks: RuntimeChecks::On,
+    };
+    match GpuBackend::new(&options) {
+        Ok(gpu) => f(&gpu),
+        Err(e) if std::env::var("CNN_GPU_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("CNN_GPU_REQUIRE_GPU=1 but the GPU backend could not be opened: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: no GPU backend ({e}); set CNN_GPU_REQUIRE_GPU=1 to fail instead")
+        }
+    }
+}
+
+/// Checks `|got − want| ≤ atol + rtol·|want|` element-wise; on failure panics with the largest
+/// difference and the first few mismatching indices with their values.
+#[track_caller]
+pub fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32, what: &str) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} but expected {}",
+        got.len(),
+        want.len()
+    );
+    let mut max_diff = 0.0f32;
+    let mut max_at = 0;
+    let mut bad = Vec::new();
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let diff = (g - w).abs();
+        // NaN anywhere counts as a mismatch.
+        if !(diff <= atol + rtol * w.abs()) {
+            bad.push(i);
+        }
+        if diff > max_diff || diff.is_nan() {
+            max_diff = diff;
+            max_at = i;
+        }
+    }
+    if !bad.is_empty() {
+        let shown: Vec<String> = bad
+            .iter()
+            .take(8)
+            .map(|&i| format!("[{i}] got {} want {}", got[i], want[i]))
+            .collect();
+        panic!(
+            "{what}: {} of {} elements differ by more than {atol} + {rtol}·|want|; max |diff| {max_diff} \
+             at [{max_at}]; first: {}",
+            bad.len(),
+            got.len(),
+            shown.join(", ")
+        );
+    }
+}
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// `len` values uniform in [lo, hi), from `seed`.
+pub fn rand_vec(seed: u64, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    let mut r = rng(seed);
+    (0..len).map(|_| r.random_range(lo..hi)).collect()
+}
+
+/// `len` distinct values spaced `gap` apart, shuffled, centred on zero: no ties, and no two
+/// values closer than `gap` (so a perturbation smaller than gap/2 never changes an arg-max).
+pub fn distinct_vec(seed: u64, len: usize, gap: f32) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..len)
+        .map(|i| (i as f32 - len as f32 / 2.0) * gap)
+        .collect();
+    v.shuffle(&mut rng(seed));
+    v
+}
+
+/// Σ r·v in f64.
+pub fn dot(r: &[f32], v: &[f32]) -> f64 {
+    assert_eq!(r.len(), v.len());
+    r.iter().zip(v).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// Up to `max` indices of 0..len, spread by a seeded shuffle (all of them when len ≤ max), sorted.
+pub fn sample_indices(seed: u64, len: usize, max: usize) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..len).collect();
+    if len > max {
+        all.shuffle(&mut rng(seed));
+        all.truncate(max);
+        all.sort_unstable();
+    }
+    all
+}
+
+/// Compares `analytic`, the gradient of `loss` at `at`, with central differences
+/// `(loss(at + eps·e_i) − loss(at − eps·e_i)) / 2eps` at up to 48 indices (all of them for small
+/// tensors). `loss` runs the forward op through a backend and reduces on the host in f64.
+/// Indices that are not sampled take the analytic value, so a failure names true indices.
+#[track_caller]
+pub fn check_gradient(
+    what: &str,
+    at: &[f32],
+    analytic: &[f32],
+    eps: f32,
+    atol: f32,
+    rtol: f32,
+    mut loss: impl FnMut(&[f32]) -> f64,
+) {
+    assert_eq!(at.len(), analytic.len(), "{what}: gradient length");
+    let mut numeric = analytic.to_vec();
+    let mut v = at.to_vec();
+    for i in sample_indices(at.len() as u64, at.len(), 48) {
+        v[i] = at[i] + eps;
+        let plus = loss(&v);
+        v[i] = at[i] - eps;
+        let minus = loss(&v);
+        v[i] = at[i];
+        // The step actually taken in f32, not the nominal 2·eps.
+        let step = (at[i] + eps) as f64 - (at[i] - eps) as f64;
+        numeric[i] = ((plus - minus) / step) as f32;
+    }
+    assert_close(
+        analytic,
+        &numeric,
+        atol,
+        rtol,
+        &format!("{what} vs finite differences"),
+    );
+}
+
+/// Asserts that an op's result is `Err(Error::Shape { .. })`.
+#[track_caller]
+pub fn assert_shape_error(result: cnn_gpu::Result<()>, what: &str) {
+    match result {
+        Err(cnn_gpu::Error::Shape { .. }) => {}
+        other => panic!("{what}: expected Err(Error::Shape), got {other:?}"),
+    }
+}
+
+pub fn upload<B: Backend>(b: &B, data: &[f32], label: &str) -> B::Buffer {
+    b.upload_f32(data, label).expect("upload")
+}
+
+pub fn upload_u32<B: Backend>(b: &B, data: &[u32], label: &str) -> B::Buffer {
+    b.upload_u32(data, label).expect("upload")
+}
+
+pub fn zeros<B: Backend>(b: &B, len: usize, label: &str) -> B::Buffer {
+    b.zeros(len, label).expect("zeros")
+}
+
+pub fn read<B: Backend>(b: &B, buf: &B::Buffer) -> Vec<f32> {
+    b.read_f32(buf).expect("read back")
+}

@@ -1,0 +1,245 @@
+//! Every GPU kernel against the CPU reference on random inputs and asymmetric shapes: H≠W,
+//! batch 1 and odd batches, stride 1 and 2, padding 0/1/2, kernels 1/3/5 and non-square,
+//! channel counts that are not multiples of 4, sizes that are not multiples of the workgroup
+//! (256) or GEMM tile (64). Each case runs the same generic function on both backends and
+//! compares every output with atol + rtol·|ref|.
+
+mod common;
+
+use cnn_gpu::backend::{Backend, Channels, Conv2d, Gather, Matmul, Pool2d, Sgd, SoftmaxXent};
+use common::{assert_close, cpu, rand_vec, with_gpu};
+
+type Outputs = Vec<(&'static str, Vec<f32>)>;
+
+fn check(what: &str, cpu_out: Outputs, gpu_out: Outputs, atol: f32, rtol: f32) {
+    assert_eq!(cpu_out.len(), gpu_out.len());
+    for ((name, want), (_, got)) in cpu_out.iter().zip(&gpu_out) {
+        assert_close(got, want, atol, rtol, &format!("{what}: {name}"));
+    }
+}
+
+macro_rules! gpu_matches_cpu {
+    ($what:expr, $atol:expr, $rtol:expr, $run:ident $(, $arg:expr)*) => {{
+        let want = $run(&cpu(), $($arg),*);
+        with_gpu(|gpu| {
+            let got = $run(gpu, $($arg),*);
+            check(&$what, want.clone(), got, $atol, $rtol);
+        });
+    }};
+}
+
+fn conv_all<B: Backend>(b: &B, p: &Conv2d, seed: u64) -> Outputs {
+    let x = b.upload_f32(&rand_vec(seed, p.input_len(), -1.0, 1.0), "x").unwrap();
+    let w = b.upload_f32(&rand_vec(seed + 1, p.weight_len(), -1.0, 1.0), "w").unwrap();
+    let bias = b.upload_f32(&rand_vec(seed + 2, p.out_channels, -1.0, 1.0), "bias").unwrap();
+    let dout = b.upload_f32(&rand_vec(seed + 3, p.output_len(), -1.0, 1.0), "dout").unwrap();
+    let mut out = b.zeros(p.output_len(), "out").unwrap();
+    let mut dx = b.zeros(p.input_len(), "dx").unwrap();
+    let mut dw = b.zeros(p.weight_len(), "dw").unwrap();
+    let mut db = b.zeros(p.out_channels, "db").unwrap();
+    b.conv2d_forward(p, &x, &w, &bias, &mut out).unwrap();
+    b.conv2d_backward_input(p, &dout, &w, &mut dx).unwrap();
+    b.conv2d_backward_weight(p, &x, &dout, &mut dw).unwrap();
+    b.conv2d_backward_bias(p, &dout, &mut db).unwrap();
+    vec![
+        ("forward", b.read_f32(&out).unwrap()),
+        ("input gradient", b.read_f32(&dx).unwrap()),
+        ("weight gradient", b.read_f32(&dw).unwrap()),
+        ("bias gradient", b.read_f32(&db).unwrap()),
+    ]
+}
+
+#[test]
+fn conv2d_gpu_matches_cpu() {
+    #[rustfmt::skip]
+    let cases = [
+        // batch, cin, h, w, cout, kh, kw, stride, pad
+        (1, 1, 7, 5, 3, 3, 3, 1, 1),
+        (3, 3, 9, 6, 5, 3, 3, 2, 0),
+        (2, 5, 8, 11, 7, 5, 5, 1, 2),
+        (2, 3, 6, 9, 6, 1, 1, 2, 0),
+        (1, 2, 10, 7, 3, 2, 3, 2, 1),
+        (5, 6, 5, 4, 70, 3, 3, 1, 1),   // Cout past one 64-row tile
+        (3, 7, 13, 10, 9, 3, 3, 1, 1),  // N = 390 and K = 63: partial tiles everywhere
+        (2, 32, 14, 14, 64, 3, 3, 1, 1), // SimpleCNN's conv2 at batch 2 (split-K weight gradient)
+    ];
+    for (i, &(batch, in_channels, in_h, in_w, out_channels, kernel_h, kernel_w, stride, padding)) in
+        cases.iter().enumerate()
+    {
+        let p = Conv2d { batch, in_channels, in_h, in_w, out_channels, kernel_h, kernel_w, stride, padding };
+        gpu_matches_cpu!(format!("conv2d {p:?}"), 1e-4, 1e-4, conv_all, &p, 10 * i as u64);
+    }
+}
+
+fn matmul_run<B: Backend>(b: &B, p: &Matmul, seed: u64) -> Outputs {
+    let a = b.upload_f32(&rand_vec(seed, p.m * p.k, -1.0, 1.0), "a").unwrap();
+    let bb = b.upload_f32(&rand_vec(seed + 1, p.k * p.n, -1.0, 1.0), "b").unwrap();
+    let mut c = b.zeros(p.m * p.n, "c").unwrap();
+    b.matmul(p, &a, &bb, &mut c).unwrap();
+    vec![("c", b.read_f32(&c).unwrap())]
+}
+
+#[test]
+fn matmul_gpu_matches_cpu() {
+    for (i, &(m, k, n)) in [(1, 1, 1), (3, 5, 7), (65, 17, 130), (64, 3136, 10), (127, 64, 33)].iter().enumerate() {
+        for trans_a in [false, true] {
+            for trans_b in [false, true] {
+                let p = Matmul { m, k, n, trans_a, trans_b };
+                gpu_matches_cpu!(format!("matmul {p:?}"), 1e-4, 1e-4, matmul_run, &p, i as u64);
+            }
+        }
+    }
+}
+
+fn pool_run<B: Backend>(b: &B, p: &Pool2d, seed: u64) -> Outputs {
+    // Distinct values except for deliberate ties every 7th element, so the first-max rule is
+    // exercised on both backends.
+    let mut xs = rand_vec(seed, p.input_len(), -1.0, 1.0);
+    for i in (7..xs.len()).step_by(7) {
+        xs[i] = xs[i - 1];
+    }
+    let x = b.upload_f32(&xs, "x").unwrap();
+    let dout = b.upload_f32(&rand_vec(seed + 1, p.output_len(), -1.0, 1.0), "dout").unwrap();
+    let mut out = b.zeros(p.output_len(), "out").unwrap();
+    let mut dx = b.zeros(p.input_len(), "dx").unwrap();
+    let mut avg = b.zeros(p.output_len(), "avg").unwrap();
+    let mut davg = b.zeros(p.input_len(), "davg").unwrap();
+    b.maxpool2d_forward(p, &x, &mut out).unwrap();
+    b.maxpool2d_backward(p, &x, &dout, &mut dx).unwrap();
+    b.avgpool2d_forward(p, &x, &mut avg).unwrap();
+    b.avgpool2d_backward(p, &dout, &mut davg).unwrap();
+    vec![
+        ("max forward", b.read_f32(&out).unwrap()),
+        ("max backward", b.read_f32(&dx).unwrap()),
+        ("avg forward", b.read_f32(&avg).unwrap()),
+        ("avg backward", b.read_f32(&davg).unwrap()),
+    ]
+}
+
+#[test]
+fn pool_gpu_matches_cpu() {
+    #[rustfmt::skip]
+    let cases = [
+        // batch, channels, h, w, kernel, stride
+        (1, 1, 4, 4, 2, 2),
+        (3, 5, 9, 7, 2, 2),   // odd sizes: the last row and column are dropped
+        (2, 3, 8, 11, 3, 1),  // overlapping windows
+        (2, 3, 10, 7, 3, 2),
+        (7, 32, 28, 28, 2, 2), // SimpleCNN's first pool at batch 7: 43,904 outputs
+    ];
+    for (i, &(batch, channels, in_h, in_w, kernel, stride)) in cases.iter().enumerate() {
+        let p = Pool2d { batch, channels, in_h, in_w, kernel, stride };
+        gpu_matches_cpu!(format!("pool {p:?}"), 1e-6, 1e-6, pool_run, &p, i as u64);
+    }
+}
+
+fn elementwise_run<B: Backend>(b: &B, len: usize, seed: u64) -> Outputs {
+    let x = b.upload_f32(&rand_vec(seed, len, -1.0, 1.0), "x").unwrap();
+    let dy = b.upload_f32(&rand_vec(seed + 1, len, -1.0, 1.0), "dy").unwrap();
+    let mut y = b.zeros(len, "y").unwrap();
+    let mut dx = b.zeros(len, "dx").unwrap();
+    b.relu_forward(len, &x, &mut y).unwrap();
+    b.relu_backward(len, &y, &dy, &mut dx).unwrap();
+    let mut z = b.upload_f32(&rand_vec(seed + 2, len, -1.0, 1.0), "z").unwrap();
+    b.fill_zero(&mut z).unwrap();
+    vec![
+        ("relu forward", b.read_f32(&y).unwrap()),
+        ("relu backward", b.read_f32(&dx).unwrap()),
+        ("fill_zero", b.read_f32(&z).unwrap()),
+    ]
+}
+
+#[test]
+fn elementwise_gpu_matches_cpu() {
+    for (i, len) in [1usize, 255, 257, 100_003].into_iter().enumerate() {
+        gpu_matches_cpu!(format!("relu len {len}"), 0.0, 0.0, elementwise_run, len, i as u64);
+    }
+}
+
+fn channels_run<B: Backend>(b: &B, p: &Channels, seed: u64) -> Outputs {
+    let bias = b.upload_f32(&rand_vec(seed, p.channels, -1.0, 1.0), "bias").unwrap();
+    let mut x = b.upload_f32(&rand_vec(seed + 1, p.len(), -1.0, 1.0), "x").unwrap();
+    let mut sum = b.zeros(p.channels, "sum").unwrap();
+    b.channel_sum(p, &x, &mut sum).unwrap();
+    b.bias_add(p, &bias, &mut x).unwrap();
+    vec![("channel_sum", b.read_f32(&sum).unwrap()), ("bias_add", b.read_f32(&x).unwrap())]
+}
+
+#[test]
+fn bias_gpu_matches_cpu() {
+    for (i, &(outer, channels, inner)) in [(1, 1, 1), (64, 10, 1), (3, 5, 49), (7, 33, 300)].iter().enumerate() {
+        let p = Channels { outer, channels, inner };
+        gpu_matches_cpu!(format!("{p:?}"), 1e-4, 1e-5, channels_run, &p, i as u64);
+    }
+}
+
+fn loss_run<B: Backend>(b: &B, p: &SoftmaxXent, seed: u64) -> Outputs {
+    let logits: Vec<f32> = rand_vec(seed, p.batch * p.classes, -1.0, 1.0).iter().map(|v| 4.0 * v).collect();
+    let labels: Vec<u32> = (0..p.batch).map(|i| ((i * 7 + seed as usize) % p.classes) as u32).collect();
+    let logits = b.upload_f32(&logits, "logits").unwrap();
+    let labels = b.upload_u32(&labels, "labels").unwrap();
+    let mut loss = b.upload_f32(&[0.25], "loss").unwrap();
+    let mut dlogits = b.zeros(p.batch * p.classes, "dlogits").unwrap();
+    let mut correct = b.upload_u32(&[3], "correct").unwrap();
+    b.softmax_cross_entropy(p, &logits, &labels, &mut loss, &mut dlogits).unwrap();
+    b.count_correct(p, &logits, &labels, &mut correct).unwrap();
+    let correct = b.read_u32(&correct).unwrap()[0] as f32;
+    vec![
+        ("loss (accumulated onto 0.25)", b.read_f32(&loss).unwrap()),
+        ("dlogits", b.read_f32(&dlogits).unwrap()),
+        ("correct (accumulated onto 3)", vec![correct]),
+    ]
+}
+
+#[test]
+fn loss_gpu_matches_cpu() {
+    for (i, &(batch, classes)) in [(1, 10), (64, 10), (300, 7), (1000, 10)].iter().enumerate() {
+        let p = SoftmaxXent { batch, classes };
+        gpu_matches_cpu!(format!("{p:?}"), 1e-5, 1e-4, loss_run, &p, i as u64);
+    }
+}
+
+fn sgd_run<B: Backend>(b: &B, len: usize, seed: u64) -> Outputs {
+    let p = Sgd { len, lr: 0.01, momentum: 0.9 };
+    let mut param = b.upload_f32(&rand_vec(seed, len, -1.0, 1.0), "param").unwrap();
+    let mut velocity = b.zeros(len, "velocity").unwrap();
+    for step in 0..3 {
+        let grad = b.upload_f32(&rand_vec(seed + 1 + step, len, -1.0, 1.0), "grad").unwrap();
+        b.sgd_momentum(&p, &mut param, &grad, &mut velocity).unwrap();
+    }
+    vec![("param", b.read_f32(&param).unwrap()), ("velocity", b.read_f32(&velocity).unwrap())]
+}
+
+#[test]
+fn sgd_gpu_matches_cpu() {
+    for (i, len) in [1usize, 300, 200_705].into_iter().enumerate() {
+        gpu_matches_cpu!(format!("sgd len {len}"), 1e-6, 1e-5, sgd_run, len, i as u64);
+    }
+}
+
+fn gather_run<B: Backend>(b: &B, p: &Gather, items: usize) -> Outputs {
+    let pixels: Vec<u8> = (0..items * p.image_len).map(|i| (i * 37 % 256) as u8).collect();
+    let mut packed = vec![0u32; pixels.len().div_ceil(4)];
+    for (i, &px) in pixels.iter().enumerate() {
+        packed[i / 4] |= (px as u32) << (8 * (i % 4));
+    }
+    let labels: Vec<u32> = (0..items as u32).map(|i| i % 10).collect();
+    let perm: Vec<u32> = (0..items as u32).rev().collect();
+    let images = b.upload_u32(&packed, "images").unwrap();
+    let labels = b.upload_u32(&labels, "labels").unwrap();
+    let perm = b.upload_u32(&perm, "perm").unwrap();
+    let mut x = b.zeros(p.batch * p.image_len, "x").unwrap();
+    let mut y = b.zeros(p.batch, "y").unwrap();
+    b.gather_batch(p, &images, &labels, &perm, &mut x, &mut y).unwrap();
+    let y: Vec<f32> = b.read_u32(&y).unwrap().into_iter().map(|v| v as f32).collect();
+    vec![("x", b.read_f32(&x).unwrap()), ("y", y)]
+}
+
+#[test]
+fn gather_gpu_matches_cpu() {
+    // image_len 13 puts image boundaries inside packed words; the output is bit-identical.
+    for &(batch, image_len, offset, items) in &[(1, 784, 0, 3), (5, 13, 2, 9), (64, 784, 100, 300)] {
+        let p = Gather { batch, image_len, offset };
+        gpu_matches_cpu!(format!("{p:?}"), 0.0, 0.0, gather_run, &p, items);
+    }
+}
