@@ -161,7 +161,7 @@ fn read_header(reader: &mut impl Read, kind: IdxKind, path: &Path) -> Result<Idx
             return Err(Error::data(
                 path,
                 format!(
-                    "wrong magic number 0x{magic:08x} ({what}); expected {}",
+                    "wrong magic number 0x{magic:08x}: {what}; expected {}",
                     kind.describe()
                 ),
             ));
@@ -407,7 +407,7 @@ pub fn write_idx_images(
             "write_idx_images: images of {rows}×{cols}: both must be at least 1"
         ))
     })?;
-    if pixels.len() % image_len != 0 {
+    if !pixels.len().is_multiple_of(image_len) {
         return Err(Error::InvalidParams(format!(
             "write_idx_images: {} pixel bytes are not a whole number of {rows}×{cols} images",
             pixels.len()

@@ -394,8 +394,10 @@ fn read_with_mnist_crate(files: &[Validated]) -> Result<Option<Mnist>> {
         && [train.rows, train.cols] == [MNIST_CRATE_SIDE; 2];
     let paths: Option<Vec<&str>> = files.iter().map(|f| f.raw.to_str()).collect();
     let Some(paths) = paths.filter(|_| standard) else {
+        log::debug!("non-standard sizes or non-UTF-8 paths: reading with our own IDX reader");
         return Ok(None);
     };
+    log::debug!("reading the validated MNIST files with the mnist crate");
     // The crate joins each file name onto the base path; with an empty base path, our full paths
     // are used as they are.
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
