@@ -17,7 +17,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::dense::{channel_sum, gemm, MatRef};
-use crate::backend::{expect_len, Channels, Conv2d};
+use crate::backend::{check, Channels, Conv2d};
 use crate::Result;
 
 thread_local! {
@@ -153,12 +153,7 @@ pub fn conv2d_forward(
     bias: &[f32],
     out: &mut [f32],
 ) -> Result<()> {
-    const OP: &str = "conv2d_forward";
-    p.validate()?;
-    expect_len(OP, "x", x.len(), p.input_len())?;
-    expect_len(OP, "w", w.len(), p.weight_len())?;
-    expect_len(OP, "bias", bias.len(), p.out_channels)?;
-    expect_len(OP, "out", out.len(), p.output_len())?;
+    check::conv2d_forward(p, x.len(), w.len(), bias.len(), out.len())?;
     let (k, cols) = (col_rows(p), p.out_h() * p.out_w());
     let image_in = p.in_channels * p.in_h * p.in_w;
     out.par_chunks_mut(p.out_channels * cols)
@@ -196,11 +191,7 @@ pub fn conv2d_forward(
 /// ow]` over every (co, kh, kw, oh, ow) with `oh·s − pad + kh = ih` and `ow·s − pad + kw = iw`.
 /// dout: [N, Cout, OH, OW], w: [Cout, Cin, KH, KW], dx: [N, Cin, H, W] (overwritten).
 pub fn conv2d_backward_input(p: &Conv2d, dout: &[f32], w: &[f32], dx: &mut [f32]) -> Result<()> {
-    const OP: &str = "conv2d_backward_input";
-    p.validate()?;
-    expect_len(OP, "dout", dout.len(), p.output_len())?;
-    expect_len(OP, "w", w.len(), p.weight_len())?;
-    expect_len(OP, "dx", dx.len(), p.input_len())?;
+    check::conv2d_backward_input(p, dout.len(), w.len(), dx.len())?;
     let (k, cols) = (col_rows(p), p.out_h() * p.out_w());
     let image_in = p.in_channels * p.in_h * p.in_w;
     let wt = MatRef::transposed(w, k);
@@ -246,11 +237,7 @@ pub fn conv2d_backward_input(p: &Conv2d, dout: &[f32], w: &[f32], dx: &mut [f32]
 /// partial dw, and the partials are added in order, so the result does not depend on how rayon
 /// schedules the runs.
 pub fn conv2d_backward_weight(p: &Conv2d, x: &[f32], dout: &[f32], dw: &mut [f32]) -> Result<()> {
-    const OP: &str = "conv2d_backward_weight";
-    p.validate()?;
-    expect_len(OP, "x", x.len(), p.input_len())?;
-    expect_len(OP, "dout", dout.len(), p.output_len())?;
-    expect_len(OP, "dw", dw.len(), p.weight_len())?;
+    check::conv2d_backward_weight(p, x.len(), dout.len(), dw.len())?;
     let (k, cols) = (col_rows(p), p.out_h() * p.out_w());
     let (image_in, image_out) = (p.in_channels * p.in_h * p.in_w, p.out_channels * cols);
     let runs = rayon::current_num_threads().clamp(1, p.batch);
@@ -307,9 +294,7 @@ pub fn conv2d_backward_weight(p: &Conv2d, x: &[f32], dout: &[f32], dw: &mut [f32
 
 /// `dbias[co] = Σ_{n, oh, ow} dout[n, co, oh, ow]`. dout: [N, Cout, OH, OW], dbias: [Cout].
 pub fn conv2d_backward_bias(p: &Conv2d, dout: &[f32], dbias: &mut [f32]) -> Result<()> {
-    p.validate()?;
-    expect_len("conv2d_backward_bias", "dout", dout.len(), p.output_len())?;
-    expect_len("conv2d_backward_bias", "dbias", dbias.len(), p.out_channels)?;
+    check::conv2d_backward_bias(p, dout.len(), dbias.len())?;
     let channels = Channels {
         outer: p.batch,
         channels: p.out_channels,

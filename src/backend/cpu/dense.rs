@@ -5,7 +5,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::PAR_MIN_LEN;
-use crate::backend::{expect_len, Channels, Matmul};
+use crate::backend::{check, Channels, Matmul};
 use crate::Result;
 
 /// A row-major or transposed view of a matrix in a slice: element (i, j) is
@@ -111,10 +111,7 @@ pub(crate) fn sum(x: &[f32]) -> f32 {
 /// `c[m, n] = Σ_k op(a)[m, k] · op(b)[k, n]`; a is stored [m, k] or, with `trans_a`, [k, m];
 /// b is stored [k, n] or, with `trans_b`, [n, k]. Transposes are strides, never copies.
 pub fn matmul(p: &Matmul, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
-    p.validate()?;
-    expect_len("matmul", "a", a.len(), p.m * p.k)?;
-    expect_len("matmul", "b", b.len(), p.k * p.n)?;
-    expect_len("matmul", "c", c.len(), p.m * p.n)?;
+    check::matmul(p, a.len(), b.len(), c.len())?;
     let a = if p.trans_a {
         MatRef::transposed(a, p.m)
     } else {
@@ -131,11 +128,7 @@ pub fn matmul(p: &Matmul, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
 
 /// `x[o, c, i] += bias[c]` for x of shape [outer, channels, inner], in place.
 pub fn bias_add(p: &Channels, bias: &[f32], x: &mut [f32]) -> Result<()> {
-    expect_len("bias_add", "bias", bias.len(), p.channels)?;
-    expect_len("bias_add", "x", x.len(), p.len())?;
-    if p.is_empty() {
-        return Ok(());
-    }
+    check::channels("bias_add", p, bias.len(), x.len())?;
     let kernel = |(r, row): (usize, &mut [f32])| {
         let b = bias[r % p.channels];
         row.iter_mut().for_each(|v| *v += b);
@@ -151,8 +144,7 @@ pub fn bias_add(p: &Channels, bias: &[f32], x: &mut [f32]) -> Result<()> {
 /// `out[c] = Σ_{o, i} x[o, c, i]` for x of shape [outer, channels, inner] (bias gradients).
 /// Each [inner] row is summed in f32 lanes, the rows of a channel in f64.
 pub fn channel_sum(p: &Channels, x: &[f32], out: &mut [f32]) -> Result<()> {
-    expect_len("channel_sum", "x", x.len(), p.len())?;
-    expect_len("channel_sum", "out", out.len(), p.channels)?;
+    check::channels("channel_sum", p, out.len(), x.len())?;
     let kernel = |(c, out): (usize, &mut f32)| {
         let total: f64 = (0..p.outer)
             .map(|o| sum(&x[(o * p.channels + c) * p.inner..][..p.inner]) as f64)

@@ -3,13 +3,12 @@
 use rayon::prelude::*;
 
 use super::PAR_MIN_LEN;
-use crate::backend::expect_len;
+use crate::backend::check;
 use crate::Result;
 
 /// y = max(x, 0). x, y: [len].
 pub fn relu_forward(len: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
-    expect_len("relu_forward", "x", x.len(), len)?;
-    expect_len("relu_forward", "y", y.len(), len)?;
+    check::elementwise("relu_forward", len, &[x.len(), y.len()])?;
     let kernel = |(y, x): (&mut [f32], &[f32])| {
         for (y, &x) in y.iter_mut().zip(x) {
             *y = if x > 0.0 { x } else { 0.0 };
@@ -27,9 +26,7 @@ pub fn relu_forward(len: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
 
 /// dx = dy where y > 0, else 0 (y is the forward output). y, dy, dx: [len].
 pub fn relu_backward(len: usize, y: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
-    expect_len("relu_backward", "y", y.len(), len)?;
-    expect_len("relu_backward", "dy", dy.len(), len)?;
-    expect_len("relu_backward", "dx", dx.len(), len)?;
+    check::elementwise("relu_backward", len, &[y.len(), dy.len(), dx.len()])?;
     let kernel = |(dx, (y, dy)): (&mut [f32], (&[f32], &[f32]))| {
         for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
             *dx = if y > 0.0 { dy } else { 0.0 };

@@ -1,27 +1,22 @@
 //! Softmax cross-entropy (loss and its gradient) and the accuracy counter.
 
-use crate::backend::{expect_len, SoftmaxXent};
+use crate::backend::{check, expect_len, SoftmaxXent};
 use crate::{Error, Result};
 
-fn check(op: &'static str, p: &SoftmaxXent, logits: &[f32], labels: &[u32]) -> Result<()> {
-    if p.batch == 0 || p.classes == 0 {
-        return Err(Error::InvalidParams(format!(
-            "{op} with a zero size: {p:?}"
-        )));
-    }
-    expect_len(op, "logits", logits.len(), p.batch * p.classes)?;
-    expect_len(op, "labels", labels.len(), p.batch)?;
-    if let Some((i, &l)) = labels
+/// The shared checks, then one the GPU cannot afford: every label names a class.
+fn check_labels(op: &'static str, p: &SoftmaxXent, logits: &[f32], labels: &[u32]) -> Result<()> {
+    check::softmax_xent(op, p, logits.len(), labels.len())?;
+    match labels
         .iter()
         .enumerate()
         .find(|&(_, &l)| l as usize >= p.classes)
     {
-        return Err(Error::shape(
+        Some((i, &l)) => Err(Error::shape(
             op,
             format!("labels[{i}] = {l} is not below classes = {}", p.classes),
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Softmax + cross-entropy averaged over the batch, as `nn.CrossEntropyLoss`:
@@ -38,7 +33,7 @@ pub fn softmax_cross_entropy(
     dlogits: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "softmax_cross_entropy";
-    check(OP, p, logits, labels)?;
+    check_labels(OP, p, logits, labels)?;
     expect_len(OP, "loss_sum", loss_sum.len(), 1)?;
     expect_len(OP, "dlogits", dlogits.len(), p.batch * p.classes)?;
     let inv_batch = 1.0 / p.batch as f64;
@@ -71,7 +66,7 @@ pub fn count_correct(
     correct: &mut [u32],
 ) -> Result<()> {
     const OP: &str = "count_correct";
-    check(OP, p, logits, labels)?;
+    check_labels(OP, p, logits, labels)?;
     expect_len(OP, "correct", correct.len(), 1)?;
     let mut hits = 0u32;
     for (row, &label) in logits.chunks_exact(p.classes).zip(labels) {

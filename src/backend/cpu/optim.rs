@@ -3,15 +3,13 @@
 use rayon::prelude::*;
 
 use super::PAR_MIN_LEN;
-use crate::backend::{expect_len, Sgd};
+use crate::backend::{check, Sgd};
 use crate::Result;
 
 /// PyTorch's SGD with momentum (no dampening, no Nesterov, no weight decay):
 /// `v ← μ·v + g; param ← param − lr·v`. param, grad, velocity: [len].
 pub fn sgd_momentum(p: &Sgd, param: &mut [f32], grad: &[f32], velocity: &mut [f32]) -> Result<()> {
-    expect_len("sgd_momentum", "param", param.len(), p.len)?;
-    expect_len("sgd_momentum", "grad", grad.len(), p.len)?;
-    expect_len("sgd_momentum", "velocity", velocity.len(), p.len)?;
+    check::sgd(p, param.len(), grad.len(), velocity.len())?;
     let (lr, mu) = (p.lr, p.momentum);
     let kernel = |((param, v), g): ((&mut [f32], &mut [f32]), &[f32])| {
         for ((param, v), &g) in param.iter_mut().zip(v.iter_mut()).zip(g) {

@@ -4,25 +4,8 @@
 
 use rayon::prelude::*;
 
-use crate::backend::{expect_len, Pool2d};
+use crate::backend::{check, Pool2d};
 use crate::Result;
-
-/// Checks `p` and the lengths of the input-shaped and output-shaped slices.
-fn check(
-    op: &'static str,
-    p: &Pool2d,
-    inputs: &[(&str, usize)],
-    outputs: &[(&str, usize)],
-) -> Result<()> {
-    p.validate()?;
-    for &(what, len) in inputs {
-        expect_len(op, what, len, p.input_len())?;
-    }
-    for &(what, len) in outputs {
-        expect_len(op, what, len, p.output_len())?;
-    }
-    Ok(())
-}
 
 /// Index within the plane of the window's first maximum in row-major order (strict `>`).
 fn window_argmax(p: &Pool2d, x: &[f32], oh: usize, ow: usize) -> usize {
@@ -42,12 +25,7 @@ fn window_argmax(p: &Pool2d, x: &[f32], oh: usize, ow: usize) -> usize {
 /// `out[n, c, oh, ow] = max_{kh, kw} x[n, c, oh·s + kh, ow·s + kw]`.
 /// x: [N, C, H, W], out: [N, C, OH, OW].
 pub fn maxpool2d_forward(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
-    check(
-        "maxpool2d_forward",
-        p,
-        &[("x", x.len())],
-        &[("out", out.len())],
-    )?;
+    check::pool2d("maxpool2d_forward", p, x.len(), out.len())?;
     let (plane_in, ow_n) = (p.in_h * p.in_w, p.out_w());
     out.par_chunks_mut(p.out_h() * ow_n)
         .zip(x.par_chunks(plane_in))
@@ -63,12 +41,8 @@ pub fn maxpool2d_forward(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
 /// dout element goes to its window's arg-max (the first in row-major order on ties, as PyTorch);
 /// overlapping windows add up. x, dx: [N, C, H, W], dout: [N, C, OH, OW].
 pub fn maxpool2d_backward(p: &Pool2d, x: &[f32], dout: &[f32], dx: &mut [f32]) -> Result<()> {
-    check(
-        "maxpool2d_backward",
-        p,
-        &[("x", x.len()), ("dx", dx.len())],
-        &[("dout", dout.len())],
-    )?;
+    check::pool2d("maxpool2d_backward", p, x.len(), dout.len())?;
+    check::pool2d("maxpool2d_backward", p, dx.len(), dout.len())?;
     let (plane_in, ow_n) = (p.in_h * p.in_w, p.out_w());
     dx.par_chunks_mut(plane_in)
         .zip(
@@ -87,12 +61,7 @@ pub fn maxpool2d_backward(p: &Pool2d, x: &[f32], dout: &[f32], dx: &mut [f32]) -
 /// `out[n, c, oh, ow] = (Σ_{kh, kw} x[n, c, oh·s + kh, ow·s + kw]) / kernel²`.
 /// x: [N, C, H, W], out: [N, C, OH, OW].
 pub fn avgpool2d_forward(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
-    check(
-        "avgpool2d_forward",
-        p,
-        &[("x", x.len())],
-        &[("out", out.len())],
-    )?;
+    check::pool2d("avgpool2d_forward", p, x.len(), out.len())?;
     let (plane_in, ow_n) = (p.in_h * p.in_w, p.out_w());
     let count = (p.kernel * p.kernel) as f32;
     out.par_chunks_mut(p.out_h() * ow_n)
@@ -114,12 +83,7 @@ pub fn avgpool2d_forward(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
 /// element spread evenly over its window; overlapping windows add up.
 /// dout: [N, C, OH, OW], dx: [N, C, H, W].
 pub fn avgpool2d_backward(p: &Pool2d, dout: &[f32], dx: &mut [f32]) -> Result<()> {
-    check(
-        "avgpool2d_backward",
-        p,
-        &[("dx", dx.len())],
-        &[("dout", dout.len())],
-    )?;
+    check::pool2d("avgpool2d_backward", p, dx.len(), dout.len())?;
     let (plane_in, ow_n) = (p.in_h * p.in_w, p.out_w());
     let count = (p.kernel * p.kernel) as f32;
     dx.par_chunks_mut(plane_in)
