@@ -472,8 +472,7 @@ fn bad_labels_and_sizes_are_refused<B: Backend>(b: &B) {
         &TrainConfig::default(),
         &mut QuietReporter,
     )
-    .err()
-    .expect("batch 64 > 6 images");
+    .expect_err("batch 64 > 6 images");
     assert!(
         err.to_string().contains("larger than the training set"),
         "{err}"
@@ -482,9 +481,7 @@ fn bad_labels_and_sizes_are_refused<B: Backend>(b: &B) {
         batch_size: 2,
         ..TrainConfig::default()
     };
-    let err = fit(b, &mut model, &res, &cfg, &mut QuietReporter)
-        .err()
-        .expect("input size");
+    let err = fit(b, &mut model, &res, &cfg, &mut QuietReporter).expect_err("input size");
     assert!(err.to_string().contains("64 pixels"), "{err}");
 }
 backend_test!(
@@ -659,3 +656,238 @@ fn mnist_loss_falls<B: Backend>(b: &B) {
     );
 }
 backend_test!(mnist_loss_falls_t, mnist_loss_falls);
+
+// ---- no readback inside a step ---------------------------------------------------------------
+
+/// Delegates every op to `inner`, counting readbacks and flushes.
+struct Counting<'a, B: Backend> {
+    inner: &'a B,
+    reads: std::cell::Cell<usize>,
+    flushes: std::cell::Cell<usize>,
+}
+
+impl<B: Backend> Backend for Counting<'_, B> {
+    type Buffer = B::Buffer;
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn zeros(&self, len: usize, label: &str) -> cnn_gpu::Result<B::Buffer> {
+        self.inner.zeros(len, label)
+    }
+    fn upload_f32(&self, data: &[f32], label: &str) -> cnn_gpu::Result<B::Buffer> {
+        self.inner.upload_f32(data, label)
+    }
+    fn upload_u32(&self, data: &[u32], label: &str) -> cnn_gpu::Result<B::Buffer> {
+        self.inner.upload_u32(data, label)
+    }
+    fn write_f32(&self, buf: &mut B::Buffer, data: &[f32]) -> cnn_gpu::Result<()> {
+        self.inner.write_f32(buf, data)
+    }
+    fn write_u32(&self, buf: &mut B::Buffer, data: &[u32]) -> cnn_gpu::Result<()> {
+        self.inner.write_u32(buf, data)
+    }
+    fn fill_zero(&self, buf: &mut B::Buffer) -> cnn_gpu::Result<()> {
+        self.inner.fill_zero(buf)
+    }
+    fn read_f32(&self, buf: &B::Buffer) -> cnn_gpu::Result<Vec<f32>> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.read_f32(buf)
+    }
+    fn read_u32(&self, buf: &B::Buffer) -> cnn_gpu::Result<Vec<u32>> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.read_u32(buf)
+    }
+    fn len(&self, buf: &B::Buffer) -> usize {
+        self.inner.len(buf)
+    }
+    fn flush(&self) -> cnn_gpu::Result<()> {
+        self.flushes.set(self.flushes.get() + 1);
+        self.inner.flush()
+    }
+    fn gather_batch(
+        &self,
+        p: &cnn_gpu::backend::Gather,
+        images: &B::Buffer,
+        labels: &B::Buffer,
+        perm: &B::Buffer,
+        x: &mut B::Buffer,
+        y: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.gather_batch(p, images, labels, perm, x, y)
+    }
+    fn conv2d_forward(
+        &self,
+        p: &cnn_gpu::backend::Conv2d,
+        x: &B::Buffer,
+        w: &B::Buffer,
+        bias: &B::Buffer,
+        out: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.conv2d_forward(p, x, w, bias, out)
+    }
+    fn conv2d_backward_input(
+        &self,
+        p: &cnn_gpu::backend::Conv2d,
+        dout: &B::Buffer,
+        w: &B::Buffer,
+        dx: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.conv2d_backward_input(p, dout, w, dx)
+    }
+    fn conv2d_backward_weight(
+        &self,
+        p: &cnn_gpu::backend::Conv2d,
+        x: &B::Buffer,
+        dout: &B::Buffer,
+        dw: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.conv2d_backward_weight(p, x, dout, dw)
+    }
+    fn conv2d_backward_bias(
+        &self,
+        p: &cnn_gpu::backend::Conv2d,
+        dout: &B::Buffer,
+        dbias: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.conv2d_backward_bias(p, dout, dbias)
+    }
+    fn maxpool2d_forward(
+        &self,
+        p: &cnn_gpu::backend::Pool2d,
+        x: &B::Buffer,
+        out: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.maxpool2d_forward(p, x, out)
+    }
+    fn maxpool2d_backward(
+        &self,
+        p: &cnn_gpu::backend::Pool2d,
+        x: &B::Buffer,
+        dout: &B::Buffer,
+        dx: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.maxpool2d_backward(p, x, dout, dx)
+    }
+    fn avgpool2d_forward(
+        &self,
+        p: &cnn_gpu::backend::Pool2d,
+        x: &B::Buffer,
+        out: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.avgpool2d_forward(p, x, out)
+    }
+    fn avgpool2d_backward(
+        &self,
+        p: &cnn_gpu::backend::Pool2d,
+        dout: &B::Buffer,
+        dx: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.avgpool2d_backward(p, dout, dx)
+    }
+    fn relu_forward(&self, len: usize, x: &B::Buffer, y: &mut B::Buffer) -> cnn_gpu::Result<()> {
+        self.inner.relu_forward(len, x, y)
+    }
+    fn relu_backward(
+        &self,
+        len: usize,
+        y: &B::Buffer,
+        dy: &B::Buffer,
+        dx: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.relu_backward(len, y, dy, dx)
+    }
+    fn matmul(
+        &self,
+        p: &cnn_gpu::backend::Matmul,
+        a: &B::Buffer,
+        b: &B::Buffer,
+        c: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.matmul(p, a, b, c)
+    }
+    fn bias_add(
+        &self,
+        p: &cnn_gpu::backend::Channels,
+        bias: &B::Buffer,
+        x: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.bias_add(p, bias, x)
+    }
+    fn channel_sum(
+        &self,
+        p: &cnn_gpu::backend::Channels,
+        x: &B::Buffer,
+        out: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.channel_sum(p, x, out)
+    }
+    fn softmax_cross_entropy(
+        &self,
+        p: &cnn_gpu::backend::SoftmaxXent,
+        logits: &B::Buffer,
+        labels: &B::Buffer,
+        loss_sum: &mut B::Buffer,
+        dlogits: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner
+            .softmax_cross_entropy(p, logits, labels, loss_sum, dlogits)
+    }
+    fn count_correct(
+        &self,
+        p: &cnn_gpu::backend::SoftmaxXent,
+        logits: &B::Buffer,
+        labels: &B::Buffer,
+        correct: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.count_correct(p, logits, labels, correct)
+    }
+    fn sgd_momentum(
+        &self,
+        p: &cnn_gpu::backend::Sgd,
+        param: &mut B::Buffer,
+        grad: &B::Buffer,
+        velocity: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.sgd_momentum(p, param, grad, velocity)
+    }
+}
+
+/// The loop reads back only at log intervals, after the first step (to time start-up) and at
+/// the end of each epoch (to time it); it flushes once per step; evaluation reads back once.
+fn reads_back_only_at_log_intervals<B: Backend>(b: &B) {
+    let counting = Counting {
+        inner: b,
+        reads: Default::default(),
+        flushes: Default::default(),
+    };
+    let b = &counting;
+    let data = synthetic_images(1, 100, 8, 8); // 100 = 6·16 + 4: 7 steps an epoch
+    let res = ResidentDataset::upload(b, &data, 3, "train").unwrap();
+    let mut model = Model::new(b, small_cnn(), 0).unwrap();
+    for (log_interval, logs_per_epoch) in [(100, 0), (3, 2)] {
+        let cfg = TrainConfig {
+            epochs: 2,
+            batch_size: 16,
+            lr: 0.01,
+            log_interval,
+            ..TrainConfig::default()
+        };
+        b.reads.set(0);
+        b.flushes.set(0);
+        let summary = fit(b, &mut model, &res, &cfg, &mut QuietReporter).unwrap();
+        assert_eq!(summary.losses.len(), 2 * logs_per_epoch);
+        assert_eq!(b.flushes.get(), 2 * 7, "one flush per step");
+        assert_eq!(
+            b.reads.get(),
+            1 + 2 * logs_per_epoch + 2,
+            "reads with log interval {log_interval}"
+        );
+    }
+    b.reads.set(0);
+    evaluate(b, &model, &res, 30).unwrap();
+    assert_eq!(b.reads.get(), 1, "evaluation reads back once");
+}
+backend_test!(
+    reads_back_only_at_log_intervals_t,
+    reads_back_only_at_log_intervals
+);
