@@ -7,26 +7,27 @@
 // Bindings: lhs is the A operand's buffer, rhs the B operand's, aux the bias (MODE 0; other
 // modes bind any read-only buffer there), dst the output (or the K-split partials).
 
+// The layer's shape is fixed per pipeline (override constants), so every division and modulo
+// below is by a constant that the driver's compiler turns into a multiply and shift; only the
+// batch (which differs for a last partial batch) and the K-split travel in the uniform.
+override MODE: u32 = 0u;
+override CIN: u32 = 1u;
+override H: u32 = 1u;
+override W: u32 = 1u;
+override COUT: u32 = 1u;
+override KH: u32 = 1u;
+override KW: u32 = 1u;
+override STRIDE: u32 = 1u;
+override PAD: u32 = 0u;
+override OH: u32 = 1u;
+override OW: u32 = 1u;
+
 struct ConvParams {
     batch: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    oh: u32,
-    ow: u32,
     splits: u32,
     k_chunk: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
-
-override MODE: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> lhs: array<f32>;
@@ -37,40 +38,40 @@ override MODE: u32 = 0u;
 // x[b, ci, oh·s − pad + kh, ow·s − pad + kw], zero in the padding. `tap` = (ci·KH + kh)·KW + kw,
 // `pos` = (b·OH + oh)·OW + ow.
 fn im2col(tap: u32, pos: u32) -> f32 {
-    let taps = p.kh * p.kw;
+    let taps = KH * KW;
     let ci = tap / taps;
     let r = tap % taps;
-    let ky = r / p.kw;
-    let kx = r % p.kw;
-    let plane = p.oh * p.ow;
+    let ky = r / KW;
+    let kx = r % KW;
+    let plane = OH * OW;
     let b = pos / plane;
     let s = pos % plane;
-    let oy = s / p.ow;
-    let ox = s % p.ow;
-    let iy = i32(oy * p.stride + ky) - i32(p.pad);
-    let ix = i32(ox * p.stride + kx) - i32(p.pad);
-    if iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w) {
+    let oy = s / OW;
+    let ox = s % OW;
+    let iy = i32(oy * STRIDE + ky) - i32(PAD);
+    let ix = i32(ox * STRIDE + kx) - i32(PAD);
+    if iy < 0 || ix < 0 || iy >= i32(H) || ix >= i32(W) {
         return 0.0;
     }
-    return rhs[((b * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+    return rhs[((b * CIN + ci) * H + u32(iy)) * W + u32(ix)];
 }
 
 fn load_a(m: u32, k: u32) -> f32 {
-    let taps = p.kh * p.kw;
+    let taps = KH * KW;
     if MODE == 0u {
         // w[co = m, tap = k]
-        return lhs[m * p.cin * taps + k];
+        return lhs[m * CIN * taps + k];
     } else if MODE == 1u {
         // w[co, ci = m, tap] with k = co·taps + tap
         let co = k / taps;
         let tap = k % taps;
-        return lhs[(co * p.cin + m) * taps + tap];
+        return lhs[(co * CIN + m) * taps + tap];
     }
     // MODE 2: dout[b, co = m, s] with k = b·OH·OW + s
-    let plane = p.oh * p.ow;
+    let plane = OH * OW;
     let b = k / plane;
     let s = k % plane;
-    return lhs[(b * p.cout + m) * plane + s];
+    return lhs[(b * COUT + m) * plane + s];
 }
 
 fn load_b(k: u32, n: u32) -> f32 {
@@ -79,30 +80,30 @@ fn load_b(k: u32, n: u32) -> f32 {
     } else if MODE == 1u {
         // dout[b, co, oy, ox] where iy = oy·s − pad + ky, for k = co·taps + ky·KW + kx and
         // n = (b·H + iy)·W + ix; zero where no output position maps onto this input.
-        let taps = p.kh * p.kw;
+        let taps = KH * KW;
         let co = k / taps;
         let r = k % taps;
-        let ky = r / p.kw;
-        let kx = r % p.kw;
-        let plane = p.h * p.w;
+        let ky = r / KW;
+        let kx = r % KW;
+        let plane = H * W;
         let b = n / plane;
         let s = n % plane;
-        let ty = i32(s / p.w + p.pad) - i32(ky);
-        let tx = i32(s % p.w + p.pad) - i32(kx);
+        let ty = i32(s / W + PAD) - i32(ky);
+        let tx = i32(s % W + PAD) - i32(kx);
         if ty < 0 || tx < 0 {
             return 0.0;
         }
         let uy = u32(ty);
         let ux = u32(tx);
-        if uy % p.stride != 0u || ux % p.stride != 0u {
+        if uy % STRIDE != 0u || ux % STRIDE != 0u {
             return 0.0;
         }
-        let oy = uy / p.stride;
-        let ox = ux / p.stride;
-        if oy >= p.oh || ox >= p.ow {
+        let oy = uy / STRIDE;
+        let ox = ux / STRIDE;
+        if oy >= OH || ox >= OW {
             return 0.0;
         }
-        return rhs[((b * p.cout + co) * p.oh + oy) * p.ow + ox];
+        return rhs[((b * COUT + co) * OH + oy) * OW + ox];
     }
     // MODE 2: im2col(x)ᵀ[pos = k, tap = n]
     return im2col(n, k);
@@ -110,40 +111,40 @@ fn load_b(k: u32, n: u32) -> f32 {
 
 fn store_c(m: u32, n: u32, z: u32, v: f32) {
     if MODE == 0u {
-        let plane = p.oh * p.ow;
+        let plane = OH * OW;
         let b = n / plane;
         let s = n % plane;
-        dst[(b * p.cout + m) * plane + s] = v + aux[m];
+        dst[(b * COUT + m) * plane + s] = v + aux[m];
     } else if MODE == 1u {
-        let plane = p.h * p.w;
+        let plane = H * W;
         let b = n / plane;
         let s = n % plane;
-        dst[(b * p.cin + m) * plane + s] = v;
+        dst[(b * CIN + m) * plane + s] = v;
     } else {
-        let cols = p.cin * p.kh * p.kw;
-        dst[(z * p.cout + m) * cols + n] = v;
+        let cols = CIN * KH * KW;
+        dst[(z * COUT + m) * cols + n] = v;
     }
 }
 
 // Dispatch: (ceil(N / 64), ceil(M / 64), splits) with M, N as in the header.
 @compute @workgroup_size(256)
 fn conv2d_gemm(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let taps = p.kh * p.kw;
+    let taps = KH * KW;
     var m_len: u32;
     var n_len: u32;
     var k_len: u32;
     if MODE == 0u {
-        m_len = p.cout;
-        n_len = p.batch * p.oh * p.ow;
-        k_len = p.cin * taps;
+        m_len = COUT;
+        n_len = p.batch * OH * OW;
+        k_len = CIN * taps;
     } else if MODE == 1u {
-        m_len = p.cin;
-        n_len = p.batch * p.h * p.w;
-        k_len = p.cout * taps;
+        m_len = CIN;
+        n_len = p.batch * H * W;
+        k_len = COUT * taps;
     } else {
-        m_len = p.cout;
-        n_len = p.cin * taps;
-        k_len = p.batch * p.oh * p.ow;
+        m_len = COUT;
+        n_len = CIN * taps;
+        k_len = p.batch * OH * OW;
     }
     var k_begin = 0u;
     var k_end = k_len;
@@ -159,7 +160,7 @@ fn conv2d_gemm(@builtin(local_invocation_index) local: u32, @builtin(workgroup_i
 @compute @workgroup_size(256)
 fn splitk_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = gid.x + gid.y * groups.x * 256u;
-    let len = p.cout * p.cin * p.kh * p.kw;
+    let len = COUT * CIN * KH * KW;
     if i >= len {
         return;
     }

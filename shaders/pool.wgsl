@@ -3,15 +3,20 @@
 // window that covers it (deterministic, no atomics); max-pool recomputes each window's arg-max
 // (the first maximum in row-major order, as PyTorch).
 
+// The plane's shape is fixed per pipeline (override constants: divisions by constants are
+// cheap); the number of planes, batch · channels, travels in the uniform.
+override H: u32 = 1u;
+override W: u32 = 1u;
+override KERNEL: u32 = 1u;
+override STRIDE: u32 = 1u;
+override OH: u32 = 1u;
+override OW: u32 = 1u;
+
 struct PoolParams {
-    planes: u32, // batch · channels
-    h: u32,
-    w: u32,
-    kernel: u32,
-    stride: u32,
-    oh: u32,
-    ow: u32,
+    planes: u32,
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
@@ -25,13 +30,13 @@ fn thread_index(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
 
 // Index into the plane of the first maximum of window (oy, ox).
 fn window_argmax(base: u32, oy: u32, ox: u32) -> u32 {
-    let y0 = oy * p.stride;
-    let x0 = ox * p.stride;
-    var best = y0 * p.w + x0;
+    let y0 = oy * STRIDE;
+    let x0 = ox * STRIDE;
+    var best = y0 * W + x0;
     var best_v = x[base + best];
-    for (var ky = 0u; ky < p.kernel; ky++) {
-        for (var kx = 0u; kx < p.kernel; kx++) {
-            let q = (y0 + ky) * p.w + x0 + kx;
+    for (var ky = 0u; ky < KERNEL; ky++) {
+        for (var kx = 0u; kx < KERNEL; kx++) {
+            let q = (y0 + ky) * W + x0 + kx;
             let v = x[base + q];
             if v > best_v {
                 best_v = v;
@@ -45,43 +50,43 @@ fn window_argmax(base: u32, oy: u32, ox: u32) -> u32 {
 // The range of output rows (or columns) whose window covers input coordinate i.
 fn covering(i: u32, out_len: u32) -> vec2<u32> {
     var lo = 0u;
-    if i + 1u > p.kernel {
-        lo = (i + 1u - p.kernel + p.stride - 1u) / p.stride;
+    if i + 1u > KERNEL {
+        lo = (i + 1u - KERNEL + STRIDE - 1u) / STRIDE;
     }
-    let hi = min(i / p.stride + 1u, out_len); // exclusive
+    let hi = min(i / STRIDE + 1u, out_len); // exclusive
     return vec2<u32>(lo, hi);
 }
 
 @compute @workgroup_size(256)
 fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = thread_index(gid, groups);
-    let per_plane = p.oh * p.ow;
+    let per_plane = OH * OW;
     if i >= p.planes * per_plane {
         return;
     }
     let plane = i / per_plane;
     let s = i % per_plane;
-    let base = plane * p.h * p.w;
-    dst[i] = x[base + window_argmax(base, s / p.ow, s % p.ow)];
+    let base = plane * H * W;
+    dst[i] = x[base + window_argmax(base, s / OW, s % OW)];
 }
 
 @compute @workgroup_size(256)
 fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = thread_index(gid, groups);
-    let per_plane = p.h * p.w;
+    let per_plane = H * W;
     if i >= p.planes * per_plane {
         return;
     }
     let plane = i / per_plane;
     let q = i % per_plane;
     let base = plane * per_plane;
-    let rows = covering(q / p.w, p.oh);
-    let cols = covering(q % p.w, p.ow);
+    let rows = covering(q / W, OH);
+    let cols = covering(q % W, OW);
     var sum = 0.0;
     for (var oy = rows.x; oy < rows.y; oy++) {
         for (var ox = cols.x; ox < cols.y; ox++) {
             if window_argmax(base, oy, ox) == q {
-                sum += dout[(plane * p.oh + oy) * p.ow + ox];
+                sum += dout[(plane * OH + oy) * OW + ox];
             }
         }
     }
@@ -91,40 +96,40 @@ fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 @compute @workgroup_size(256)
 fn avgpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = thread_index(gid, groups);
-    let per_plane = p.oh * p.ow;
+    let per_plane = OH * OW;
     if i >= p.planes * per_plane {
         return;
     }
     let plane = i / per_plane;
     let s = i % per_plane;
-    let base = plane * p.h * p.w;
-    let y0 = (s / p.ow) * p.stride;
-    let x0 = (s % p.ow) * p.stride;
+    let base = plane * H * W;
+    let y0 = (s / OW) * STRIDE;
+    let x0 = (s % OW) * STRIDE;
     var sum = 0.0;
-    for (var ky = 0u; ky < p.kernel; ky++) {
-        for (var kx = 0u; kx < p.kernel; kx++) {
-            sum += x[base + (y0 + ky) * p.w + x0 + kx];
+    for (var ky = 0u; ky < KERNEL; ky++) {
+        for (var kx = 0u; kx < KERNEL; kx++) {
+            sum += x[base + (y0 + ky) * W + x0 + kx];
         }
     }
-    dst[i] = sum / f32(p.kernel * p.kernel);
+    dst[i] = sum / f32(KERNEL * KERNEL);
 }
 
 @compute @workgroup_size(256)
 fn avgpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = thread_index(gid, groups);
-    let per_plane = p.h * p.w;
+    let per_plane = H * W;
     if i >= p.planes * per_plane {
         return;
     }
     let plane = i / per_plane;
     let q = i % per_plane;
-    let rows = covering(q / p.w, p.oh);
-    let cols = covering(q % p.w, p.ow);
+    let rows = covering(q / W, OH);
+    let cols = covering(q % W, OW);
     var sum = 0.0;
     for (var oy = rows.x; oy < rows.y; oy++) {
         for (var ox = cols.x; ox < cols.y; ox++) {
-            sum += dout[(plane * p.oh + oy) * p.ow + ox];
+            sum += dout[(plane * OH + oy) * OW + ox];
         }
     }
-    dst[i] = sum / f32(p.kernel * p.kernel);
+    dst[i] = sum / f32(KERNEL * KERNEL);
 }

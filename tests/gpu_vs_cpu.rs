@@ -29,10 +29,18 @@ macro_rules! gpu_matches_cpu {
 }
 
 fn conv_all<B: Backend>(b: &B, p: &Conv2d, seed: u64) -> Outputs {
-    let x = b.upload_f32(&rand_vec(seed, p.input_len(), -1.0, 1.0), "x").unwrap();
-    let w = b.upload_f32(&rand_vec(seed + 1, p.weight_len(), -1.0, 1.0), "w").unwrap();
-    let bias = b.upload_f32(&rand_vec(seed + 2, p.out_channels, -1.0, 1.0), "bias").unwrap();
-    let dout = b.upload_f32(&rand_vec(seed + 3, p.output_len(), -1.0, 1.0), "dout").unwrap();
+    let x = b
+        .upload_f32(&rand_vec(seed, p.input_len(), -1.0, 1.0), "x")
+        .unwrap();
+    let w = b
+        .upload_f32(&rand_vec(seed + 1, p.weight_len(), -1.0, 1.0), "w")
+        .unwrap();
+    let bias = b
+        .upload_f32(&rand_vec(seed + 2, p.out_channels, -1.0, 1.0), "bias")
+        .unwrap();
+    let dout = b
+        .upload_f32(&rand_vec(seed + 3, p.output_len(), -1.0, 1.0), "dout")
+        .unwrap();
     let mut out = b.zeros(p.output_len(), "out").unwrap();
     let mut dx = b.zeros(p.input_len(), "dx").unwrap();
     let mut dw = b.zeros(p.weight_len(), "dw").unwrap();
@@ -66,14 +74,35 @@ fn conv2d_gpu_matches_cpu() {
     for (i, &(batch, in_channels, in_h, in_w, out_channels, kernel_h, kernel_w, stride, padding)) in
         cases.iter().enumerate()
     {
-        let p = Conv2d { batch, in_channels, in_h, in_w, out_channels, kernel_h, kernel_w, stride, padding };
-        gpu_matches_cpu!(format!("conv2d {p:?}"), 1e-4, 1e-4, conv_all, &p, 10 * i as u64);
+        let p = Conv2d {
+            batch,
+            in_channels,
+            in_h,
+            in_w,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            stride,
+            padding,
+        };
+        gpu_matches_cpu!(
+            format!("conv2d {p:?}"),
+            1e-4,
+            1e-4,
+            conv_all,
+            &p,
+            10 * i as u64
+        );
     }
 }
 
 fn matmul_run<B: Backend>(b: &B, p: &Matmul, seed: u64) -> Outputs {
-    let a = b.upload_f32(&rand_vec(seed, p.m * p.k, -1.0, 1.0), "a").unwrap();
-    let bb = b.upload_f32(&rand_vec(seed + 1, p.k * p.n, -1.0, 1.0), "b").unwrap();
+    let a = b
+        .upload_f32(&rand_vec(seed, p.m * p.k, -1.0, 1.0), "a")
+        .unwrap();
+    let bb = b
+        .upload_f32(&rand_vec(seed + 1, p.k * p.n, -1.0, 1.0), "b")
+        .unwrap();
     let mut c = b.zeros(p.m * p.n, "c").unwrap();
     b.matmul(p, &a, &bb, &mut c).unwrap();
     vec![("c", b.read_f32(&c).unwrap())]
@@ -81,11 +110,33 @@ fn matmul_run<B: Backend>(b: &B, p: &Matmul, seed: u64) -> Outputs {
 
 #[test]
 fn matmul_gpu_matches_cpu() {
-    for (i, &(m, k, n)) in [(1, 1, 1), (3, 5, 7), (65, 17, 130), (64, 3136, 10), (127, 64, 33)].iter().enumerate() {
+    for (i, &(m, k, n)) in [
+        (1, 1, 1),
+        (3, 5, 7),
+        (65, 17, 130),
+        (64, 3136, 10),
+        (127, 64, 33),
+    ]
+    .iter()
+    .enumerate()
+    {
         for trans_a in [false, true] {
             for trans_b in [false, true] {
-                let p = Matmul { m, k, n, trans_a, trans_b };
-                gpu_matches_cpu!(format!("matmul {p:?}"), 1e-4, 1e-4, matmul_run, &p, i as u64);
+                let p = Matmul {
+                    m,
+                    k,
+                    n,
+                    trans_a,
+                    trans_b,
+                };
+                gpu_matches_cpu!(
+                    format!("matmul {p:?}"),
+                    1e-4,
+                    1e-4,
+                    matmul_run,
+                    &p,
+                    i as u64
+                );
             }
         }
     }
@@ -99,7 +150,9 @@ fn pool_run<B: Backend>(b: &B, p: &Pool2d, seed: u64) -> Outputs {
         xs[i] = xs[i - 1];
     }
     let x = b.upload_f32(&xs, "x").unwrap();
-    let dout = b.upload_f32(&rand_vec(seed + 1, p.output_len(), -1.0, 1.0), "dout").unwrap();
+    let dout = b
+        .upload_f32(&rand_vec(seed + 1, p.output_len(), -1.0, 1.0), "dout")
+        .unwrap();
     let mut out = b.zeros(p.output_len(), "out").unwrap();
     let mut dx = b.zeros(p.input_len(), "dx").unwrap();
     let mut avg = b.zeros(p.output_len(), "avg").unwrap();
@@ -128,19 +181,30 @@ fn pool_gpu_matches_cpu() {
         (7, 32, 28, 28, 2, 2), // SimpleCNN's first pool at batch 7: 43,904 outputs
     ];
     for (i, &(batch, channels, in_h, in_w, kernel, stride)) in cases.iter().enumerate() {
-        let p = Pool2d { batch, channels, in_h, in_w, kernel, stride };
+        let p = Pool2d {
+            batch,
+            channels,
+            in_h,
+            in_w,
+            kernel,
+            stride,
+        };
         gpu_matches_cpu!(format!("pool {p:?}"), 1e-6, 1e-6, pool_run, &p, i as u64);
     }
 }
 
 fn elementwise_run<B: Backend>(b: &B, len: usize, seed: u64) -> Outputs {
     let x = b.upload_f32(&rand_vec(seed, len, -1.0, 1.0), "x").unwrap();
-    let dy = b.upload_f32(&rand_vec(seed + 1, len, -1.0, 1.0), "dy").unwrap();
+    let dy = b
+        .upload_f32(&rand_vec(seed + 1, len, -1.0, 1.0), "dy")
+        .unwrap();
     let mut y = b.zeros(len, "y").unwrap();
     let mut dx = b.zeros(len, "dx").unwrap();
     b.relu_forward(len, &x, &mut y).unwrap();
     b.relu_backward(len, &y, &dy, &mut dx).unwrap();
-    let mut z = b.upload_f32(&rand_vec(seed + 2, len, -1.0, 1.0), "z").unwrap();
+    let mut z = b
+        .upload_f32(&rand_vec(seed + 2, len, -1.0, 1.0), "z")
+        .unwrap();
     b.fill_zero(&mut z).unwrap();
     vec![
         ("relu forward", b.read_f32(&y).unwrap()),
@@ -152,36 +216,63 @@ fn elementwise_run<B: Backend>(b: &B, len: usize, seed: u64) -> Outputs {
 #[test]
 fn elementwise_gpu_matches_cpu() {
     for (i, len) in [1usize, 255, 257, 100_003].into_iter().enumerate() {
-        gpu_matches_cpu!(format!("relu len {len}"), 0.0, 0.0, elementwise_run, len, i as u64);
+        gpu_matches_cpu!(
+            format!("relu len {len}"),
+            0.0,
+            0.0,
+            elementwise_run,
+            len,
+            i as u64
+        );
     }
 }
 
 fn channels_run<B: Backend>(b: &B, p: &Channels, seed: u64) -> Outputs {
-    let bias = b.upload_f32(&rand_vec(seed, p.channels, -1.0, 1.0), "bias").unwrap();
-    let mut x = b.upload_f32(&rand_vec(seed + 1, p.len(), -1.0, 1.0), "x").unwrap();
+    let bias = b
+        .upload_f32(&rand_vec(seed, p.channels, -1.0, 1.0), "bias")
+        .unwrap();
+    let mut x = b
+        .upload_f32(&rand_vec(seed + 1, p.len(), -1.0, 1.0), "x")
+        .unwrap();
     let mut sum = b.zeros(p.channels, "sum").unwrap();
     b.channel_sum(p, &x, &mut sum).unwrap();
     b.bias_add(p, &bias, &mut x).unwrap();
-    vec![("channel_sum", b.read_f32(&sum).unwrap()), ("bias_add", b.read_f32(&x).unwrap())]
+    vec![
+        ("channel_sum", b.read_f32(&sum).unwrap()),
+        ("bias_add", b.read_f32(&x).unwrap()),
+    ]
 }
 
 #[test]
 fn bias_gpu_matches_cpu() {
-    for (i, &(outer, channels, inner)) in [(1, 1, 1), (64, 10, 1), (3, 5, 49), (7, 33, 300)].iter().enumerate() {
-        let p = Channels { outer, channels, inner };
+    for (i, &(outer, channels, inner)) in [(1, 1, 1), (64, 10, 1), (3, 5, 49), (7, 33, 300)]
+        .iter()
+        .enumerate()
+    {
+        let p = Channels {
+            outer,
+            channels,
+            inner,
+        };
         gpu_matches_cpu!(format!("{p:?}"), 1e-4, 1e-5, channels_run, &p, i as u64);
     }
 }
 
 fn loss_run<B: Backend>(b: &B, p: &SoftmaxXent, seed: u64) -> Outputs {
-    let logits: Vec<f32> = rand_vec(seed, p.batch * p.classes, -1.0, 1.0).iter().map(|v| 4.0 * v).collect();
-    let labels: Vec<u32> = (0..p.batch).map(|i| ((i * 7 + seed as usize) % p.classes) as u32).collect();
+    let logits: Vec<f32> = rand_vec(seed, p.batch * p.classes, -1.0, 1.0)
+        .iter()
+        .map(|v| 4.0 * v)
+        .collect();
+    let labels: Vec<u32> = (0..p.batch)
+        .map(|i| ((i * 7 + seed as usize) % p.classes) as u32)
+        .collect();
     let logits = b.upload_f32(&logits, "logits").unwrap();
     let labels = b.upload_u32(&labels, "labels").unwrap();
     let mut loss = b.upload_f32(&[0.25], "loss").unwrap();
     let mut dlogits = b.zeros(p.batch * p.classes, "dlogits").unwrap();
     let mut correct = b.upload_u32(&[3], "correct").unwrap();
-    b.softmax_cross_entropy(p, &logits, &labels, &mut loss, &mut dlogits).unwrap();
+    b.softmax_cross_entropy(p, &logits, &labels, &mut loss, &mut dlogits)
+        .unwrap();
     b.count_correct(p, &logits, &labels, &mut correct).unwrap();
     let correct = b.read_u32(&correct).unwrap()[0] as f32;
     vec![
@@ -200,14 +291,26 @@ fn loss_gpu_matches_cpu() {
 }
 
 fn sgd_run<B: Backend>(b: &B, len: usize, seed: u64) -> Outputs {
-    let p = Sgd { len, lr: 0.01, momentum: 0.9 };
-    let mut param = b.upload_f32(&rand_vec(seed, len, -1.0, 1.0), "param").unwrap();
+    let p = Sgd {
+        len,
+        lr: 0.01,
+        momentum: 0.9,
+    };
+    let mut param = b
+        .upload_f32(&rand_vec(seed, len, -1.0, 1.0), "param")
+        .unwrap();
     let mut velocity = b.zeros(len, "velocity").unwrap();
     for step in 0..3 {
-        let grad = b.upload_f32(&rand_vec(seed + 1 + step, len, -1.0, 1.0), "grad").unwrap();
-        b.sgd_momentum(&p, &mut param, &grad, &mut velocity).unwrap();
+        let grad = b
+            .upload_f32(&rand_vec(seed + 1 + step, len, -1.0, 1.0), "grad")
+            .unwrap();
+        b.sgd_momentum(&p, &mut param, &grad, &mut velocity)
+            .unwrap();
     }
-    vec![("param", b.read_f32(&param).unwrap()), ("velocity", b.read_f32(&velocity).unwrap())]
+    vec![
+        ("param", b.read_f32(&param).unwrap()),
+        ("velocity", b.read_f32(&velocity).unwrap()),
+    ]
 }
 
 #[test]
@@ -218,7 +321,9 @@ fn sgd_gpu_matches_cpu() {
 }
 
 fn gather_run<B: Backend>(b: &B, p: &Gather, items: usize) -> Outputs {
-    let pixels: Vec<u8> = (0..items * p.image_len).map(|i| (i * 37 % 256) as u8).collect();
+    let pixels: Vec<u8> = (0..items * p.image_len)
+        .map(|i| (i * 37 % 256) as u8)
+        .collect();
     let mut packed = vec![0u32; pixels.len().div_ceil(4)];
     for (i, &px) in pixels.iter().enumerate() {
         packed[i / 4] |= (px as u32) << (8 * (i % 4));
@@ -230,16 +335,27 @@ fn gather_run<B: Backend>(b: &B, p: &Gather, items: usize) -> Outputs {
     let perm = b.upload_u32(&perm, "perm").unwrap();
     let mut x = b.zeros(p.batch * p.image_len, "x").unwrap();
     let mut y = b.zeros(p.batch, "y").unwrap();
-    b.gather_batch(p, &images, &labels, &perm, &mut x, &mut y).unwrap();
-    let y: Vec<f32> = b.read_u32(&y).unwrap().into_iter().map(|v| v as f32).collect();
+    b.gather_batch(p, &images, &labels, &perm, &mut x, &mut y)
+        .unwrap();
+    let y: Vec<f32> = b
+        .read_u32(&y)
+        .unwrap()
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
     vec![("x", b.read_f32(&x).unwrap()), ("y", y)]
 }
 
 #[test]
 fn gather_gpu_matches_cpu() {
     // image_len 13 puts image boundaries inside packed words; the output is bit-identical.
-    for &(batch, image_len, offset, items) in &[(1, 784, 0, 3), (5, 13, 2, 9), (64, 784, 100, 300)] {
-        let p = Gather { batch, image_len, offset };
+    for &(batch, image_len, offset, items) in &[(1, 784, 0, 3), (5, 13, 2, 9), (64, 784, 100, 300)]
+    {
+        let p = Gather {
+            batch,
+            image_len,
+            offset,
+        };
         gpu_matches_cpu!(format!("{p:?}"), 0.0, 0.0, gather_run, &p, items);
     }
 }

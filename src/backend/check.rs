@@ -16,18 +16,28 @@ pub fn gather_batch(
 ) -> Result<()> {
     const OP: &str = "gather_batch";
     if p.batch == 0 || p.image_len == 0 {
-        return Err(Error::InvalidParams(format!("gather with a zero size: {p:?}")));
+        return Err(Error::InvalidParams(format!(
+            "gather with a zero size: {p:?}"
+        )));
     }
     if p.offset + p.batch > perm {
         return Err(Error::shape(
             OP,
-            format!("batch {}..{} runs past the permutation's {perm} entries", p.offset, p.offset + p.batch),
+            format!(
+                "batch {}..{} runs past the permutation's {perm} entries",
+                p.offset,
+                p.offset + p.batch
+            ),
         ));
     }
     if images * 4 < labels * p.image_len {
         return Err(Error::shape(
             OP,
-            format!("{labels} labels need {} image bytes, the images hold {}", labels * p.image_len, images * 4),
+            format!(
+                "{labels} labels need {} image bytes, the images hold {}",
+                labels * p.image_len,
+                images * 4
+            ),
         ));
     }
     expect_len(OP, "x", x, p.batch * p.image_len)?;
@@ -74,7 +84,8 @@ pub fn pool2d(op: &'static str, p: &Pool2d, input: usize, output: usize) -> Resu
 }
 
 pub fn elementwise(op: &'static str, len: usize, bufs: &[usize]) -> Result<()> {
-    bufs.iter().try_for_each(|&b| expect_len(op, "buffer", b, len))
+    bufs.iter()
+        .try_for_each(|&b| expect_len(op, "buffer", b, len))
 }
 
 pub fn matmul(p: &Matmul, a: usize, b: usize, c: usize) -> Result<()> {
@@ -88,7 +99,9 @@ pub fn matmul(p: &Matmul, a: usize, b: usize, c: usize) -> Result<()> {
 /// bias_add: (bias, x); channel_sum: (out, x).
 pub fn channels(op: &'static str, p: &Channels, per_channel: usize, tensor: usize) -> Result<()> {
     if p.is_empty() {
-        return Err(Error::InvalidParams(format!("{op} with a zero size: {p:?}")));
+        return Err(Error::InvalidParams(format!(
+            "{op} with a zero size: {p:?}"
+        )));
     }
     expect_len(op, "per-channel buffer", per_channel, p.channels)?;
     expect_len(op, "tensor", tensor, p.len())
@@ -96,7 +109,9 @@ pub fn channels(op: &'static str, p: &Channels, per_channel: usize, tensor: usiz
 
 pub fn softmax_xent(op: &'static str, p: &SoftmaxXent, logits: usize, labels: usize) -> Result<()> {
     if p.batch == 0 || p.classes == 0 {
-        return Err(Error::InvalidParams(format!("{op} with a zero size: {p:?}")));
+        return Err(Error::InvalidParams(format!(
+            "{op} with a zero size: {p:?}"
+        )));
     }
     expect_len(op, "logits", logits, p.batch * p.classes)?;
     expect_len(op, "labels", labels, p.batch)

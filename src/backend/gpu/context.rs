@@ -89,7 +89,11 @@ fn rank(adapter: &wgpu::Adapter) -> (u8, u8) {
 pub fn list_adapters() -> (Vec<AdapterSummary>, Option<usize>) {
     let adapters = enumerate(&instance());
     let pick = auto_pick(&adapters);
-    let list = adapters.iter().enumerate().map(|(i, a)| AdapterSummary::of(i, a)).collect();
+    let list = adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AdapterSummary::of(i, a))
+        .collect();
     (list, pick)
 }
 
@@ -183,7 +187,8 @@ impl Context {
         // The adapter's own limits, not wgpu's conservative defaults: MNIST alone is 47 MB and
         // large batches need more than the default 128 MiB storage binding.
         let limits = adapter.limits();
-        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let wanted =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
         let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cnn-gpu"),
@@ -203,6 +208,12 @@ impl Context {
                 sink.record(format!("the GPU device was lost ({reason:?}): {message}"));
             }
         });
-        Ok(Context { device, queue, summary, limits, errors })
+        Ok(Context {
+            device,
+            queue,
+            summary,
+            limits,
+            errors,
+        })
     }
 }

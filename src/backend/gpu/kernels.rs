@@ -49,32 +49,28 @@ impl Shader {
     }
 }
 
-/// One entry point of a module, with its override constants: a pipeline.
+/// One entry point of a module. With the values of its override constants it names a pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Kernel {
     pub shader: Shader,
     pub entry: &'static str,
-    /// The value of the `MODE` override (conv2d.wgsl), 0 elsewhere.
-    pub mode: u32,
 }
 
 impl Kernel {
     pub(crate) const fn new(shader: Shader, entry: &'static str) -> Self {
-        Kernel { shader, entry, mode: 0 }
-    }
-    pub(crate) const fn with_mode(shader: Shader, entry: &'static str, mode: u32) -> Self {
-        Kernel { shader, entry, mode }
-    }
-    pub(crate) fn uses_mode(self) -> bool {
-        self.shader == Shader::Conv2d && self.entry == "conv2d_gemm"
+        Kernel { shader, entry }
     }
 }
 
+/// Values of a module's override constants, by name.
+pub(crate) type Constants = Vec<(&'static str, u32)>;
+
 pub(crate) const MATMUL: Kernel = Kernel::new(Shader::Matmul, "matmul");
-pub(crate) const CONV_FORWARD: Kernel = Kernel::with_mode(Shader::Conv2d, "conv2d_gemm", 0);
-pub(crate) const CONV_BACKWARD_INPUT: Kernel = Kernel::with_mode(Shader::Conv2d, "conv2d_gemm", 1);
-pub(crate) const CONV_BACKWARD_WEIGHT: Kernel =
-    Kernel::with_mode(Shader::Conv2d, "conv2d_gemm", 2);
+/// conv2d.wgsl's MODE override picks the pass.
+pub(crate) const CONV_GEMM: Kernel = Kernel::new(Shader::Conv2d, "conv2d_gemm");
+pub(crate) const CONV_FORWARD: u32 = 0;
+pub(crate) const CONV_BACKWARD_INPUT: u32 = 1;
+pub(crate) const CONV_BACKWARD_WEIGHT: u32 = 2;
 pub(crate) const SPLITK_REDUCE: Kernel = Kernel::new(Shader::Conv2d, "splitk_reduce");
 pub(crate) const MAXPOOL_FORWARD: Kernel = Kernel::new(Shader::Pool, "maxpool_forward");
 pub(crate) const MAXPOOL_BACKWARD: Kernel = Kernel::new(Shader::Pool, "maxpool_backward");
@@ -90,9 +86,20 @@ pub(crate) const COUNT_CORRECT: Kernel = Kernel::new(Shader::Loss, "count_correc
 pub(crate) const SGD_MOMENTUM: Kernel = Kernel::new(Shader::Optim, "sgd_momentum");
 pub(crate) const GATHER_BATCH: Kernel = Kernel::new(Shader::Data, "gather_batch");
 
-/// Threads per workgroup of every 1-d kernel, and the side of the GEMM tile.
+/// Threads per workgroup of every 1-d kernel.
 pub(crate) const WORKGROUP: usize = 256;
-pub(crate) const GEMM_TILE: usize = 64;
+
+/// Outputs per thread along one side of the GEMM tile (gemm_tile.wgsl's TM or TN): the largest
+/// of 4, 2, 1 whose tile (16 threads × it) the dimension still fills by more than half.
+pub(crate) fn gemm_per_thread(len: usize) -> u32 {
+    if len > 32 {
+        4
+    } else if len > 16 {
+        2
+    } else {
+        1
+    }
+}
 
 // ---- uniform structs: each mirrors the WGSL struct of the same name ------------------------
 
@@ -111,32 +118,16 @@ pub(crate) struct MatmulParams {
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub(crate) struct ConvParams {
     pub batch: u32,
-    pub cin: u32,
-    pub h: u32,
-    pub w: u32,
-    pub cout: u32,
-    pub kh: u32,
-    pub kw: u32,
-    pub stride: u32,
-    pub pad: u32,
-    pub oh: u32,
-    pub ow: u32,
     pub splits: u32,
     pub k_chunk: u32,
-    pub _pad: [u32; 3],
+    pub _pad: u32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub(crate) struct PoolParams {
     pub planes: u32,
-    pub h: u32,
-    pub w: u32,
-    pub kernel: u32,
-    pub stride: u32,
-    pub oh: u32,
-    pub ow: u32,
-    pub _pad: u32,
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]

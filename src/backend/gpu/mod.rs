@@ -25,8 +25,8 @@ use bytemuck::Pod;
 
 use super::{check, Backend, Channels, Conv2d, Gather, Matmul, Pool2d, Sgd, SoftmaxXent};
 use crate::{Error, Result};
-pub use context::{list_adapters, AdapterSummary};
 use context::Context;
+pub use context::{list_adapters, AdapterSummary};
 use kernels::*;
 
 /// A buffer on the GPU: `len` 32-bit words.
@@ -62,9 +62,18 @@ pub struct GpuOptions {
     pub runtime_checks: RuntimeChecks,
 }
 
+/// A pipeline: an entry point and the values of its override constants.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    kernel: Kernel,
+    constants: Constants,
+}
+
+/// A bind group: the pipeline whose layout it follows, and the ids of the uniform and the
+/// buffers bound.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct BindKey {
-    kernel: Kernel,
+    pipeline: PipelineKey,
     buffers: Vec<u64>,
 }
 
@@ -78,7 +87,7 @@ pub struct GpuBackend {
     ctx: Context,
     checked: bool,
     modules: RefCell<HashMap<Shader, wgpu::ShaderModule>>,
-    pipelines: RefCell<HashMap<Kernel, wgpu::ComputePipeline>>,
+    pipelines: RefCell<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     uniforms: RefCell<HashMap<Vec<u8>, GpuBuffer>>,
     bind_groups: RefCell<HashMap<BindKey, wgpu::BindGroup>>,
     /// Split-K partial sums of weight gradients, by length.
@@ -93,7 +102,11 @@ pub struct GpuBackend {
 }
 
 fn to_u32(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::Limit(format!("{what} = {v} does not fit the GPU's 32-bit indices")))
+    u32::try_from(v).map_err(|_| {
+        Error::Limit(format!(
+            "{what} = {v} does not fit the GPU's 32-bit indices"
+        ))
+    })
 }
 
 impl GpuBackend {
@@ -109,7 +122,8 @@ impl GpuBackend {
         };
         let table: Vec<f32> = (0..=255u8).map(crate::data::normalize_pixel).collect();
         let norm_table = Self::create_buffer(&ctx, 256, "normalisation table", 0)?;
-        ctx.queue.write_buffer(&norm_table.buffer, 0, bytemuck::cast_slice(&table));
+        ctx.queue
+            .write_buffer(&norm_table.buffer, 0, bytemuck::cast_slice(&table));
         let backend = GpuBackend {
             ctx,
             checked,
@@ -142,37 +156,12 @@ impl GpuBackend {
         self.dispatches.get()
     }
 
-    /// Builds every pipeline now rather than at first use, so that start-up cost is paid (and
-    /// any shader error reported) before training starts.
-    pub fn warm_up(&self) -> Result<()> {
-        for kernel in [
-            MATMUL,
-            CONV_FORWARD,
-            CONV_BACKWARD_INPUT,
-            CONV_BACKWARD_WEIGHT,
-            SPLITK_REDUCE,
-            MAXPOOL_FORWARD,
-            MAXPOOL_BACKWARD,
-            AVGPOOL_FORWARD,
-            AVGPOOL_BACKWARD,
-            RELU_FORWARD,
-            RELU_BACKWARD,
-            FILL_ZERO,
-            BIAS_ADD,
-            CHANNEL_SUM,
-            SOFTMAX_XENT,
-            COUNT_CORRECT,
-            SGD_MOMENTUM,
-            GATHER_BATCH,
-        ] {
-            self.pipeline(kernel);
-        }
-        self.ctx.errors.check()
-    }
-
     fn create_buffer(ctx: &Context, len: usize, label: &str, id: u64) -> Result<GpuBuffer> {
         let bytes = (len.max(1) * 4) as u64;
-        let limit = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
+        let limit = ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size);
         if bytes > limit {
             return Err(Error::Limit(format!(
                 "buffer '{label}' needs {} MiB but {} binds at most {} MiB; use a smaller batch",
@@ -221,35 +210,48 @@ impl GpuBackend {
                     // same shaders with the checks on (lavapipe) and compare every output with
                     // the CPU backend on shapes that are not multiples of the workgroup or tile.
                     unsafe {
-                        self.ctx
-                            .device
-                            .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                        self.ctx.device.create_shader_module_trusted(
+                            desc,
+                            wgpu::ShaderRuntimeChecks::unchecked(),
+                        )
                     }
                 }
             })
             .clone()
     }
 
-    fn pipeline(&self, kernel: Kernel) -> wgpu::ComputePipeline {
-        if let Some(p) = self.pipelines.borrow().get(&kernel) {
+    fn pipeline(&self, key: &PipelineKey) -> wgpu::ComputePipeline {
+        if let Some(p) = self.pipelines.borrow().get(key) {
             return p.clone();
         }
+        let kernel = key.kernel;
         let module = self.module(kernel.shader);
-        let constants = [("MODE", kernel.mode as f64)];
-        let label = format!("{}::{}#{}", kernel.shader.name(), kernel.entry, kernel.mode);
-        let pipeline = self.ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&label),
-            layout: None,
-            module: &module,
-            entry_point: Some(kernel.entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: if kernel.uses_mode() { &constants } else { &[] },
-                // Our kernels write workgroup memory before reading it.
-                zero_initialize_workgroup_memory: self.checked,
-            },
-            cache: None,
-        });
-        self.pipelines.borrow_mut().insert(kernel, pipeline.clone());
+        let constants: Vec<(&str, f64)> =
+            key.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+        let label = format!(
+            "{}::{} {:?}",
+            kernel.shader.name(),
+            kernel.entry,
+            key.constants
+        );
+        let pipeline = self
+            .ctx
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(kernel.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    // Our kernels write workgroup memory before reading it.
+                    zero_initialize_workgroup_memory: self.checked,
+                },
+                cache: None,
+            });
+        self.pipelines
+            .borrow_mut()
+            .insert(key.clone(), pipeline.clone());
         pipeline
     }
 
@@ -268,7 +270,9 @@ impl GpuBackend {
         });
         self.ctx.queue.write_buffer(&buffer, 0, bytes);
         let out = (id, buffer.clone());
-        self.uniforms.borrow_mut().insert(bytes.to_vec(), GpuBuffer { buffer, len: 0, id });
+        self.uniforms
+            .borrow_mut()
+            .insert(bytes.to_vec(), GpuBuffer { buffer, len: 0, id });
         Ok(out)
     }
 
@@ -303,6 +307,18 @@ impl GpuBackend {
         buffers: &[(u32, &GpuBuffer)],
         groups: [u32; 3],
     ) -> Result<()> {
+        self.dispatch_with(kernel, Vec::new(), params, buffers, groups)
+    }
+
+    /// [`Self::dispatch`] of a pipeline specialised by override `constants`.
+    fn dispatch_with<P: Pod>(
+        &self,
+        kernel: Kernel,
+        constants: Constants,
+        params: &P,
+        buffers: &[(u32, &GpuBuffer)],
+        groups: [u32; 3],
+    ) -> Result<()> {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
         if groups.iter().any(|&g| g > max) {
             return Err(Error::Limit(format!(
@@ -313,11 +329,14 @@ impl GpuBackend {
         if groups.contains(&0) {
             return Ok(());
         }
-        let pipeline = self.pipeline(kernel);
+        let pipeline_key = PipelineKey { kernel, constants };
+        let pipeline = self.pipeline(&pipeline_key);
         let (uniform_id, uniform) = self.uniform(params)?;
         let key = BindKey {
-            kernel,
-            buffers: std::iter::once(uniform_id).chain(buffers.iter().map(|(_, b)| b.id)).collect(),
+            pipeline: pipeline_key,
+            buffers: std::iter::once(uniform_id)
+                .chain(buffers.iter().map(|(_, b)| b.id))
+                .collect(),
         };
         let bind_group = {
             let mut cache = self.bind_groups.borrow_mut();
@@ -332,11 +351,13 @@ impl GpuBackend {
                         binding: *binding,
                         resource: b.buffer.as_entire_binding(),
                     }));
-                    self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some(kernel.entry),
-                        layout: &pipeline.get_bind_group_layout(0),
-                        entries: &entries,
-                    })
+                    self.ctx
+                        .device
+                        .create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some(kernel.entry),
+                            layout: &pipeline.get_bind_group_layout(0),
+                            entries: &entries,
+                        })
                 })
                 .clone()
         };
@@ -345,12 +366,20 @@ impl GpuBackend {
             let encoder = self
                 .ctx
                 .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-            Recording { encoder, pass: None }
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("step"),
+                });
+            Recording {
+                encoder,
+                pass: None,
+            }
         });
         let pass = rec.pass.get_or_insert_with(|| {
             rec.encoder
-                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("ops"), timestamp_writes: None })
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("ops"),
+                    timestamp_writes: None,
+                })
                 .forget_lifetime()
         });
         pass.set_pipeline(&pipeline);
@@ -388,7 +417,9 @@ impl GpuBackend {
         let mut encoder = self
             .ctx
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
         encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, bytes);
         self.ctx.queue.submit([encoder.finish()]);
         let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
@@ -403,7 +434,11 @@ impl GpuBackend {
         match pollster::block_on(receiver.receive()) {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(Error::Gpu(format!("reading back a buffer: {e}"))),
-            None => return Err(Error::Gpu("reading back a buffer: the map was dropped".into())),
+            None => {
+                return Err(Error::Gpu(
+                    "reading back a buffer: the map was dropped".into(),
+                ))
+            }
         }
         let words = {
             let view = staging
@@ -422,7 +457,9 @@ impl GpuBackend {
         // recorded so far first, so the write is ordered after it.
         self.submit()?;
         if !data.is_empty() {
-            self.ctx.queue.write_buffer(&buf.buffer, 0, bytemuck::cast_slice(data));
+            self.ctx
+                .queue
+                .write_buffer(&buf.buffer, 0, bytemuck::cast_slice(data));
         }
         Ok(())
     }
@@ -432,52 +469,62 @@ impl GpuBackend {
             let buf = self.new_buffer(len, "split-K partial sums")?;
             self.scratch.borrow_mut().insert(len, buf);
         }
-        Ok(std::cell::RefMut::map(self.scratch.borrow_mut(), |s| s.get_mut(&len).expect("inserted")))
+        Ok(std::cell::RefMut::map(self.scratch.borrow_mut(), |s| {
+            s.get_mut(&len).expect("inserted")
+        }))
     }
 
-    fn conv_params(p: &Conv2d, splits: usize, k_chunk: usize) -> Result<ConvParams> {
-        Ok(ConvParams {
-            batch: to_u32("batch", p.batch)?,
-            cin: to_u32("in_channels", p.in_channels)?,
-            h: to_u32("in_h", p.in_h)?,
-            w: to_u32("in_w", p.in_w)?,
-            cout: to_u32("out_channels", p.out_channels)?,
-            kh: to_u32("kernel_h", p.kernel_h)?,
-            kw: to_u32("kernel_w", p.kernel_w)?,
-            stride: to_u32("stride", p.stride)?,
-            pad: to_u32("padding", p.padding)?,
-            oh: to_u32("out_h", p.out_h())?,
-            ow: to_u32("out_w", p.out_w())?,
-            splits: to_u32("splits", splits)?,
-            k_chunk: to_u32("k_chunk", k_chunk)?,
-            _pad: [0; 3],
-        })
-    }
-
-    fn pool_params(p: &Pool2d) -> Result<PoolParams> {
-        Ok(PoolParams {
-            planes: to_u32("batch·channels", p.batch * p.channels)?,
-            h: to_u32("in_h", p.in_h)?,
-            w: to_u32("in_w", p.in_w)?,
-            kernel: to_u32("kernel", p.kernel)?,
-            stride: to_u32("stride", p.stride)?,
-            oh: to_u32("out_h", p.out_h())?,
-            ow: to_u32("out_w", p.out_w())?,
-            _pad: 0,
-        })
-    }
-
-    fn gemm_grid(m: usize, n: usize, z: usize) -> [u32; 3] {
-        [n.div_ceil(GEMM_TILE) as u32, m.div_ceil(GEMM_TILE) as u32, z as u32]
-    }
-
-    fn elementwise(
+    /// Records one conv2d.wgsl GEMM pass (`mode`) over an M×N output with K split `splits`
+    /// ways in chunks of `k_chunk`.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_gemm(
         &self,
-        kernel: Kernel,
-        len: usize,
+        mode: u32,
+        p: &Conv2d,
+        (m, n): (usize, usize),
+        (splits, k_chunk): (usize, usize),
         bufs: &[(u32, &GpuBuffer)],
     ) -> Result<()> {
-        let params = ElementwiseParams { len: to_u32("len", len)?, _pad: [0; 3] };
+        let (tm, tn) = (gemm_per_thread(m), gemm_per_thread(n));
+        let mut constants = conv_constants(p)?;
+        constants.extend([("MODE", mode), ("TM", tm), ("TN", tn)]);
+        let params = ConvParams {
+            batch: to_u32("batch", p.batch)?,
+            splits: to_u32("splits", splits)?,
+            k_chunk: to_u32("k_chunk", k_chunk)?,
+            _pad: 0,
+        };
+        let grid = gemm_grid(m, n, tm, tn, splits)?;
+        self.dispatch_with(CONV_GEMM, constants, &params, bufs, grid)
+    }
+
+    fn pool(
+        &self,
+        kernel: Kernel,
+        p: &Pool2d,
+        threads: usize,
+        bufs: &[(u32, &GpuBuffer)],
+    ) -> Result<()> {
+        let constants = vec![
+            ("H", to_u32("in_h", p.in_h)?),
+            ("W", to_u32("in_w", p.in_w)?),
+            ("KERNEL", to_u32("kernel", p.kernel)?),
+            ("STRIDE", to_u32("stride", p.stride)?),
+            ("OH", to_u32("out_h", p.out_h())?),
+            ("OW", to_u32("out_w", p.out_w())?),
+        ];
+        let params = PoolParams {
+            planes: to_u32("batch·channels", p.batch * p.channels)?,
+            _pad: [0; 3],
+        };
+        self.dispatch_with(kernel, constants, &params, bufs, self.grid(threads)?)
+    }
+
+    fn elementwise(&self, kernel: Kernel, len: usize, bufs: &[(u32, &GpuBuffer)]) -> Result<()> {
+        let params = ElementwiseParams {
+            len: to_u32("len", len)?,
+            _pad: [0; 3],
+        };
         self.dispatch(kernel, &params, bufs, self.grid(len)?)
     }
 }
@@ -486,7 +533,11 @@ impl Backend for GpuBackend {
     type Buffer = GpuBuffer;
 
     fn describe(&self) -> String {
-        let checks = if self.checked { ", runtime checks on" } else { "" };
+        let checks = if self.checked {
+            ", runtime checks on"
+        } else {
+            ""
+        };
         format!("{}{checks}", self.ctx.summary.describe())
     }
 
@@ -549,8 +600,20 @@ impl Backend for GpuBackend {
             offset: to_u32("offset", p.offset)?,
             _pad: 0,
         };
-        let bufs = [(1, images), (2, labels), (3, perm), (4, &self.norm_table), (5, &*x), (6, &*y)];
-        self.dispatch(GATHER_BATCH, &params, &bufs, self.grid(p.batch * p.image_len)?)
+        let bufs = [
+            (1, images),
+            (2, labels),
+            (3, perm),
+            (4, &self.norm_table),
+            (5, &*x),
+            (6, &*y),
+        ];
+        self.dispatch(
+            GATHER_BATCH,
+            &params,
+            &bufs,
+            self.grid(p.batch * p.image_len)?,
+        )
     }
 
     fn conv2d_forward(
@@ -562,9 +625,14 @@ impl Backend for GpuBackend {
         out: &mut GpuBuffer,
     ) -> Result<()> {
         check::conv2d_forward(p, x.len, w.len, bias.len, out.len)?;
-        let params = Self::conv_params(p, 1, 0)?;
-        let grid = Self::gemm_grid(p.out_channels, p.batch * p.out_h() * p.out_w(), 1);
-        self.dispatch(CONV_FORWARD, &params, &[(1, w), (2, x), (3, bias), (4, &*out)], grid)
+        let mn = (p.out_channels, p.batch * p.out_h() * p.out_w());
+        self.conv_gemm(
+            CONV_FORWARD,
+            p,
+            mn,
+            (1, 0),
+            &[(1, w), (2, x), (3, bias), (4, &*out)],
+        )
     }
 
     fn conv2d_backward_input(
@@ -575,10 +643,15 @@ impl Backend for GpuBackend {
         dx: &mut GpuBuffer,
     ) -> Result<()> {
         check::conv2d_backward_input(p, dout.len, w.len, dx.len)?;
-        let params = Self::conv_params(p, 1, 0)?;
-        let grid = Self::gemm_grid(p.in_channels, p.batch * p.in_h * p.in_w, 1);
+        let mn = (p.in_channels, p.batch * p.in_h * p.in_w);
         // aux (binding 3) is unused in this mode; w stands in for it.
-        self.dispatch(CONV_BACKWARD_INPUT, &params, &[(1, w), (2, dout), (3, w), (4, &*dx)], grid)
+        self.conv_gemm(
+            CONV_BACKWARD_INPUT,
+            p,
+            mn,
+            (1, 0),
+            &[(1, w), (2, dout), (3, w), (4, &*dx)],
+        )
     }
 
     fn conv2d_backward_weight(
@@ -593,30 +666,52 @@ impl Backend for GpuBackend {
         // workgroups to fill the GPU (≥ 256 each), then add the slices up.
         let (m, n) = (p.out_channels, p.in_channels * p.kernel_h * p.kernel_w);
         let k = p.batch * p.out_h() * p.out_w();
-        let tiles = m.div_ceil(GEMM_TILE) * n.div_ceil(GEMM_TILE);
+        let tiles = m.div_ceil(16 * gemm_per_thread(m) as usize)
+            * n.div_ceil(16 * gemm_per_thread(n) as usize);
         let wanted = (512 / tiles).max(1);
         let k_chunk = k.div_ceil(wanted).max(256).next_multiple_of(16);
         let splits = k.div_ceil(k_chunk);
-        let params = Self::conv_params(p, splits, k_chunk)?;
-        let grid = Self::gemm_grid(m, n, splits);
         if splits == 1 {
-            return self.dispatch(CONV_BACKWARD_WEIGHT, &params, &[(1, dout), (2, x), (3, dout), (4, &*dw)], grid);
+            let bufs = [(1, dout), (2, x), (3, dout), (4, &*dw)];
+            return self.conv_gemm(CONV_BACKWARD_WEIGHT, p, (m, n), (1, k_chunk), &bufs);
         }
         let partial = self.scratch(splits * m * n)?;
-        self.dispatch(CONV_BACKWARD_WEIGHT, &params, &[(1, dout), (2, x), (3, dout), (4, &partial)], grid)?;
-        self.dispatch(SPLITK_REDUCE, &params, &[(1, &partial), (4, &*dw)], self.grid(m * n)?)
+        let bufs = [(1, dout), (2, x), (3, dout), (4, &*partial)];
+        self.conv_gemm(CONV_BACKWARD_WEIGHT, p, (m, n), (splits, k_chunk), &bufs)?;
+        let params = ConvParams {
+            batch: to_u32("batch", p.batch)?,
+            splits: splits as u32,
+            k_chunk: 0,
+            _pad: 0,
+        };
+        let reduce = [(1, &*partial), (4, &*dw)];
+        self.dispatch_with(
+            SPLITK_REDUCE,
+            conv_constants(p)?,
+            &params,
+            &reduce,
+            self.grid(m * n)?,
+        )
     }
 
-    fn conv2d_backward_bias(&self, p: &Conv2d, dout: &GpuBuffer, dbias: &mut GpuBuffer) -> Result<()> {
+    fn conv2d_backward_bias(
+        &self,
+        p: &Conv2d,
+        dout: &GpuBuffer,
+        dbias: &mut GpuBuffer,
+    ) -> Result<()> {
         check::conv2d_backward_bias(p, dout.len, dbias.len)?;
-        let c = Channels { outer: p.batch, channels: p.out_channels, inner: p.out_h() * p.out_w() };
+        let c = Channels {
+            outer: p.batch,
+            channels: p.out_channels,
+            inner: p.out_h() * p.out_w(),
+        };
         self.channel_sum(&c, dout, dbias)
     }
 
     fn maxpool2d_forward(&self, p: &Pool2d, x: &GpuBuffer, out: &mut GpuBuffer) -> Result<()> {
         check::pool2d("maxpool2d_forward", p, x.len, out.len)?;
-        let grid = self.grid(p.output_len())?;
-        self.dispatch(MAXPOOL_FORWARD, &Self::pool_params(p)?, &[(1, x), (3, &*out)], grid)
+        self.pool(MAXPOOL_FORWARD, p, p.output_len(), &[(1, x), (3, &*out)])
     }
 
     fn maxpool2d_backward(
@@ -628,20 +723,22 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         check::pool2d("maxpool2d_backward", p, x.len, dout.len)?;
         check::pool2d("maxpool2d_backward", p, dx.len, dout.len)?;
-        let grid = self.grid(p.input_len())?;
-        self.dispatch(MAXPOOL_BACKWARD, &Self::pool_params(p)?, &[(1, x), (2, dout), (3, &*dx)], grid)
+        self.pool(
+            MAXPOOL_BACKWARD,
+            p,
+            p.input_len(),
+            &[(1, x), (2, dout), (3, &*dx)],
+        )
     }
 
     fn avgpool2d_forward(&self, p: &Pool2d, x: &GpuBuffer, out: &mut GpuBuffer) -> Result<()> {
         check::pool2d("avgpool2d_forward", p, x.len, out.len)?;
-        let grid = self.grid(p.output_len())?;
-        self.dispatch(AVGPOOL_FORWARD, &Self::pool_params(p)?, &[(1, x), (3, &*out)], grid)
+        self.pool(AVGPOOL_FORWARD, p, p.output_len(), &[(1, x), (3, &*out)])
     }
 
     fn avgpool2d_backward(&self, p: &Pool2d, dout: &GpuBuffer, dx: &mut GpuBuffer) -> Result<()> {
         check::pool2d("avgpool2d_backward", p, dx.len, dout.len)?;
-        let grid = self.grid(p.input_len())?;
-        self.dispatch(AVGPOOL_BACKWARD, &Self::pool_params(p)?, &[(2, dout), (3, &*dx)], grid)
+        self.pool(AVGPOOL_BACKWARD, p, p.input_len(), &[(2, dout), (3, &*dx)])
     }
 
     fn relu_forward(&self, len: usize, x: &GpuBuffer, y: &mut GpuBuffer) -> Result<()> {
@@ -649,7 +746,13 @@ impl Backend for GpuBackend {
         self.elementwise(RELU_FORWARD, len, &[(1, x), (3, &*y)])
     }
 
-    fn relu_backward(&self, len: usize, y: &GpuBuffer, dy: &GpuBuffer, dx: &mut GpuBuffer) -> Result<()> {
+    fn relu_backward(
+        &self,
+        len: usize,
+        y: &GpuBuffer,
+        dy: &GpuBuffer,
+        dx: &mut GpuBuffer,
+    ) -> Result<()> {
         check::elementwise("relu_backward", len, &[y.len, dy.len, dx.len])?;
         self.elementwise(RELU_BACKWARD, len, &[(1, y), (2, dy), (3, &*dx)])
     }
@@ -664,19 +767,37 @@ impl Backend for GpuBackend {
             trans_b: p.trans_b as u32,
             _pad: [0; 3],
         };
-        self.dispatch(MATMUL, &params, &[(1, a), (2, b), (3, &*c)], Self::gemm_grid(p.m, p.n, 1))
+        let (tm, tn) = (gemm_per_thread(p.m), gemm_per_thread(p.n));
+        let grid = gemm_grid(p.m, p.n, tm, tn, 1)?;
+        self.dispatch_with(
+            MATMUL,
+            vec![("TM", tm), ("TN", tn)],
+            &params,
+            &[(1, a), (2, b), (3, &*c)],
+            grid,
+        )
     }
 
     fn bias_add(&self, p: &Channels, bias: &GpuBuffer, x: &mut GpuBuffer) -> Result<()> {
         check::channels("bias_add", p, bias.len, x.len)?;
         let params = channel_params(p)?;
-        self.dispatch(BIAS_ADD, &params, &[(1, bias), (2, &*x)], self.grid(p.len())?)
+        self.dispatch(
+            BIAS_ADD,
+            &params,
+            &[(1, bias), (2, &*x)],
+            self.grid(p.len())?,
+        )
     }
 
     fn channel_sum(&self, p: &Channels, x: &GpuBuffer, out: &mut GpuBuffer) -> Result<()> {
         check::channels("channel_sum", p, out.len, x.len)?;
         let params = channel_params(p)?;
-        self.dispatch(CHANNEL_SUM, &params, &[(1, x), (2, &*out)], self.grid_groups(p.channels)?)
+        self.dispatch(
+            CHANNEL_SUM,
+            &params,
+            &[(1, x), (2, &*out)],
+            self.grid_groups(p.channels)?,
+        )
     }
 
     fn softmax_cross_entropy(
@@ -705,7 +826,12 @@ impl Backend for GpuBackend {
         check::softmax_xent("count_correct", p, logits.len, labels.len)?;
         super::expect_len("count_correct", "correct", correct.len, 1)?;
         let params = loss_params(p)?;
-        self.dispatch(COUNT_CORRECT, &params, &[(1, logits), (2, labels), (5, &*correct)], [1, 1, 1])
+        self.dispatch(
+            COUNT_CORRECT,
+            &params,
+            &[(1, logits), (2, labels), (5, &*correct)],
+            [1, 1, 1],
+        )
     }
 
     fn sgd_momentum(
@@ -716,7 +842,12 @@ impl Backend for GpuBackend {
         velocity: &mut GpuBuffer,
     ) -> Result<()> {
         check::sgd(p, param.len, grad.len, velocity.len)?;
-        let params = SgdParams { len: to_u32("len", p.len)?, lr: p.lr, momentum: p.momentum, _pad: 0 };
+        let params = SgdParams {
+            len: to_u32("len", p.len)?,
+            lr: p.lr,
+            momentum: p.momentum,
+            _pad: 0,
+        };
         let bufs = [(1, grad), (2, &*param), (3, &*velocity)];
         self.dispatch(SGD_MOMENTUM, &params, &bufs, self.grid(p.len)?)
     }
@@ -732,5 +863,34 @@ fn channel_params(p: &Channels) -> Result<ChannelParams> {
 }
 
 fn loss_params(p: &SoftmaxXent) -> Result<LossParams> {
-    Ok(LossParams { batch: to_u32("batch", p.batch)?, classes: to_u32("classes", p.classes)?, _pad: [0; 2] })
+    Ok(LossParams {
+        batch: to_u32("batch", p.batch)?,
+        classes: to_u32("classes", p.classes)?,
+        _pad: [0; 2],
+    })
+}
+
+/// The workgroup grid of an M×N GEMM with tiles of (16·tm)×(16·tn) and K split `z` ways.
+fn gemm_grid(m: usize, n: usize, tm: u32, tn: u32, z: usize) -> Result<[u32; 3]> {
+    Ok([
+        to_u32("GEMM tiles along N", n.div_ceil(16 * tn as usize))?,
+        to_u32("GEMM tiles along M", m.div_ceil(16 * tm as usize))?,
+        to_u32("K splits", z)?,
+    ])
+}
+
+/// conv2d.wgsl's shape constants.
+fn conv_constants(p: &Conv2d) -> Result<Constants> {
+    Ok(vec![
+        ("CIN", to_u32("in_channels", p.in_channels)?),
+        ("H", to_u32("in_h", p.in_h)?),
+        ("W", to_u32("in_w", p.in_w)?),
+        ("COUT", to_u32("out_channels", p.out_channels)?),
+        ("KH", to_u32("kernel_h", p.kernel_h)?),
+        ("KW", to_u32("kernel_w", p.kernel_w)?),
+        ("STRIDE", to_u32("stride", p.stride)?),
+        ("PAD", to_u32("padding", p.padding)?),
+        ("OH", to_u32("out_h", p.out_h())?),
+        ("OW", to_u32("out_w", p.out_w())?),
+    ])
 }
