@@ -7,19 +7,65 @@ use rayon::prelude::*;
 use crate::backend::{check, Pool2d};
 use crate::Result;
 
-/// Index within the plane of the window's first maximum in row-major order (strict `>`).
-fn window_argmax(p: &Pool2d, x: &[f32], oh: usize, ow: usize) -> usize {
+/// (index within the plane, value) of the window's first maximum in row-major order: a strict
+/// `>` while scanning, written as selects rather than branches (random data would mispredict).
+#[inline]
+fn window_argmax(p: &Pool2d, x: &[f32], oh: usize, ow: usize) -> (usize, f32) {
     let (h0, w0) = (oh * p.stride, ow * p.stride);
     let mut best = h0 * p.in_w + w0;
+    let mut max = x[best];
     for kh in 0..p.kernel {
-        let row = (h0 + kh) * p.in_w;
-        for kw in 0..p.kernel {
-            if x[row + w0 + kw] > x[best] {
-                best = row + w0 + kw;
-            }
+        let start = (h0 + kh) * p.in_w + w0;
+        for (i, &v) in (start..).zip(&x[start..start + p.kernel]) {
+            let better = v > max;
+            best = if better { i } else { best };
+            max = if better { v } else { max };
         }
     }
-    best
+    (best, max)
+}
+
+/// The two input rows under output row `oh` of a 2×2, stride-2 pooling, cut to 2·OW columns.
+#[inline]
+fn rows_2x2<'a>(p: &Pool2d, x: &'a [f32], oh: usize) -> (&'a [f32], &'a [f32]) {
+    let cols = 2 * p.out_w();
+    (
+        &x[2 * oh * p.in_w..][..cols],
+        &x[(2 * oh + 1) * p.in_w..][..cols],
+    )
+}
+
+/// [`window_argmax`] of one 2×2 window given in row-major order: (position 0..4, value).
+#[inline]
+fn first_max_2x2(v: [f32; 4]) -> (usize, f32) {
+    let (mut best, mut max) = (0, v[0]);
+    for (i, &v) in v.iter().enumerate().skip(1) {
+        let better = v > max;
+        best = if better { i } else { best };
+        max = if better { v } else { max };
+    }
+    (best, max)
+}
+
+/// maxpool2d_backward of one plane for 2×2 windows at stride 2: windows do not overlap, so each
+/// input element is written once (its dout or zero) instead of cleared and then added to.
+fn maxpool_backward_plane_2x2(p: &Pool2d, x: &[f32], dout: &[f32], dx: &mut [f32]) {
+    let ow_n = p.out_w();
+    dx.fill(0.0); // rows and columns past the last window
+    for (oh, dout) in dout.chunks_exact(ow_n).enumerate() {
+        let (r0, r1) = rows_2x2(p, x, oh);
+        let (d0, d1) = dx[2 * oh * p.in_w..].split_at_mut(p.in_w);
+        let (d0, d1) = (&mut d0[..2 * ow_n], &mut d1[..2 * ow_n]);
+        let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+        let grads = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
+        for (((a, b), (ga, gb)), &d) in windows.zip(grads).zip(dout) {
+            let (best, _) = first_max_2x2([a[0], a[1], b[0], b[1]]);
+            ga[0] = if best == 0 { d } else { 0.0 };
+            ga[1] = if best == 1 { d } else { 0.0 };
+            gb[0] = if best == 2 { d } else { 0.0 };
+            gb[1] = if best == 3 { d } else { 0.0 };
+        }
+    }
 }
 
 /// `out[n, c, oh, ow] = max_{kh, kw} x[n, c, oh·s + kh, ow·s + kw]`.
@@ -30,8 +76,21 @@ pub fn maxpool2d_forward(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
     out.par_chunks_mut(p.out_h() * ow_n)
         .zip(x.par_chunks(plane_in))
         .for_each(|(out, x)| {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = x[window_argmax(p, x, i / ow_n, i % ow_n)];
+            for (oh, out) in out.chunks_exact_mut(ow_n).enumerate() {
+                if p.kernel == 2 && p.stride == 2 {
+                    let (r0, r1) = rows_2x2(p, x, oh);
+                    for ((o, a), b) in out
+                        .iter_mut()
+                        .zip(r0.chunks_exact(2))
+                        .zip(r1.chunks_exact(2))
+                    {
+                        *o = first_max_2x2([a[0], a[1], b[0], b[1]]).1;
+                    }
+                    continue;
+                }
+                for (ow, o) in out.iter_mut().enumerate() {
+                    *o = window_argmax(p, x, oh, ow).1;
+                }
             }
         });
     Ok(())
@@ -50,9 +109,14 @@ pub fn maxpool2d_backward(p: &Pool2d, x: &[f32], dout: &[f32], dx: &mut [f32]) -
                 .zip(dout.par_chunks(p.out_h() * ow_n)),
         )
         .for_each(|(dx, (x, dout))| {
+            if p.kernel == 2 && p.stride == 2 {
+                return maxpool_backward_plane_2x2(p, x, dout, dx);
+            }
             dx.fill(0.0);
-            for (i, &d) in dout.iter().enumerate() {
-                dx[window_argmax(p, x, i / ow_n, i % ow_n)] += d;
+            for (oh, dout) in dout.chunks_exact(ow_n).enumerate() {
+                for (ow, &d) in dout.iter().enumerate() {
+                    dx[window_argmax(p, x, oh, ow).0] += d;
+                }
             }
         });
     Ok(())
