@@ -747,6 +747,23 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
+    /// One training step on the batch already in `ws` (see [`Workspace::input_and_labels_mut`]):
+    /// forward, loss (added to `loss_sum[0]`), backward and an SGD-with-momentum update. Only
+    /// records ops; nothing is read back.
+    pub fn train_step(
+        &mut self,
+        b: &B,
+        ws: &mut Workspace<B>,
+        loss_sum: &mut B::Buffer,
+        lr: f32,
+        momentum: f32,
+    ) -> Result<()> {
+        self.forward(b, ws)?;
+        self.loss(b, ws, loss_sum)?;
+        self.backward(b, ws)?;
+        self.sgd_step(b, lr, momentum)
+    }
+
     /// One SGD-with-momentum update of every parameter from its current gradient.
     pub fn sgd_step(&mut self, b: &B, lr: f32, momentum: f32) -> Result<()> {
         for p in &mut self.params {

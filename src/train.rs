@@ -309,7 +309,9 @@ pub fn fit<B: Backend>(
     let mut steady_images = 0;
     for epoch in 1..=cfg.epochs {
         let t0 = Instant::now();
-        let order = shuffled_indices(n, cfg.seed, epoch - 1);
+        // Stream `epoch` (1-based) of the seed's ChaCha8 generator: stream 0 drew the initial
+        // parameters (`ModelSpec::init_params`), so no shuffle reuses those bits.
+        let order = shuffled_indices(n, cfg.seed, epoch);
         b.write_u32(&mut perm, &order)?;
         b.fill_zero(&mut loss_sum)?;
         let mut in_interval = 0;
@@ -327,10 +329,7 @@ pub fn fit<B: Backend>(
             };
             let (x, y) = ws.input_and_labels_mut();
             b.gather_batch(&g, &data.images, &data.labels, &perm, x, y)?;
-            model.forward(b, ws)?;
-            model.loss(b, ws, &mut loss_sum)?;
-            model.backward(b, ws)?;
-            model.sgd_step(b, cfg.lr, cfg.momentum)?;
+            model.train_step(b, ws, &mut loss_sum, cfg.lr, cfg.momentum)?;
             b.flush()?;
             in_interval += 1;
 
