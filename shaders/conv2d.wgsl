@@ -126,9 +126,10 @@ fn store_c(m: u32, n: u32, z: u32, v: f32) {
     }
 }
 
-// Dispatch: (ceil(N / 64), ceil(M / 64), splits) with M, N as in the header.
+// Dispatch: (column tiles, row tiles, splits) with M, N as in the header; in MODE 0 and 1 the
+// column tiles fold over z when they pass the per-dimension limit.
 @compute @workgroup_size(256)
-fn conv2d_gemm(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn conv2d_gemm(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let taps = KH * KW;
     var m_len: u32;
     var n_len: u32;
@@ -148,11 +149,16 @@ fn conv2d_gemm(@builtin(local_invocation_index) local: u32, @builtin(workgroup_i
     }
     var k_begin = 0u;
     var k_end = k_len;
+    var col_tile = wg.x;
     if MODE == 2u {
+        // z is the K-split.
         k_begin = min(wg.z * p.k_chunk, k_len);
         k_end = min(k_begin + p.k_chunk, k_len);
+    } else {
+        // z folds column tiles past the per-dimension dispatch limit (large batches).
+        col_tile = wg.x + wg.z * groups.x;
     }
-    gemm_tile(local, wg.y * TILE_M, wg.x * TILE_N, m_len, n_len, k_begin, k_end, wg.z);
+    gemm_tile(local, wg.y * TILE_M, col_tile * TILE_N, m_len, n_len, k_begin, k_end, wg.z);
 }
 
 // dw[i] = Σ_z partial[z, i] over the `splits` K-slices of the weight gradient.

@@ -35,8 +35,9 @@ fn store_c(m: u32, n: u32, z: u32, v: f32) {
     c[m * p.n + n] = v;
 }
 
-// Dispatch: (ceil(n / 64), ceil(m / 64), 1).
+// Dispatch: (column tiles, ceil(m / TILE_M), 1), the column tiles folded over z when they pass
+// the per-dimension limit (tile wg.x + wg.z · groups.x).
 @compute @workgroup_size(256)
-fn matmul(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    gemm_tile(local, wg.y * TILE_M, wg.x * TILE_N, p.m, p.n, 0u, p.k, 0u);
+fn matmul(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    gemm_tile(local, wg.y * TILE_M, (wg.x + wg.z * groups.x) * TILE_N, p.m, p.n, 0u, p.k, 0u);
 }

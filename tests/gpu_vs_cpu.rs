@@ -6,8 +6,9 @@
 
 mod common;
 
+use cnn_gpu::backend::gpu::GpuOptions;
 use cnn_gpu::backend::{Backend, Channels, Conv2d, Gather, Matmul, Pool2d, Sgd, SoftmaxXent};
-use common::{assert_close, cpu, rand_vec, with_gpu};
+use common::{assert_close, cpu, rand_vec, with_gpu, with_gpu_options};
 
 type Outputs = Vec<(&'static str, Vec<f32>)>;
 
@@ -358,4 +359,77 @@ fn gather_gpu_matches_cpu() {
         };
         gpu_matches_cpu!(format!("{p:?}"), 0.0, 0.0, gather_run, &p, items);
     }
+}
+
+#[test]
+fn grids_past_the_dispatch_limit_gpu_match_cpu() {
+    // With at most 3 workgroups per dimension, every kernel's grid has to fold: 1-d kernels over
+    // y, GEMM column tiles over z. (Real adapters allow 65,535; this reaches the same code on
+    // shapes lavapipe runs quickly.)
+    let options = GpuOptions {
+        max_workgroups_per_dimension: Some(3),
+        ..GpuOptions::default()
+    };
+    let conv = Conv2d {
+        batch: 3,
+        in_channels: 2,
+        in_h: 12,
+        in_w: 11,
+        out_channels: 5,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: 1,
+        padding: 1,
+    };
+    let mm = Matmul {
+        m: 5,
+        k: 7,
+        n: 500,
+        trans_a: false,
+        trans_b: true,
+    };
+    let pool = Pool2d {
+        batch: 3,
+        channels: 5,
+        in_h: 9,
+        in_w: 7,
+        kernel: 2,
+        stride: 2,
+    };
+    let want = (
+        conv_all(&cpu(), &conv, 1),
+        matmul_run(&cpu(), &mm, 2),
+        pool_run(&cpu(), &pool, 3),
+        elementwise_run(&cpu(), 2000, 4),
+    );
+    with_gpu_options(options, |gpu| {
+        check(
+            "folded conv2d",
+            want.0.clone(),
+            conv_all(gpu, &conv, 1),
+            1e-4,
+            1e-4,
+        );
+        check(
+            "folded matmul",
+            want.1.clone(),
+            matmul_run(gpu, &mm, 2),
+            1e-4,
+            1e-4,
+        );
+        check(
+            "folded pool",
+            want.2.clone(),
+            pool_run(gpu, &pool, 3),
+            1e-6,
+            1e-6,
+        );
+        check(
+            "folded relu",
+            want.3.clone(),
+            elementwise_run(gpu, 2000, 4),
+            0.0,
+            0.0,
+        );
+    });
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use cnn_gpu::backend::cpu::CpuBackend;
+use cnn_gpu::backend::gpu::{GpuBackend, GpuOptions, RuntimeChecks};
 use cnn_gpu::backend::Backend;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -32,10 +33,26 @@ pub fn cpu() -> CpuBackend {
     CpuBackend::new(Some(2)).expect("CPU backend")
 }
 
-// TODO(lead): GpuBackend — open the adapter here (failing the test when there is none) and
-// change the closure's argument to `&GpuBackend`.
-pub fn with_gpu(_f: impl FnOnce(&CpuBackend)) {
-    eprintln!("GPU backend not built yet");
+/// Runs `f` on the GPU backend, built with naga's runtime checks on (the checked build the
+/// kernels' indexing is proven with). Without an adapter it prints a notice and returns, unless
+/// `CNN_GPU_REQUIRE_GPU=1` (as CI sets it), where a missing adapter fails the test.
+pub fn with_gpu(f: impl FnOnce(&GpuBackend)) {
+    with_gpu_options(GpuOptions::default(), f)
+}
+
+/// [`with_gpu`] with options (the adapter and runtime checks are still set as there).
+pub fn with_gpu_options(mut options: GpuOptions, f: impl FnOnce(&GpuBackend)) {
+    options.adapter = std::env::var("CNN_GPU_ADAPTER").ok();
+    options.runtime_checks = RuntimeChecks::On;
+    match GpuBackend::new(&options) {
+        Ok(gpu) => f(&gpu),
+        Err(e) if std::env::var("CNN_GPU_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("CNN_GPU_REQUIRE_GPU=1 but the GPU backend could not be opened: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: no GPU backend ({e}); set CNN_GPU_REQUIRE_GPU=1 to fail instead")
+        }
+    }
 }
 
 /// Checks `|got − want| ≤ atol + rtol·|want|` element-wise; on failure panics with the largest

@@ -60,6 +60,9 @@ pub struct GpuOptions {
     /// An index from `cnn-gpu info` or part of an adapter's name; None picks the best adapter.
     pub adapter: Option<String>,
     pub runtime_checks: RuntimeChecks,
+    /// Use at most this many workgroups per dispatch dimension (below the adapter's limit):
+    /// lets tests exercise the grid folding that large batches need, on small shapes.
+    pub max_workgroups_per_dimension: Option<u32>,
 }
 
 /// A pipeline: an entry point and the values of its override constants.
@@ -112,7 +115,11 @@ fn to_u32(what: &str, v: usize) -> Result<u32> {
 impl GpuBackend {
     /// Opens the chosen adapter (see [`GpuOptions`]) and uploads the normalisation table.
     pub fn new(options: &GpuOptions) -> Result<GpuBackend> {
-        let ctx = Context::open(options.adapter.as_deref())?;
+        let mut ctx = Context::open(options.adapter.as_deref())?;
+        if let Some(max) = options.max_workgroups_per_dimension {
+            let limit = &mut ctx.limits.max_compute_workgroups_per_dimension;
+            *limit = (*limit).min(max.max(1));
+        }
         let software = ctx.summary.device_type == format!("{:?}", wgpu::DeviceType::Cpu);
         let forced = std::env::var("CNN_GPU_CHECKED").is_ok_and(|v| v == "1");
         let checked = match options.runtime_checks {
@@ -494,7 +501,14 @@ impl GpuBackend {
             k_chunk: to_u32("k_chunk", k_chunk)?,
             _pad: 0,
         };
-        let grid = gemm_grid(m, n, tm, tn, splits)?;
+        let grid = gemm_grid(
+            m,
+            n,
+            tm,
+            tn,
+            splits,
+            self.ctx.limits.max_compute_workgroups_per_dimension,
+        )?;
         self.dispatch_with(CONV_GEMM, constants, &params, bufs, grid)
     }
 
@@ -768,7 +782,14 @@ impl Backend for GpuBackend {
             _pad: [0; 3],
         };
         let (tm, tn) = (gemm_per_thread(p.m), gemm_per_thread(p.n));
-        let grid = gemm_grid(p.m, p.n, tm, tn, 1)?;
+        let grid = gemm_grid(
+            p.m,
+            p.n,
+            tm,
+            tn,
+            1,
+            self.ctx.limits.max_compute_workgroups_per_dimension,
+        )?;
         self.dispatch_with(
             MATMUL,
             vec![("TM", tm), ("TN", tn)],
@@ -870,13 +891,19 @@ fn loss_params(p: &SoftmaxXent) -> Result<LossParams> {
     })
 }
 
-/// The workgroup grid of an M×N GEMM with tiles of (16·tm)×(16·tn) and K split `z` ways.
-fn gemm_grid(m: usize, n: usize, tm: u32, tn: u32, z: usize) -> Result<[u32; 3]> {
-    Ok([
-        to_u32("GEMM tiles along N", n.div_ceil(16 * tn as usize))?,
-        to_u32("GEMM tiles along M", m.div_ceil(16 * tm as usize))?,
-        to_u32("K splits", z)?,
-    ])
+/// The workgroup grid of an M×N GEMM with tiles of (16·tm)×(16·tn) and K split `splits` ways.
+/// Without a K-split, column tiles past the per-dimension limit fold over z (the kernels take
+/// tile `wg.x + wg.z · groups.x`), so large batches need no special case.
+fn gemm_grid(m: usize, n: usize, tm: u32, tn: u32, splits: usize, max: u32) -> Result<[u32; 3]> {
+    let cols = n.div_ceil(16 * tn as usize);
+    let rows = to_u32("GEMM row tiles", m.div_ceil(16 * tm as usize))?;
+    let max = max as usize;
+    let (x, z) = if splits == 1 && cols > max {
+        (max, cols.div_ceil(max))
+    } else {
+        (cols, splits)
+    };
+    Ok([to_u32("GEMM column tiles", x)?, rows, to_u32("GEMM z", z)?])
 }
 
 /// conv2d.wgsl's shape constants.
