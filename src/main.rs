@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use cnn_gpu::backend::cpu::CpuBackend;
+use cnn_gpu::backend::gpu::{list_adapters, GpuBackend, GpuOptions};
 use cnn_gpu::backend::Backend;
 use cnn_gpu::data::{load_mnist, resolve_data_dir};
 use cnn_gpu::model::ModelSpec;
@@ -36,6 +37,8 @@ struct Cli {
 enum Command {
     /// Train the tutorial's SimpleCNN on MNIST and report the test accuracy.
     Train(TrainArgs),
+    /// List every GPU adapter with the limits that matter, and which one `--backend auto` picks.
+    Info,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -53,7 +56,7 @@ struct TrainArgs {
     /// Which backend runs the ops.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
-    /// Pick a GPU adapter whose name contains this text (GPU backend only).
+    /// Pick a GPU adapter: its index in `cnn-gpu info`, or part of its name.
     #[arg(long)]
     adapter: Option<String>,
     #[arg(long, default_value_t = 5)]
@@ -115,6 +118,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train_command(&args),
+        Command::Info => {
+            info_command();
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,18 +150,49 @@ fn train_command(args: &TrainArgs) -> Result<(), Failure> {
 
     match args.backend {
         BackendChoice::Cpu => train_cpu(args, &cfg),
-        // ---- GPU: the lead replaces these two arms with the WGSL backend ----------------------
-        // Gpu: open the adapter (args.adapter) and call `train_on(&gpu, args, &cfg)`, mapping
-        // adapter errors to `Failure::other`. Auto: try the same and fall back to `train_cpu`
-        // with a `log::warn!` naming why the GPU could not be used.
-        BackendChoice::Gpu => Err(Failure::other(
-            "the GPU backend is not available yet; use --backend cpu",
-        )),
-        BackendChoice::Auto => {
-            log::info!("the GPU backend is not available yet; using the CPU");
+        BackendChoice::Gpu => {
+            let gpu = open_gpu(args).map_err(|e| match e {
+                cnn_gpu::Error::NoAdapter(_) => {
+                    Failure::usage(format!("{e}; use --backend cpu to train on the CPU"))
+                }
+                other => Failure::other(other),
+            })?;
+            train_on(&gpu, args, &cfg)
+        }
+        // A software adapter (lavapipe, WARP) is slower than the CPU backend: auto takes only a
+        // real GPU, or the adapter --adapter names.
+        BackendChoice::Auto if args.adapter.is_none() && !real_gpu_present() => {
+            eprintln!(
+                "warning: no hardware GPU adapter found; training on the CPU backend \
+                 (`cnn-gpu info` lists adapters; --backend gpu uses a software one)"
+            );
             train_cpu(args, &cfg)
-        } // ---- end of the GPU arms ------------------------------------------------------------
+        }
+        BackendChoice::Auto => match open_gpu(args) {
+            Ok(gpu) => train_on(&gpu, args, &cfg),
+            Err(e) => {
+                eprintln!("warning: training on the CPU: {e}");
+                train_cpu(args, &cfg)
+            }
+        },
     }
+}
+
+fn real_gpu_present() -> bool {
+    let (adapters, pick) = list_adapters();
+    pick.is_some_and(|i| adapters[i].device_type != "Cpu")
+}
+
+fn open_gpu(args: &TrainArgs) -> cnn_gpu::Result<GpuBackend> {
+    let options = GpuOptions {
+        adapter: args.adapter.clone(),
+        ..GpuOptions::default()
+    };
+    let gpu = GpuBackend::new(&options)?;
+    if args.threads.is_some() {
+        log::warn!("--threads is ignored by the GPU backend");
+    }
+    Ok(gpu)
 }
 
 fn train_cpu(args: &TrainArgs, cfg: &TrainConfig) -> Result<(), Failure> {
@@ -187,4 +225,48 @@ fn train_on<B: Backend>(b: &B, args: &TrainArgs, cfg: &TrainConfig) -> Result<()
         summary.fit.first_step_seconds
     );
     Ok(())
+}
+
+fn info_command() {
+    let (adapters, pick) = list_adapters();
+    if adapters.is_empty() {
+        println!(
+            "No GPU adapter found (Vulkan, Metal or DX12). `--backend auto` trains on the CPU."
+        );
+        println!("On Linux without a GPU, Mesa's lavapipe provides one: apt-get install mesa-vulkan-drivers");
+        return;
+    }
+    for a in &adapters {
+        let mark = if Some(a.index) == pick {
+            "  <- picked by --backend auto"
+        } else {
+            ""
+        };
+        println!("[{}] {}{mark}", a.index, a.name);
+        println!(
+            "    backend {}, type {}, driver {} {}",
+            a.backend, a.device_type, a.driver, a.driver_info
+        );
+        println!(
+            "    max buffer {} MiB, max storage binding {} MiB, max workgroups per dimension {}, \
+             workgroup memory {} KiB",
+            a.max_buffer_size >> 20,
+            a.max_storage_buffer_binding_size >> 20,
+            a.max_compute_workgroups_per_dimension,
+            a.max_compute_workgroup_storage_size >> 10
+        );
+        println!(
+            "    timestamp queries: {}, inside passes: {}",
+            yes_no(a.timestamp_query),
+            yes_no(a.timestamp_query_inside_passes)
+        );
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }
