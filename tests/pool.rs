@@ -199,6 +199,7 @@ fn shapes() -> Vec<Pool2d> {
         pool(2, 3, 5, 4, 2, 1),
         pool(1, 5, 8, 9, 3, 3),
         pool(2, 2, 3, 7, 3, 1),
+        pool(2, 2, 5, 7, 2, 2), // odd H and W: a row and a column left over
     ]
 }
 
@@ -260,37 +261,28 @@ backend_test!(
     backward_matches_finite_differences
 );
 
-/// dx is overwritten: backward into a buffer full of 7s gives the same as into zeros.
+/// dx is overwritten: backward into a buffer full of 7s gives the same as into zeros, also in
+/// the rows and columns that no window covers.
 fn backward_overwrites<B: Backend>(b: &B) {
-    let p = pool(2, 3, 5, 4, 2, 1);
-    let x = upload(b, &distinct_vec(5, p.input_len(), 0.1), "x");
-    let dout = upload(b, &rand_vec(6, p.output_len(), -1.0, 1.0), "dout");
-    let (mut used, mut fresh) = (
-        upload(b, &vec![7.0; p.input_len()], "dx"),
-        zeros(b, p.input_len(), "dx"),
-    );
-    b.maxpool2d_backward(&p, &x, &dout, &mut used).unwrap();
-    b.maxpool2d_backward(&p, &x, &dout, &mut fresh).unwrap();
-    assert_close(
-        &read(b, &used),
-        &read(b, &fresh),
-        0.0,
-        0.0,
-        "max pool dx into a used buffer",
-    );
-    let (mut used, mut fresh) = (
-        upload(b, &vec![7.0; p.input_len()], "dx"),
-        zeros(b, p.input_len(), "dx"),
-    );
-    b.avgpool2d_backward(&p, &dout, &mut used).unwrap();
-    b.avgpool2d_backward(&p, &dout, &mut fresh).unwrap();
-    assert_close(
-        &read(b, &used),
-        &read(b, &fresh),
-        0.0,
-        0.0,
-        "avg pool dx into a used buffer",
-    );
+    for p in [
+        pool(2, 3, 5, 4, 2, 1),
+        pool(2, 2, 5, 7, 2, 2),
+        pool(1, 2, 7, 8, 3, 2),
+    ] {
+        let x = upload(b, &distinct_vec(5, p.input_len(), 0.1), "x");
+        let dout = upload(b, &rand_vec(6, p.output_len(), -1.0, 1.0), "dout");
+        let used = || upload(b, &vec![7.0; p.input_len()], "dx");
+        let (mut max_used, mut max_fresh) = (used(), zeros(b, p.input_len(), "dx"));
+        b.maxpool2d_backward(&p, &x, &dout, &mut max_used).unwrap();
+        b.maxpool2d_backward(&p, &x, &dout, &mut max_fresh).unwrap();
+        let what = format!("max pool dx into a used buffer, {p:?}");
+        assert_close(&read(b, &max_used), &read(b, &max_fresh), 0.0, 0.0, &what);
+        let (mut avg_used, mut avg_fresh) = (used(), zeros(b, p.input_len(), "dx"));
+        b.avgpool2d_backward(&p, &dout, &mut avg_used).unwrap();
+        b.avgpool2d_backward(&p, &dout, &mut avg_fresh).unwrap();
+        let what = format!("avg pool dx into a used buffer, {p:?}");
+        assert_close(&read(b, &avg_used), &read(b, &avg_fresh), 0.0, 0.0, &what);
+    }
 }
 backend_test!(backward_overwrites_dx, backward_overwrites);
 

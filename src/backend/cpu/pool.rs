@@ -47,25 +47,33 @@ fn first_max_2x2(v: [f32; 4]) -> (usize, f32) {
     (best, max)
 }
 
-/// maxpool2d_backward of one plane for 2×2 windows at stride 2: windows do not overlap, so each
-/// input element is written once (its dout or zero) instead of cleared and then added to.
+/// maxpool2d_backward of one plane for 2×2 windows at stride 2. The windows do not overlap, so
+/// each covered input element is written once, its window's dout or zero, with no clearing pass.
+/// The arg-max is found without branches: the first element equal to the window's maximum
+/// (the first element when that is a NaN, as the strict-`>` scan of [`window_argmax`] gives).
 fn maxpool_backward_plane_2x2(p: &Pool2d, x: &[f32], dout: &[f32], dx: &mut [f32]) {
     let ow_n = p.out_w();
-    dx.fill(0.0); // rows and columns past the last window
     for (oh, dout) in dout.chunks_exact(ow_n).enumerate() {
         let (r0, r1) = rows_2x2(p, x, oh);
         let (d0, d1) = dx[2 * oh * p.in_w..].split_at_mut(p.in_w);
+        d0[2 * ow_n..].fill(0.0); // a column past the last window (odd W)
+        d1[2 * ow_n..p.in_w].fill(0.0);
         let (d0, d1) = (&mut d0[..2 * ow_n], &mut d1[..2 * ow_n]);
         let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
         let grads = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
         for (((a, b), (ga, gb)), &d) in windows.zip(grads).zip(dout) {
-            let (best, _) = first_max_2x2([a[0], a[1], b[0], b[1]]);
-            ga[0] = if best == 0 { d } else { 0.0 };
-            ga[1] = if best == 1 { d } else { 0.0 };
-            gb[0] = if best == 2 { d } else { 0.0 };
-            gb[1] = if best == 3 { d } else { 0.0 };
+            let max = first_max_2x2([a[0], a[1], b[0], b[1]]).1;
+            let g0 = !(a[0] < max);
+            let g1 = !g0 & (a[1] == max);
+            let g2 = !(g0 | g1) & (b[0] == max);
+            let g3 = !(g0 | g1 | g2);
+            ga[0] = if g0 { d } else { 0.0 };
+            ga[1] = if g1 { d } else { 0.0 };
+            gb[0] = if g2 { d } else { 0.0 };
+            gb[1] = if g3 { d } else { 0.0 };
         }
     }
+    dx[2 * p.out_h() * p.in_w..].fill(0.0); // a row past the last window (odd H)
 }
 
 /// `out[n, c, oh, ow] = max_{kh, kw} x[n, c, oh·s + kh, ow·s + kw]`.
