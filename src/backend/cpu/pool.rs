@@ -51,6 +51,7 @@ fn first_max_2x2(v: [f32; 4]) -> (usize, f32) {
 /// each covered input element is written once, its window's dout or zero, with no clearing pass.
 /// The arg-max is found without branches: the first element equal to the window's maximum
 /// (the first element when that is a NaN, as the strict-`>` scan of [`window_argmax`] gives).
+#[inline(never)]
 fn maxpool_backward_plane_2x2(p: &Pool2d, x: &[f32], dout: &[f32], dx: &mut [f32]) {
     let ow_n = p.out_w();
     for (oh, dout) in dout.chunks_exact(ow_n).enumerate() {
@@ -63,14 +64,17 @@ fn maxpool_backward_plane_2x2(p: &Pool2d, x: &[f32], dout: &[f32], dx: &mut [f32
         let grads = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
         for (((a, b), (ga, gb)), &d) in windows.zip(grads).zip(dout) {
             let max = first_max_2x2([a[0], a[1], b[0], b[1]]).1;
-            let g0 = !(a[0] < max);
-            let g1 = !g0 & (a[1] == max);
-            let g2 = !(g0 | g1) & (b[0] == max);
-            let g3 = !(g0 | g1 | g2);
-            ga[0] = if g0 { d } else { 0.0 };
-            ga[1] = if g1 { d } else { 0.0 };
-            gb[0] = if g2 { d } else { 0.0 };
-            gb[1] = if g3 { d } else { 0.0 };
+            // 0/1 flags combined as integers: LLVM turns `if cond { d } else { 0.0 }` on float
+            // compares into branches, which data like relu outputs mispredict.
+            let g0 = u32::from(!(a[0] < max));
+            let g1 = u32::from(a[1] == max) & !g0 & 1;
+            let g2 = u32::from(b[0] == max) & !(g0 | g1) & 1;
+            let g3 = !(g0 | g1 | g2) & 1;
+            let pick = |g: u32| f32::from_bits(d.to_bits() & g.wrapping_neg());
+            ga[0] = pick(g0);
+            ga[1] = pick(g1);
+            gb[0] = pick(g2);
+            gb[1] = pick(g3);
         }
     }
     dx[2 * p.out_h() * p.in_w..].fill(0.0); // a row past the last window (odd H)
