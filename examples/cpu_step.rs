@@ -298,11 +298,14 @@ fn main() -> Result<()> {
     for s in 0..5 {
         step(&mut quiet, s)?;
     }
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), process_cpu_seconds());
     for s in 0..args.steps {
         step(&mut quiet, s)?;
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu_secs = process_cpu_seconds()
+        .zip(cpu_start)
+        .map(|(end, start)| end - start);
     let mut timed = Timer {
         on: true,
         totals: BTreeMap::new(),
@@ -326,6 +329,15 @@ fn main() -> Result<()> {
         n as f64 / per_step,
         flops / per_step / 1e9
     );
+    if let Some(cpu) = cpu_secs {
+        // On a shared machine wall time depends on the neighbours; CPU time much less so.
+        println!(
+            "process CPU time {:.1} ms/step ({:.2} of {} threads busy on average)",
+            cpu / args.steps as f64 * 1e3,
+            cpu / secs,
+            b.threads()
+        );
+    }
     let total: f64 = timed.totals.values().sum();
     let mut ops: Vec<_> = timed.totals.into_iter().collect();
     ops.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -339,4 +351,13 @@ fn main() -> Result<()> {
     let final_loss = b.read_f32(&loss)?[0] / (2 * args.steps + 5) as f32;
     println!("(mean loss over the run {final_loss:.3}, so the numbers are not optimised away)");
     Ok(())
+}
+
+/// User + system CPU time of this process so far, from /proc/self/stat (Linux only).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
 }

@@ -72,7 +72,7 @@ pub fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32, what: &str)
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let diff = (g - w).abs();
         // NaN anywhere counts as a mismatch.
-        if !(diff <= atol + rtol * w.abs()) {
+        if diff.is_nan() || diff > atol + rtol * w.abs() {
             bad.push(i);
         }
         if diff > max_diff || diff.is_nan() {

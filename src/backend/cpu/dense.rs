@@ -43,6 +43,7 @@ impl<'a> MatRef<'a> {
 
 /// `c[m, n] = (accumulate ? c : 0) + a[m, k] · b[k, n]`, c row-major with `n` columns.
 /// Panics when a view reaches past its slice (callers check buffer lengths before this).
+#[allow(clippy::too_many_arguments)] // the three sizes, then each matrix: fewer than gemm::gemm's 19
 pub(crate) fn gemm(
     m: usize,
     n: usize,

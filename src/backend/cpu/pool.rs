@@ -66,7 +66,7 @@ fn maxpool_backward_plane_2x2(p: &Pool2d, x: &[f32], dout: &[f32], dx: &mut [f32
             let max = first_max_2x2([a[0], a[1], b[0], b[1]]).1;
             // 0/1 flags combined as integers: LLVM turns `if cond { d } else { 0.0 }` on float
             // compares into branches, which data like relu outputs mispredict.
-            let g0 = u32::from(!(a[0] < max));
+            let g0 = u32::from((a[0] >= max) | a[0].is_nan());
             let g1 = u32::from(a[1] == max) & !g0 & 1;
             let g2 = u32::from(b[0] == max) & !(g0 | g1) & 1;
             let g3 = !(g0 | g1 | g2) & 1;
