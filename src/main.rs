@@ -81,6 +81,9 @@ struct TrainArgs {
     /// CPU backend threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Stop after this many training steps in all (a short run), then evaluate.
+    #[arg(long)]
+    max_steps: Option<usize>,
 }
 
 /// A failure on its way to the user: the message and the exit code.
@@ -141,6 +144,7 @@ fn train_command(args: &TrainArgs) -> Result<(), Failure> {
         momentum: args.momentum,
         seed: args.seed,
         log_interval: args.log_interval,
+        max_steps: args.max_steps,
         ..TrainConfig::default()
     };
     cfg.validate().map_err(Failure::config)?;

@@ -25,6 +25,8 @@ pub struct TrainConfig {
     pub log_interval: usize,
     /// Batch size of the evaluation pass (any size works; the remainder gets its own batch).
     pub eval_batch_size: usize,
+    /// Stop after this many training steps in all (None: run every epoch to its end).
+    pub max_steps: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -37,6 +39,7 @@ impl Default for TrainConfig {
             seed: 0,
             log_interval: 100,
             eval_batch_size: 1000,
+            max_steps: None,
         }
     }
 }
@@ -50,6 +53,9 @@ impl TrainConfig {
         }
         if self.batch_size == 0 {
             return bad("batch size must be at least 1".into());
+        }
+        if self.max_steps == Some(0) {
+            return bad("max steps must be at least 1".into());
         }
         if self.eval_batch_size == 0 {
             return bad("evaluation batch size must be at least 1".into());
@@ -307,6 +313,7 @@ pub fn fit<B: Backend>(
     };
     let mut steady_seconds = 0.0;
     let mut steady_images = 0;
+    let mut total_steps = 0;
     for epoch in 1..=cfg.epochs {
         let t0 = Instant::now();
         // Stream `epoch` (1-based) of the seed's ChaCha8 generator: stream 0 drew the initial
@@ -315,6 +322,8 @@ pub fn fit<B: Backend>(
         b.write_u32(&mut perm, &order)?;
         b.fill_zero(&mut loss_sum)?;
         let mut in_interval = 0;
+        let mut images = 0;
+        let mut steps_done = 0;
         for step in 0..steps {
             let offset = step * bs;
             let ws = if offset + bs <= n {
@@ -332,6 +341,9 @@ pub fn fit<B: Backend>(
             model.train_step(b, ws, &mut loss_sum, cfg.lr, cfg.momentum)?;
             b.flush()?;
             in_interval += 1;
+            images += ws.batch();
+            steps_done += 1;
+            total_steps += 1;
 
             if epoch == 1 && step == 0 {
                 b.read_f32(&loss_sum)?; // wait for it
@@ -350,25 +362,31 @@ pub fn fit<B: Backend>(
                 b.fill_zero(&mut loss_sum)?;
                 in_interval = 0;
             }
+            if cfg.max_steps == Some(total_steps) {
+                break;
+            }
         }
         b.read_f32(&loss_sum)?; // wait for the epoch's last step before timing it
         let seconds = t0.elapsed().as_secs_f64();
         let stats = EpochStats {
             epoch,
-            steps,
-            images: n,
+            steps: steps_done,
+            images,
             seconds,
-            images_per_sec: n as f64 / seconds,
+            images_per_sec: images as f64 / seconds,
         };
         if epoch == 1 {
             steady_seconds += seconds - summary.first_step_seconds;
-            steady_images += n - ws_full.batch().min(n);
+            steady_images += images - ws_full.batch().min(images);
         } else {
             steady_seconds += seconds;
-            steady_images += n;
+            steady_images += images;
         }
         rep.epoch(&stats);
         summary.epochs.push(stats);
+        if cfg.max_steps == Some(total_steps) {
+            break;
+        }
     }
     summary.steady_images_per_sec = if steady_seconds > 0.0 {
         steady_images as f64 / steady_seconds
