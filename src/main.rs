@@ -222,7 +222,10 @@ fn train_on<B: Backend>(b: &B, args: &TrainArgs, cfg: &TrainConfig) -> Result<()
         cfg,
         &mut reporter,
     )
-    .map_err(|e| Failure::other(format!("{e:#}")))?;
+    .map_err(|e| match e {
+        cnn_gpu::Error::Limit(_) => Failure::usage(format!("{e:#}")),
+        other => Failure::other(format!("{other:#}")),
+    })?;
     log::info!(
         "steady state {:.0} images/s, first step {:.3} s",
         summary.fit.steady_images_per_sec,

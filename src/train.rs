@@ -268,6 +268,32 @@ pub fn train<B: Backend>(
     Ok(TrainSummary { fit, eval })
 }
 
+/// The largest batch whose every activation buffer fits the backend's buffer limit.
+pub fn max_batch<B: Backend>(b: &B, model: &Model<B>) -> usize {
+    let per_sample = model
+        .shapes()
+        .iter()
+        .map(|s| s.numel())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    b.max_buffer_len() / per_sample
+}
+
+/// Refuses a training batch that would need a buffer larger than the backend can bind.
+fn check_batch_fits<B: Backend>(b: &B, model: &Model<B>, batch: usize) -> Result<()> {
+    let max = max_batch(b, model);
+    if batch > max {
+        return Err(Error::Limit(format!(
+            "batch size {batch} needs activation buffers larger than {} can bind ({} MiB); \
+             the largest batch that fits is {max}",
+            b.describe(),
+            b.max_buffer_len() / (1 << 18)
+        )));
+    }
+    Ok(())
+}
+
 fn check_input(model: &Model<impl Backend>, image_len: usize) -> Result<()> {
     if model.input_len() != image_len {
         return Err(Error::InvalidParams(format!(
@@ -290,6 +316,7 @@ pub fn fit<B: Backend>(
 ) -> Result<FitSummary> {
     cfg.validate_for(data.len)?;
     check_input(model, data.image_len)?;
+    check_batch_fits(b, model, cfg.batch_size.min(data.len))?;
     let n = data.len;
     let bs = cfg.batch_size;
     let steps = n.div_ceil(bs);
@@ -417,7 +444,8 @@ pub fn evaluate<B: Backend>(
             total: 0,
         });
     }
-    let bs = batch.min(n);
+    // Evaluation batches are ours to choose: split them to what the backend can hold.
+    let bs = batch.min(n).min(max_batch(b, model).max(1));
     let tail = n % bs;
     let mut ws_full = Workspace::inference(b, model, bs)?;
     let mut ws_tail = if tail > 0 {

@@ -928,3 +928,44 @@ backend_test!(
     reads_back_only_at_log_intervals_t,
     reads_back_only_at_log_intervals
 );
+
+/// A batch whose activations exceed what the adapter can bind is refused before any work, with
+/// the largest batch that fits; evaluation splits its batches to fit on its own.
+#[test]
+fn batch_too_large_for_the_adapter_is_refused_with_the_largest_that_fits() {
+    use cnn_gpu::backend::gpu::GpuOptions;
+    // small_cnn's largest activation is conv1's output, 4·8·8 = 256 floats a sample: a 10 KiB
+    // limit holds 10 samples.
+    let options = GpuOptions {
+        max_buffer_bytes: Some(10 * 256 * 4),
+        ..GpuOptions::default()
+    };
+    common::with_gpu_options(options, |gpu| {
+        let train = synthetic_images(1, 100, 8, 8);
+        let cfg = TrainConfig {
+            batch_size: 11,
+            epochs: 1,
+            ..TrainConfig::default()
+        };
+        let mut model = Model::new(gpu, small_cnn(), 2).unwrap();
+        let err = cnn_gpu::train::train(gpu, &mut model, &train, &train, &cfg, &mut QuietReporter)
+            .expect_err("batch 11 does not fit");
+        assert!(matches!(err, cnn_gpu::Error::Limit(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("the largest batch that fits is 10"),
+            "{err}"
+        );
+
+        let cfg = TrainConfig {
+            batch_size: 10,
+            epochs: 1,
+            eval_batch_size: 64,
+            ..cfg
+        };
+        let summary =
+            cnn_gpu::train::train(gpu, &mut model, &train, &train, &cfg, &mut QuietReporter)
+                .expect("batch 10 fits, and evaluation splits its batches of 64");
+        assert_eq!(summary.eval.total, 100);
+    });
+}

@@ -47,6 +47,11 @@ pub trait Backend {
     fn read_u32(&self, buf: &Self::Buffer) -> Result<Vec<u32>>;
     /// Length in words.
     fn len(&self, buf: &Self::Buffer) -> usize;
+    /// The longest buffer this backend can hold and bind, in words (the GPU's storage-binding
+    /// limit; unbounded on the CPU). Callers size batches with it before allocating.
+    fn max_buffer_len(&self) -> usize {
+        usize::MAX
+    }
     /// Submits the work recorded so far without waiting for it (a no-op on the CPU).
     fn flush(&self) -> Result<()>;
 
@@ -97,8 +102,12 @@ pub trait Backend {
         dw: &mut Self::Buffer,
     ) -> Result<()>;
     /// dbias[co] = Σ_{n,oh,ow} dout[n,co,oh,ow].
-    fn conv2d_backward_bias(&self, p: &Conv2d, dout: &Self::Buffer, dbias: &mut Self::Buffer)
-        -> Result<()>;
+    fn conv2d_backward_bias(
+        &self,
+        p: &Conv2d,
+        dout: &Self::Buffer,
+        dbias: &mut Self::Buffer,
+    ) -> Result<()>;
 
     // ---- pooling ------------------------------------------------------------------------
 
@@ -118,8 +127,12 @@ pub trait Backend {
     fn avgpool2d_forward(&self, p: &Pool2d, x: &Self::Buffer, out: &mut Self::Buffer)
         -> Result<()>;
     /// Spreads each dout element evenly over its window; overlapping windows add up.
-    fn avgpool2d_backward(&self, p: &Pool2d, dout: &Self::Buffer, dx: &mut Self::Buffer)
-        -> Result<()>;
+    fn avgpool2d_backward(
+        &self,
+        p: &Pool2d,
+        dout: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<()>;
 
     // ---- element-wise -------------------------------------------------------------------
 
@@ -138,8 +151,13 @@ pub trait Backend {
 
     /// c[m,n] = Σ_k op(a)[m,k] · op(b)[k,n]; a is stored [m,k] or, with `trans_a`, [k,m];
     /// b is stored [k,n] or, with `trans_b`, [n,k].
-    fn matmul(&self, p: &Matmul, a: &Self::Buffer, b: &Self::Buffer, c: &mut Self::Buffer)
-        -> Result<()>;
+    fn matmul(
+        &self,
+        p: &Matmul,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        c: &mut Self::Buffer,
+    ) -> Result<()>;
     /// x[o,c,i] += bias[c] for x of shape [outer, channels, inner] (in place).
     fn bias_add(&self, p: &Channels, bias: &Self::Buffer, x: &mut Self::Buffer) -> Result<()>;
     /// out[c] = Σ_{o,i} x[o,c,i] for x of shape [outer, channels, inner] (bias gradients).
@@ -184,6 +202,9 @@ pub(crate) fn expect_len(op: &'static str, what: &str, have: usize, want: usize)
     if have == want {
         Ok(())
     } else {
-        Err(Error::shape(op, format!("{what} has {have} elements, expected {want}")))
+        Err(Error::shape(
+            op,
+            format!("{what} has {have} elements, expected {want}"),
+        ))
     }
 }

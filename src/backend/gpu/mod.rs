@@ -63,6 +63,9 @@ pub struct GpuOptions {
     /// Use at most this many workgroups per dispatch dimension (below the adapter's limit):
     /// lets tests exercise the grid folding that large batches need, on small shapes.
     pub max_workgroups_per_dimension: Option<u32>,
+    /// Allocate no buffer larger than this many bytes (below the adapter's limit): lets tests
+    /// reach the batch-size limit on small data.
+    pub max_buffer_bytes: Option<u64>,
 }
 
 /// A pipeline: an entry point and the values of its override constants.
@@ -120,6 +123,10 @@ impl GpuBackend {
             let limit = &mut ctx.limits.max_compute_workgroups_per_dimension;
             *limit = (*limit).min(max.max(1));
         }
+        if let Some(max) = options.max_buffer_bytes {
+            let limit = &mut ctx.limits.max_storage_buffer_binding_size;
+            *limit = (*limit).min(max.max(4));
+        }
         let software = ctx.summary.device_type == format!("{:?}", wgpu::DeviceType::Cpu);
         let forced = std::env::var("CNN_GPU_CHECKED").is_ok_and(|v| v == "1");
         let checked = match options.runtime_checks {
@@ -165,10 +172,7 @@ impl GpuBackend {
 
     fn create_buffer(ctx: &Context, len: usize, label: &str, id: u64) -> Result<GpuBuffer> {
         let bytes = (len.max(1) * 4) as u64;
-        let limit = ctx
-            .limits
-            .max_storage_buffer_binding_size
-            .min(ctx.limits.max_buffer_size);
+        let limit = buffer_limit(ctx);
         if bytes > limit {
             return Err(Error::Limit(format!(
                 "buffer '{label}' needs {} MiB but {} binds at most {} MiB; use a smaller batch",
@@ -594,6 +598,10 @@ impl Backend for GpuBackend {
         buf.len
     }
 
+    fn max_buffer_len(&self) -> usize {
+        (buffer_limit(&self.ctx) / 4) as usize
+    }
+
     fn flush(&self) -> Result<()> {
         self.submit()
     }
@@ -904,6 +912,13 @@ fn gemm_grid(m: usize, n: usize, tm: u32, tn: u32, splits: usize, max: u32) -> R
         (cols, splits)
     };
     Ok([to_u32("GEMM column tiles", x)?, rows, to_u32("GEMM z", z)?])
+}
+
+/// The largest buffer we allocate: one that can also be bound whole as storage.
+fn buffer_limit(ctx: &Context) -> u64 {
+    ctx.limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size)
 }
 
 /// conv2d.wgsl's shape constants.
