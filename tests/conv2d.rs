@@ -167,6 +167,13 @@ fn shapes() -> Vec<Conv2d> {
         conv(1, 3, 5, 4, 2, (1, 1), 2, 1),
         conv(2, 1, 3, 8, 3, (3, 2), 1, 2),
         conv(2, 3, 9, 10, 4, (3, 3), 3, 1),
+        // Stride 1 with an output as wide as the input (KW = 2·pad + 1) takes im2col's
+        // one-copy-per-row path; these reach its edges: a kernel taller than wide, an input
+        // shorter than the kernel, no padding, an input one column wide.
+        conv(2, 2, 6, 5, 3, (5, 3), 1, 1),
+        conv(1, 2, 2, 5, 3, (5, 5), 1, 2),
+        conv(2, 3, 5, 4, 2, (3, 1), 1, 0),
+        conv(2, 2, 3, 1, 2, (5, 5), 1, 2), // W = 1: some kernel columns see no input at all
     ]
 }
 

@@ -78,6 +78,10 @@ fn im2col(p: &Conv2d, x: &[f32], col: &mut [f32]) {
         for kh in 0..p.kernel_h {
             for kw in 0..p.kernel_w {
                 let row = rows.next().expect("col has K rows");
+                if is_same_width(p) {
+                    im2col_row_same_width(p, plane, kh, kw, row);
+                    continue;
+                }
                 let (lo, hi) = valid_cols(p, kw);
                 for (oh, dst) in row.chunks_exact_mut(ow_n).enumerate() {
                     let Some(ih) = input_row(p, oh, kh) else {
@@ -107,17 +111,104 @@ fn im2col(p: &Conv2d, x: &[f32], col: &mut [f32]) {
     }
 }
 
+/// Where one im2col row of a stride-1 convolution whose output is as wide as its input
+/// (KW = 2·pad + 1, the usual "same" convolution) meets the input plane. Then
+/// `row[j] = plane[j + shift]` for every valid entry, one shift for the whole row, so the row
+/// moves in one piece; the entries in rows `oh_lo..oh_hi` outside `j0..j1`, and those that
+/// wrapped around to a neighbouring input row, are exactly the invalid columns of
+/// [`valid_cols`]. (Short per-row copies would each be a `memcpy` call, which costs more than
+/// the copying at these widths.)
+struct SameWidthRow {
+    oh_lo: usize,
+    oh_hi: usize,
+    shift: isize,
+    j0: usize,
+    j1: usize,
+}
+
+fn same_width_row(p: &Conv2d, kh: usize, kw: usize) -> SameWidthRow {
+    let w = p.in_w;
+    // Output rows whose input row oh + kh − pad lies inside [0, H).
+    let oh_lo = p.padding.saturating_sub(kh).min(p.out_h());
+    let oh_hi = (p.in_h + p.padding)
+        .saturating_sub(kh)
+        .clamp(oh_lo, p.out_h());
+    let shift = (kh * w + kw) as isize - (p.padding * w + p.padding) as isize;
+    let j0 = (oh_lo * w).max((-shift).max(0) as usize);
+    let j1 = (oh_hi * w)
+        .min(((p.in_h * w) as isize - shift).max(0) as usize)
+        .max(j0);
+    SameWidthRow {
+        oh_lo,
+        oh_hi,
+        shift,
+        j0,
+        j1,
+    }
+}
+
+fn is_same_width(p: &Conv2d) -> bool {
+    p.stride == 1 && p.out_w() == p.in_w
+}
+
+/// Zeroes the invalid columns of rows `oh_lo..oh_hi` of a same-width im2col row.
+fn zero_invalid_columns(p: &Conv2d, kw: usize, r: &SameWidthRow, row: &mut [f32]) {
+    let (lo, hi) = valid_cols(p, kw);
+    for dst in row[r.oh_lo * p.in_w..r.oh_hi * p.in_w].chunks_exact_mut(p.in_w) {
+        for d in &mut dst[..lo] {
+            *d = 0.0;
+        }
+        for d in &mut dst[hi..] {
+            *d = 0.0;
+        }
+    }
+}
+
+/// One im2col row of a same-width convolution: one copy, then the invalid columns cleared.
+fn im2col_row_same_width(p: &Conv2d, plane: &[f32], kh: usize, kw: usize, row: &mut [f32]) {
+    let r = same_width_row(p, kh, kw);
+    row[..r.oh_lo * p.in_w].fill(0.0);
+    row[r.oh_hi * p.in_w..].fill(0.0);
+    if r.j0 < r.j1 {
+        let src = (r.j0 as isize + r.shift) as usize;
+        row[r.j0..r.j1].copy_from_slice(&plane[src..src + (r.j1 - r.j0)]);
+    }
+    zero_invalid_columns(p, kw, &r, row);
+}
+
+/// One col2im row of a same-width convolution: the invalid columns of the (scratch) dcol row
+/// cleared, then one contiguous add, so the entries that wrap onto a neighbouring row add zero.
+fn col2im_row_same_width(p: &Conv2d, row: &mut [f32], kh: usize, kw: usize, plane: &mut [f32]) {
+    let r = same_width_row(p, kh, kw);
+    zero_invalid_columns(p, kw, &r, row);
+    if r.j0 == r.j1 {
+        return; // no input row under this kernel row
+    }
+    let dst = (r.j0 as isize + r.shift) as usize;
+    for (d, &v) in plane[dst..dst + (r.j1 - r.j0)]
+        .iter_mut()
+        .zip(&row[r.j0..r.j1])
+    {
+        *d += v;
+    }
+}
+
 /// The adjoint of [`im2col`]: `dx[ci, ih, iw] = Σ dcol` over every (row, column) of dcol that
 /// im2col reads from (ci, ih, iw). Overwrites dx: one image [Cin, H, W].
-fn col2im(p: &Conv2d, dcol: &[f32], dx: &mut [f32]) {
+/// dcol is scratch: the same-width path clears its invalid entries.
+fn col2im(p: &Conv2d, dcol: &mut [f32], dx: &mut [f32]) {
     let (oh_n, ow_n) = (p.out_h(), p.out_w());
     dx.fill(0.0);
-    let mut rows = dcol.chunks_exact(oh_n * ow_n);
+    let mut rows = dcol.chunks_exact_mut(oh_n * ow_n);
     for ci in 0..p.in_channels {
         let plane = &mut dx[ci * p.in_h * p.in_w..][..p.in_h * p.in_w];
         for kh in 0..p.kernel_h {
             for kw in 0..p.kernel_w {
                 let row = rows.next().expect("dcol has K rows");
+                if is_same_width(p) {
+                    col2im_row_same_width(p, row, kh, kw, plane);
+                    continue;
+                }
                 let (lo, hi) = valid_cols(p, kw);
                 for (oh, src) in row.chunks_exact(ow_n).enumerate() {
                     let Some(ih) = input_row(p, oh, kh) else {
