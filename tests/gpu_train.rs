@@ -3,11 +3,12 @@
 
 mod common;
 
+use cnn_gpu::backend::gpu::{GpuOptions, RuntimeChecks};
 use cnn_gpu::backend::Backend;
 use cnn_gpu::data::Dataset;
 use cnn_gpu::model::{Model, ModelSpec, NamedTensor};
 use cnn_gpu::train::{self, LossRecord, QuietReporter, TrainConfig};
-use common::{assert_close, cpu, with_gpu};
+use common::{assert_close, cpu, with_gpu_options};
 
 /// 28×28 images of ten classes: class c is a bright bar at row 2c plus deterministic noise,
 /// so the network has something to learn in a few steps.
@@ -53,6 +54,17 @@ fn run<B: Backend>(b: &B, data: &Dataset) -> (Vec<LossRecord>, Vec<NamedTensor>,
 
 #[test]
 fn gpu_training_matches_cpu() {
+    compare_training(RuntimeChecks::On);
+}
+
+/// The build real GPUs run: shader modules without naga's bounds checks, workgroup memory not
+/// zeroed. The same numbers prove the kernels never relied on either.
+#[test]
+fn unchecked_gpu_training_matches_cpu() {
+    compare_training(RuntimeChecks::Off);
+}
+
+fn compare_training(checks: RuntimeChecks) {
     let data = bars(184);
     let (cpu_losses, cpu_params, cpu_correct) = run(&cpu(), &data);
     assert_eq!(cpu_losses.len(), 12, "one loss record per step");
@@ -60,7 +72,12 @@ fn gpu_training_matches_cpu() {
         cpu_losses.last().unwrap().loss < cpu_losses[0].loss,
         "the loss falls on the CPU: {cpu_losses:?}"
     );
-    with_gpu(|gpu| {
+    let options = GpuOptions {
+        runtime_checks: checks,
+        ..GpuOptions::default()
+    };
+    with_gpu_options(options, |gpu| {
+        assert_eq!(gpu.runtime_checks(), checks == RuntimeChecks::On);
         let (gpu_losses, gpu_params, gpu_correct) = run(gpu, &data);
         let want: Vec<f32> = cpu_losses.iter().map(|r| r.loss).collect();
         let got: Vec<f32> = gpu_losses.iter().map(|r| r.loss).collect();

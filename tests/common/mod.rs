@@ -37,13 +37,16 @@ pub fn cpu() -> CpuBackend {
 /// kernels' indexing is proven with). Without an adapter it prints a notice and returns, unless
 /// `CNN_GPU_REQUIRE_GPU=1` (as CI sets it), where a missing adapter fails the test.
 pub fn with_gpu(f: impl FnOnce(&GpuBackend)) {
-    with_gpu_options(GpuOptions::default(), f)
+    let options = GpuOptions {
+        runtime_checks: RuntimeChecks::On,
+        ..GpuOptions::default()
+    };
+    with_gpu_options(options, f)
 }
 
-/// [`with_gpu`] with options (the adapter and runtime checks are still set as there).
+/// [`with_gpu`] with other options (the adapter still comes from `CNN_GPU_ADAPTER`).
 pub fn with_gpu_options(mut options: GpuOptions, f: impl FnOnce(&GpuBackend)) {
     options.adapter = std::env::var("CNN_GPU_ADAPTER").ok();
-    options.runtime_checks = RuntimeChecks::On;
     match GpuBackend::new(&options) {
         Ok(gpu) => f(&gpu),
         Err(e) if std::env::var("CNN_GPU_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
