@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Kernel timings, training-step throughput and a real MNIST training run on the lent NVIDIA
+# machine, in under five minutes. Prepare .gpu/ here first (scripts/prepare-gpu.sh), then call
+# the device tool's `run` with:
+#   carry: [".gpu"]   command: bash scripts/gpu-bench.sh   timeout_s: 420
+# Parts, each under `timeout` (seconds overridable through the environment):
+#   info     cnn-gpu info                                              INFO_S    (20)
+#   kernels  every Backend kernel on the GPU, full sizes                KERNELS_S (110)
+#   step     whole training steps at batch 64/256/1024 on the GPU       STEP_S    (50)
+#   train    cnn-gpu train --backend gpu (5 epochs), what time is left  TOTAL_S   (290 for all)
+# The benches run with the filter `gpu` (the CPU half is for the development machine).
+# Logs go to $OUT/<part>.log and one screen of results to $OUT/summary.txt; $OUT is set by the
+# device tool, elsewhere a temporary folder is used. Exits 1 if any part failed or timed out.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+summary=$OUT/summary.txt
+if [ ! -f .gpu/env.sh ]; then
+    echo "error: no .gpu/env.sh here: run scripts/prepare-gpu.sh and carry .gpu" | tee "$summary" >&2
+    exit 2
+fi
+# shellcheck disable=SC1091
+source .gpu/env.sh
+export RUST_BACKTRACE=1
+
+t_start=$(date +%s)
+total=${TOTAL_S:-290}
+failed=0
+
+# The newest binary of a bench in .gpu/bin (prepare.sh copies them as NAME-HASH).
+bench_bin() {
+    ls -t .gpu/bin/"$1"-* 2>/dev/null | head -n 1
+}
+
+# part NAME LIMIT_S COMMAND...: runs the command under timeout, its output in $OUT/NAME.log.
+part() {
+    local name=$1 limit=$2
+    shift 2
+    local left=$((total - ($(date +%s) - t_start)))
+    if [ "$limit" -gt "$left" ]; then limit=$left; fi
+    if [ "$limit" -lt 5 ]; then
+        echo "## $name: skipped, out of time" >>"$summary"
+        failed=1
+        return
+    fi
+    local t0 rc
+    t0=$(date +%s.%N)
+    echo "\$ $* (timeout ${limit}s)" >"$OUT/$name.log"
+    timeout --kill-after=5 "$limit" "$@" >>"$OUT/$name.log" 2>&1
+    rc=$?
+    local secs
+    secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    case $rc in
+    0) echo "## $name: ok in ${secs}s" >>"$summary" ;;
+    124 | 137) echo "## $name: TIMED OUT after ${secs}s (limit ${limit}s)" >>"$summary"; failed=1 ;;
+    *) echo "## $name: FAILED rc=$rc after ${secs}s" >>"$summary"; failed=1 ;;
+    esac
+}
+
+# no_gpu NAME: a bench that skipped its GPU half ran nothing that matters here.
+no_gpu() {
+    if grep -q '^gpu: skipped' "$OUT/$1.log"; then
+        echo "## $1: FAILED, no GPU adapter opened" >>"$summary"
+        failed=1
+    fi
+}
+
+# Bench lines without the trailing adapter name (it is in the section header).
+trim() {
+    sed -E 's/ +\(([0-9]+) calls\) .*/  (\1 calls)/; s/ +\[([0-9]+) steps in ([0-9.]+) s, .*/  [\1 steps, \2 s]/'
+}
+
+{
+    echo "gpu-bench $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(hostname), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>&1 | head -n 2
+    fi
+} >"$summary"
+
+part info "${INFO_S:-20}" cnn-gpu info
+head -n 6 "$OUT/info.log" | sed 's/^/  /' >>"$summary"
+
+kernels=$(bench_bin kernels)
+if [ -n "$kernels" ]; then
+    part kernels "${KERNELS_S:-110}" "$kernels" --bench gpu
+    no_gpu kernels
+    {
+        grep -E '^== ' "$OUT/kernels.log" | grep -F '[gpu]' | cut -c1-110
+        grep -E '^(conv2d_(forward|backward_input|backward_weight) |matmul +square|gather_batch)' \
+            "$OUT/kernels.log" | trim
+        grep -E 'skipped|^kernels bench: [0-9]+ cases|panicked|^Error' "$OUT/kernels.log"
+    } | sed 's/^/  /' >>"$summary"
+else
+    echo "## kernels: no .gpu/bin/kernels-* (run scripts/prepare-gpu.sh)" >>"$summary"
+    failed=1
+fi
+
+step=$(bench_bin step)
+if [ -n "$step" ]; then
+    part step "${STEP_S:-50}" "$step" --bench gpu
+    no_gpu step
+    grep -E '^== .*\[gpu\]|^step gpu|skipped|panicked|^Error' "$OUT/step.log" | trim | cut -c1-150 |
+        sed 's/^/  /' >>"$summary"
+else
+    echo "## step: no .gpu/bin/step-* (run scripts/prepare-gpu.sh)" >>"$summary"
+    failed=1
+fi
+
+# Training takes whatever time is left (5 epochs of MNIST by default).
+part train "$total" cnn-gpu train --backend gpu --data-dir .gpu/data/mnist
+grep -vE '^\[Epoch' "$OUT/train.log" | tail -n 12 | sed 's/^/  /' >>"$summary"
+
+echo "total $(($(date +%s) - t_start))s; logs: info.log kernels.log step.log train.log" >>"$summary"
+cat "$summary"
+exit $failed
