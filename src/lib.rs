@@ -10,6 +10,7 @@ pub mod backend;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod profile;
 pub mod train;
 
 pub use error::{Error, Result};

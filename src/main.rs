@@ -19,6 +19,7 @@ use cnn_gpu::backend::gpu::{list_adapters, GpuBackend, GpuOptions};
 use cnn_gpu::backend::Backend;
 use cnn_gpu::data::{load_mnist, resolve_data_dir};
 use cnn_gpu::model::ModelSpec;
+use cnn_gpu::profile::time_layers;
 use cnn_gpu::train::{self, PrintReporter, TrainConfig};
 
 #[derive(Parser, Debug)]
@@ -39,6 +40,22 @@ enum Command {
     Train(TrainArgs),
     /// List every GPU adapter with the limits that matter, and which one `--backend auto` picks.
     Info,
+    /// Time each layer's forward and backward pass of a training step (GPU timestamps).
+    Time(TimeArgs),
+}
+
+#[derive(Args, Debug)]
+struct TimeArgs {
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 20)]
+    iterations: usize,
+    /// Seeds the weights and the random input batch.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -51,14 +68,24 @@ enum BackendChoice {
     Cpu,
 }
 
+/// Where the ops run: shared by every command that computes.
 #[derive(Args, Debug)]
-struct TrainArgs {
+struct DeviceArgs {
     /// Which backend runs the ops.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
     /// Pick a GPU adapter: its index in `cnn-gpu info`, or part of its name.
     #[arg(long)]
     adapter: Option<String>,
+    /// CPU backend threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    #[command(flatten)]
+    device: DeviceArgs,
     #[arg(long, default_value_t = 5)]
     epochs: usize,
     #[arg(long, default_value_t = 64)]
@@ -78,9 +105,6 @@ struct TrainArgs {
     /// Print the mean loss every this many batches.
     #[arg(long, default_value_t = 100)]
     log_interval: usize,
-    /// CPU backend threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
     /// Stop after this many training steps in all (a short run), then evaluate.
     #[arg(long)]
     max_steps: Option<usize>,
@@ -121,6 +145,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train_command(&args),
+        Command::Time(args) => time_command(&args),
         Command::Info => {
             info_command();
             Ok(())
@@ -148,35 +173,53 @@ fn train_command(args: &TrainArgs) -> Result<(), Failure> {
         ..TrainConfig::default()
     };
     cfg.validate().map_err(Failure::config)?;
+    match open_backend(&args.device)? {
+        Chosen::Cpu(b) => train_on(&b, args, &cfg),
+        Chosen::Gpu(b) => train_on(&b, args, &cfg),
+    }
+}
+
+/// The backend a command runs on.
+enum Chosen {
+    Cpu(CpuBackend),
+    Gpu(GpuBackend),
+}
+
+/// Opens the backend `--backend` names. `auto` takes a hardware GPU and otherwise the CPU
+/// backend, with a one-line warning: a software adapter (lavapipe, WARP) runs the same kernels
+/// far slower than the CPU backend, so only `--backend gpu` (or `--adapter`) picks one.
+fn open_backend(args: &DeviceArgs) -> Result<Chosen, Failure> {
     if args.threads == Some(0) {
         return Err(Failure::usage("--threads must be at least 1"));
     }
-
-    match args.backend {
-        BackendChoice::Cpu => train_cpu(args, &cfg),
-        BackendChoice::Gpu => {
-            let gpu = open_gpu(args).map_err(|e| match e {
-                cnn_gpu::Error::NoAdapter(_) => {
-                    Failure::usage(format!("{e}; use --backend cpu to train on the CPU"))
-                }
-                other => Failure::other(other),
-            })?;
-            train_on(&gpu, args, &cfg)
+    let cpu = || {
+        if args.adapter.is_some() {
+            log::warn!("--adapter is ignored by the CPU backend");
         }
-        // A software adapter (lavapipe, WARP) is slower than the CPU backend: auto takes only a
-        // real GPU, or the adapter --adapter names.
+        CpuBackend::new(args.threads)
+            .map(Chosen::Cpu)
+            .map_err(Failure::other)
+    };
+    match args.backend {
+        BackendChoice::Cpu => cpu(),
+        BackendChoice::Gpu => open_gpu(args).map(Chosen::Gpu).map_err(|e| match e {
+            cnn_gpu::Error::NoAdapter(_) => {
+                Failure::usage(format!("{e}; use --backend cpu to run on the CPU"))
+            }
+            other => Failure::other(other),
+        }),
         BackendChoice::Auto if args.adapter.is_none() && !real_gpu_present() => {
             eprintln!(
-                "warning: no hardware GPU adapter found; training on the CPU backend \
+                "warning: no hardware GPU adapter found; running on the CPU backend \
                  (`cnn-gpu info` lists adapters; --backend gpu uses a software one)"
             );
-            train_cpu(args, &cfg)
+            cpu()
         }
         BackendChoice::Auto => match open_gpu(args) {
-            Ok(gpu) => train_on(&gpu, args, &cfg),
+            Ok(gpu) => Ok(Chosen::Gpu(gpu)),
             Err(e) => {
-                eprintln!("warning: training on the CPU: {e}");
-                train_cpu(args, &cfg)
+                eprintln!("warning: running on the CPU: {e}");
+                cpu()
             }
         },
     }
@@ -187,7 +230,7 @@ fn real_gpu_present() -> bool {
     pick.is_some_and(|i| adapters[i].device_type != "Cpu")
 }
 
-fn open_gpu(args: &TrainArgs) -> cnn_gpu::Result<GpuBackend> {
+fn open_gpu(args: &DeviceArgs) -> cnn_gpu::Result<GpuBackend> {
     let options = GpuOptions {
         adapter: args.adapter.clone(),
         ..GpuOptions::default()
@@ -199,12 +242,77 @@ fn open_gpu(args: &TrainArgs) -> cnn_gpu::Result<GpuBackend> {
     Ok(gpu)
 }
 
-fn train_cpu(args: &TrainArgs, cfg: &TrainConfig) -> Result<(), Failure> {
-    if args.adapter.is_some() {
-        log::warn!("--adapter is ignored by the CPU backend");
+/// Library errors: limits the user can change (a smaller batch) exit 2, the rest 1.
+fn run_failure(e: cnn_gpu::Error) -> Failure {
+    match e {
+        cnn_gpu::Error::Limit(_) | cnn_gpu::Error::InvalidParams(_) => {
+            Failure::usage(format!("{e:#}"))
+        }
+        other => Failure::other(format!("{other:#}")),
     }
-    let cpu = CpuBackend::new(args.threads).map_err(Failure::other)?;
-    train_on(&cpu, args, cfg)
+}
+
+fn time_command(args: &TimeArgs) -> Result<(), Failure> {
+    if args.batch_size == 0 || args.iterations == 0 {
+        return Err(Failure::usage(
+            "--batch-size and --iterations must be at least 1",
+        ));
+    }
+    match open_backend(&args.device)? {
+        Chosen::Cpu(b) => time_on(&b, args),
+        Chosen::Gpu(b) => time_on(&b, args),
+    }
+}
+
+fn time_on<B: Backend>(b: &B, args: &TimeArgs) -> Result<(), Failure> {
+    let t = time_layers(
+        b,
+        ModelSpec::simple_cnn(),
+        args.batch_size,
+        args.iterations,
+        args.seed,
+    )
+    .map_err(run_failure)?;
+    println!(
+        "SimpleCNN, batch {}, {} steps on {}",
+        t.batch,
+        t.iterations,
+        b.describe()
+    );
+    println!(
+        "{:<3} {:<44} {:>12} {:>12}",
+        "#", "layer", "forward ms", "backward ms"
+    );
+    for l in &t.layers {
+        println!(
+            "{:<3} {:<44} {:>12.3} {:>12.3}",
+            l.index,
+            l.layer,
+            l.forward * 1e3,
+            l.backward * 1e3
+        );
+    }
+    println!(
+        "{:<3} {:<44} {:>12.3}",
+        "",
+        "softmax cross-entropy (loss + gradient)",
+        t.loss * 1e3
+    );
+    println!("{:<3} {:<44} {:>12.3}", "", "SGD update", t.update * 1e3);
+    println!(
+        "{:<3} {:<44} {:>12.3}",
+        "",
+        "total in ops, per step",
+        t.total * 1e3
+    );
+    println!(
+        "{:<3} {:<44} {:>12.3}   ({:.0} images/s)",
+        "",
+        "wall time per step, unprofiled",
+        t.wall * 1e3,
+        t.images_per_sec()
+    );
+    Ok(())
 }
 
 /// Loads MNIST, trains SimpleCNN on `b` and prints the results.
@@ -222,10 +330,7 @@ fn train_on<B: Backend>(b: &B, args: &TrainArgs, cfg: &TrainConfig) -> Result<()
         cfg,
         &mut reporter,
     )
-    .map_err(|e| match e {
-        cnn_gpu::Error::Limit(_) => Failure::usage(format!("{e:#}")),
-        other => Failure::other(format!("{other:#}")),
-    })?;
+    .map_err(run_failure)?;
     log::info!(
         "steady state {:.0} images/s, first step {:.3} s",
         summary.fit.steady_images_per_sec,

@@ -117,7 +117,7 @@ impl Default for ModelSpec {
 impl ModelSpec {
     /// The tutorial's SimpleCNN for 1×28×28 images and 10 classes:
     /// conv(1→32, 3×3, pad 1) → ReLU → maxpool 2 → conv(32→64, 3×3, pad 1) → ReLU → maxpool 2 →
-    /// flatten → linear(3136→64) → ReLU → linear(64→10). 421,642 parameters.
+    /// flatten → linear(3136→64) → ReLU → linear(64→10). 220,234 parameters.
     pub fn simple_cnn() -> Self {
         let conv = |i, o| Layer::Conv2d {
             in_channels: i,
@@ -364,6 +364,14 @@ pub struct Model<B: Backend> {
     /// gradient.
     first_param_layer: usize,
     params: Vec<Param<B>>,
+    /// Each layer's profiling scopes (see [`scope_names`]), built once.
+    scopes: Vec<(String, String)>,
+}
+
+/// The profiling scopes of layer `i` (`cnn-gpu time` reports per scope): "i forward" and
+/// "i backward". The loss and the update are "loss" and "update".
+pub fn scope_names(i: usize) -> (String, String) {
+    (format!("{i} forward"), format!("{i} backward"))
 }
 
 impl<B: Backend> Model<B> {
@@ -429,6 +437,7 @@ impl<B: Backend> Model<B> {
             .iter()
             .position(Layer::has_params)
             .expect("infer_shapes checked");
+        let scopes = (0..spec.layers.len()).map(scope_names).collect();
         Ok(Model {
             spec,
             shapes,
@@ -436,6 +445,7 @@ impl<B: Backend> Model<B> {
             layer_params,
             first_param_layer,
             params,
+            scopes,
         })
     }
 
@@ -586,6 +596,7 @@ impl<B: Backend> Model<B> {
             if si == so {
                 continue; // Flatten
             }
+            b.scope(&self.scopes[i].0);
             let (x, y) = read_write(&mut ws.acts, si, so);
             match *layer {
                 Layer::Conv2d { .. } => {
@@ -636,6 +647,7 @@ impl<B: Backend> Model<B> {
             batch: ws.batch,
             classes: self.classes(),
         };
+        b.scope("loss");
         let dlogits = ws.grads[last].as_mut().ok_or_else(|| {
             Error::InvalidParams("loss needs a training workspace (Workspace::new)".into())
         })?;
@@ -669,6 +681,7 @@ impl<B: Backend> Model<B> {
             if si == so {
                 continue; // Flatten: the gradient buffer is shared too
             }
+            b.scope(&self.scopes[i].1);
             let need_dx = i > self.first_param_layer;
             let x = &ws.acts[si];
             let y = &ws.acts[so];
@@ -766,6 +779,7 @@ impl<B: Backend> Model<B> {
 
     /// One SGD-with-momentum update of every parameter from its current gradient.
     pub fn sgd_step(&mut self, b: &B, lr: f32, momentum: f32) -> Result<()> {
+        b.scope("update");
         for p in &mut self.params {
             let sgd = Sgd {
                 len: p.len(),

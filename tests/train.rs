@@ -741,6 +741,15 @@ impl<B: Backend> Backend for Counting<'_, B> {
         self.flushes.set(self.flushes.get() + 1);
         self.inner.flush()
     }
+    fn start_profile(&self) -> cnn_gpu::Result<()> {
+        self.inner.start_profile()
+    }
+    fn scope(&self, name: &str) {
+        self.inner.scope(name)
+    }
+    fn finish_profile(&self) -> cnn_gpu::Result<Vec<(String, f64)>> {
+        self.inner.finish_profile()
+    }
     fn gather_batch(
         &self,
         p: &cnn_gpu::backend::Gather,

@@ -55,6 +55,17 @@ pub trait Backend {
     /// Submits the work recorded so far without waiting for it (a no-op on the CPU).
     fn flush(&self) -> Result<()>;
 
+    // ---- profiling (`cnn-gpu time`) -----------------------------------------------------
+
+    /// Starts timing ops per scope: from now on each op's time counts towards the scope named
+    /// by the last [`Backend::scope`] call (GPU timestamps where the adapter has them, else the
+    /// wall clock with a wait at each scope change).
+    fn start_profile(&self) -> Result<()>;
+    /// Names the scope of the ops that follow, e.g. "conv1 forward" (free when not profiling).
+    fn scope(&self, name: &str);
+    /// Stops profiling; returns each scope's total seconds, in order of first appearance.
+    fn finish_profile(&self) -> Result<Vec<(String, f64)>>;
+
     // ---- data ---------------------------------------------------------------------------
 
     /// Gathers `p.batch` images and labels from a resident dataset through a permutation:
@@ -195,6 +206,38 @@ pub trait Backend {
         grad: &Self::Buffer,
         velocity: &mut Self::Buffer,
     ) -> Result<()>;
+}
+
+/// Wall-clock time per scope, for ops that have finished when their call returns (the CPU) or
+/// a backend that waits at each scope change.
+#[derive(Debug, Default)]
+pub(crate) struct ScopeClock {
+    current: Option<(String, std::time::Instant)>,
+    totals: Vec<(String, f64)>,
+}
+
+impl ScopeClock {
+    pub(crate) fn enter(&mut self, name: &str) {
+        self.close();
+        self.current = Some((name.to_string(), std::time::Instant::now()));
+    }
+    fn close(&mut self) {
+        if let Some((name, start)) = self.current.take() {
+            add_time(&mut self.totals, &name, start.elapsed().as_secs_f64());
+        }
+    }
+    pub(crate) fn finish(mut self) -> Vec<(String, f64)> {
+        self.close();
+        self.totals
+    }
+}
+
+/// Adds `seconds` to `name`'s total, keeping first-appearance order.
+pub(crate) fn add_time(totals: &mut Vec<(String, f64)>, name: &str, seconds: f64) {
+    match totals.iter_mut().find(|(n, _)| n == name) {
+        Some(entry) => entry.1 += seconds,
+        None => totals.push((name.to_string(), seconds)),
+    }
 }
 
 /// Checks that a buffer holds exactly `want` words.

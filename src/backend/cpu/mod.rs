@@ -26,6 +26,8 @@ pub(crate) const PAR_MIN_LEN: usize = 1 << 15;
 /// whatever else in the process uses rayon.
 pub struct CpuBackend {
     pool: rayon::ThreadPool,
+    /// Per-scope wall time while `cnn-gpu time` profiles (ops finish before they return).
+    profile: std::sync::Mutex<Option<super::ScopeClock>>,
 }
 
 /// A CPU "device" buffer: 32-bit words stored as `f32`; `u32` content (labels, permutations,
@@ -77,7 +79,10 @@ impl CpuBackend {
                     "cannot start {threads} CPU threads: {e}"
                 )))
             })?;
-        Ok(CpuBackend { pool })
+        Ok(CpuBackend {
+            pool,
+            profile: Default::default(),
+        })
     }
 
     /// The number of threads ops run on.
@@ -140,6 +145,31 @@ impl Backend for CpuBackend {
     }
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn start_profile(&self) -> Result<()> {
+        *self.profile.lock().unwrap_or_else(|e| e.into_inner()) = Some(Default::default());
+        Ok(())
+    }
+
+    fn scope(&self, name: &str) {
+        if let Some(clock) = self
+            .profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            clock.enter(name);
+        }
+    }
+
+    fn finish_profile(&self) -> Result<Vec<(String, f64)>> {
+        let clock = self
+            .profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        Ok(clock.map(super::ScopeClock::finish).unwrap_or_default())
     }
 
     // ---- data ---------------------------------------------------------------------------

@@ -105,7 +105,24 @@ pub struct GpuBackend {
     /// The 256 normalised pixel values, computed on the host with [`crate::data::normalize_pixel`].
     norm_table: GpuBuffer,
     dispatches: Cell<u64>,
+    profile: RefCell<Option<Profile>>,
 }
+
+/// Per-scope timing for `cnn-gpu time`.
+enum Profile {
+    /// Each dispatch in a pass of its own that writes begin and end timestamps.
+    Timestamps {
+        query_set: wgpu::QuerySet,
+        /// The scope of each timed dispatch (queries 2i and 2i + 1).
+        scopes: Vec<String>,
+        current: String,
+    },
+    /// No timestamp queries: wait for the GPU at each scope change and read the wall clock.
+    Clock(super::ScopeClock),
+}
+
+/// Timestamps one profile holds (wgpu's largest query set): 2048 dispatches.
+const PROFILE_QUERIES: u32 = 4096;
 
 fn to_u32(what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| {
@@ -151,6 +168,7 @@ impl GpuBackend {
             next_id: Cell::new(1),
             norm_table,
             dispatches: Cell::new(0),
+            profile: RefCell::new(None),
         };
         Ok(backend)
     }
@@ -385,33 +403,63 @@ impl GpuBackend {
                 pass: None,
             }
         });
-        let pass = rec.pass.get_or_insert_with(|| {
-            rec.encoder
+        if let Some(index) = self.next_timestamp(kernel) {
+            // Profiling: this dispatch gets a pass of its own, timestamped at both ends.
+            let profile = self.profile.borrow();
+            let Some(Profile::Timestamps { query_set, .. }) = profile.as_ref() else {
+                unreachable!("next_timestamp returns an index only while timestamping")
+            };
+            drop(rec.pass.take());
+            let mut pass = rec
+                .encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("ops"),
-                    timestamp_writes: None,
-                })
-                .forget_lifetime()
-        });
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                    label: Some(kernel.entry),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set,
+                        beginning_of_pass_write_index: Some(index),
+                        end_of_pass_write_index: Some(index + 1),
+                    }),
+                });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        } else {
+            let pass = rec.pass.get_or_insert_with(|| {
+                rec.encoder
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("ops"),
+                        timestamp_writes: None,
+                    })
+                    .forget_lifetime()
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
         self.dispatches.set(self.dispatches.get() + 1);
         Ok(())
     }
 
-    /// Ends the open pass and submits the recorded work, without waiting.
-    fn submit(&self) -> Result<()> {
-        if let Some(mut rec) = self.recording.borrow_mut().take() {
-            drop(rec.pass.take());
-            self.ctx.queue.submit([rec.encoder.finish()]);
+    /// While timestamping, the first of the two query indices the next dispatch writes (None
+    /// when not timestamping or when the query set is full).
+    fn next_timestamp(&self, _kernel: Kernel) -> Option<u32> {
+        let mut profile = self.profile.borrow_mut();
+        let Some(Profile::Timestamps {
+            scopes, current, ..
+        }) = profile.as_mut()
+        else {
+            return None;
+        };
+        let index = 2 * scopes.len() as u32;
+        if index + 2 > PROFILE_QUERIES {
+            return None;
         }
-        self.ctx.errors.check()
+        scopes.push(current.clone());
+        Some(index)
     }
 
-    fn read_words(&self, buf: &GpuBuffer) -> Result<Vec<u32>> {
-        self.submit()?;
-        let bytes = buf.bytes();
+    /// Copies `bytes` bytes of `src` (a COPY_SRC buffer) to the host, waiting for the GPU.
+    fn read_back(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         let staging = self
             .staging
             .borrow_mut()
@@ -431,17 +479,13 @@ impl GpuBackend {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("readback"),
             });
-        encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, bytes);
+        encoder.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
         self.ctx.queue.submit([encoder.finish()]);
         let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = sender.send(r);
         });
-        self.ctx
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-        self.ctx.errors.check()?;
+        self.wait()?;
         match pollster::block_on(receiver.receive()) {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(Error::Gpu(format!("reading back a buffer: {e}"))),
@@ -451,15 +495,37 @@ impl GpuBackend {
                 ))
             }
         }
-        let words = {
-            let view = staging
-                .slice(..)
-                .get_mapped_range()
-                .map_err(|e| Error::Gpu(format!("reading back a buffer: {e}")))?;
-            bytemuck::cast_slice::<u8, u32>(&view)[..buf.len].to_vec()
-        };
+        let out = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("reading back a buffer: {e}")))?
+            .to_vec();
         staging.unmap();
-        Ok(words)
+        Ok(out)
+    }
+
+    /// Waits until the GPU has finished everything submitted.
+    fn wait(&self) -> Result<()> {
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.ctx.errors.check()
+    }
+
+    /// Ends the open pass and submits the recorded work, without waiting.
+    fn submit(&self) -> Result<()> {
+        if let Some(mut rec) = self.recording.borrow_mut().take() {
+            drop(rec.pass.take());
+            self.ctx.queue.submit([rec.encoder.finish()]);
+        }
+        self.ctx.errors.check()
+    }
+
+    fn read_words(&self, buf: &GpuBuffer) -> Result<Vec<u32>> {
+        self.submit()?;
+        let bytes = self.read_back(&buf.buffer, buf.bytes())?;
+        Ok(bytemuck::cast_slice::<u8, u32>(&bytes)[..buf.len].to_vec())
     }
 
     fn write_words(&self, buf: &mut GpuBuffer, data: &[u32]) -> Result<()> {
@@ -604,6 +670,84 @@ impl Backend for GpuBackend {
 
     fn flush(&self) -> Result<()> {
         self.submit()
+    }
+
+    fn start_profile(&self) -> Result<()> {
+        self.submit()?;
+        let timestamps = self.ctx.summary.timestamp_query
+            && std::env::var("CNN_GPU_PROFILE_CLOCK").map_or(true, |v| v != "1");
+        let profile = if timestamps {
+            Profile::Timestamps {
+                query_set: self.ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("profile"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: PROFILE_QUERIES,
+                }),
+                scopes: Vec::new(),
+                current: String::new(),
+            }
+        } else {
+            Profile::Clock(Default::default())
+        };
+        *self.profile.borrow_mut() = Some(profile);
+        Ok(())
+    }
+
+    fn scope(&self, name: &str) {
+        let mut profile = self.profile.borrow_mut();
+        match profile.as_mut() {
+            None => {}
+            Some(Profile::Timestamps { current, .. }) => name.clone_into(current),
+            Some(Profile::Clock(clock)) => {
+                // Errors surface at the next flush or read.
+                let _ = self.submit().and_then(|()| self.wait());
+                clock.enter(name);
+            }
+        }
+    }
+
+    fn finish_profile(&self) -> Result<Vec<(String, f64)>> {
+        let profile = self.profile.borrow_mut().take();
+        self.submit()?;
+        match profile {
+            None => Ok(Vec::new()),
+            Some(Profile::Clock(clock)) => {
+                self.wait()?;
+                Ok(clock.finish())
+            }
+            Some(Profile::Timestamps {
+                query_set, scopes, ..
+            }) => {
+                if scopes.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let count = 2 * scopes.len() as u32;
+                let bytes = count as u64 * 8;
+                let resolved = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("profile timestamps"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                let mut encoder =
+                    self.ctx
+                        .device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("resolve"),
+                        });
+                encoder.resolve_query_set(&query_set, 0..count, &resolved, 0);
+                self.ctx.queue.submit([encoder.finish()]);
+                let raw = self.read_back(&resolved, bytes)?;
+                let ticks: &[u64] = bytemuck::cast_slice(&raw);
+                let ns_per_tick = self.ctx.queue.get_timestamp_period() as f64;
+                let mut totals = Vec::new();
+                for (i, scope) in scopes.iter().enumerate() {
+                    let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * ns_per_tick;
+                    super::add_time(&mut totals, scope, dt * 1e-9);
+                }
+                Ok(totals)
+            }
+        }
     }
 
     fn gather_batch(
