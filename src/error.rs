@@ -35,10 +35,16 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn shape(op: &'static str, detail: impl Into<String>) -> Self {
-        Error::Shape { op, detail: detail.into() }
+        Error::Shape {
+            op,
+            detail: detail.into(),
+        }
     }
     pub(crate) fn data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Data { path: path.into(), message: message.into() }
+        Error::Data {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 

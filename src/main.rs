@@ -180,6 +180,7 @@ fn train_command(args: &TrainArgs) -> Result<(), Failure> {
 }
 
 /// The backend a command runs on.
+#[allow(clippy::large_enum_variant)] // one, for the whole run
 enum Chosen {
     Cpu(CpuBackend),
     Gpu(GpuBackend),

@@ -119,7 +119,7 @@ pub fn softmax_xent(op: &'static str, p: &SoftmaxXent, logits: usize, labels: us
 
 pub fn sgd(p: &Sgd, param: usize, grad: usize, velocity: usize) -> Result<()> {
     const OP: &str = "sgd_momentum";
-    if !(p.lr.is_finite() && p.lr > 0.0) || !(0.0..1.0).contains(&p.momentum) {
+    if !(p.lr.is_finite() && p.lr > 0.0 && (0.0..1.0).contains(&p.momentum)) {
         return Err(Error::InvalidParams(format!(
             "sgd needs a finite lr > 0 and momentum in [0, 1), got lr {} momentum {}",
             p.lr, p.momentum

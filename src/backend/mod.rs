@@ -180,6 +180,8 @@ pub trait Backend {
     /// `loss_sum[0] += mean_i (logsumexp(logits[i]) − logits[i, labels[i]])` (accumulated),
     /// `dlogits[i,j] = (softmax(logits[i])_j − [j == labels[i]]) / batch` (overwritten).
     /// logits: [batch, classes] f32, labels: [batch] u32, loss_sum: [1] f32.
+    /// Labels must be below `classes`: the CPU backend refuses others, a GPU kernel does not
+    /// check them (the trainer refuses such datasets when it uploads them).
     fn softmax_cross_entropy(
         &self,
         p: &SoftmaxXent,

@@ -19,10 +19,10 @@ pub struct Conv2d {
 
 impl Conv2d {
     pub fn out_h(&self) -> usize {
-        (self.in_h + 2 * self.padding - self.kernel_h) / self.stride + 1
+        (self.in_h + 2 * self.padding).saturating_sub(self.kernel_h) / self.stride.max(1) + 1
     }
     pub fn out_w(&self) -> usize {
-        (self.in_w + 2 * self.padding - self.kernel_w) / self.stride + 1
+        (self.in_w + 2 * self.padding).saturating_sub(self.kernel_w) / self.stride.max(1) + 1
     }
     pub fn input_len(&self) -> usize {
         self.batch * self.in_channels * self.in_h * self.in_w
@@ -49,9 +49,12 @@ impl Conv2d {
             self.stride,
         ];
         if all.contains(&0) {
-            return Err(Error::InvalidParams(format!("conv2d with a zero size: {self:?}")));
+            return Err(Error::InvalidParams(format!(
+                "conv2d with a zero size: {self:?}"
+            )));
         }
-        if self.kernel_h > self.in_h + 2 * self.padding || self.kernel_w > self.in_w + 2 * self.padding
+        if self.kernel_h > self.in_h + 2 * self.padding
+            || self.kernel_w > self.in_w + 2 * self.padding
         {
             return Err(Error::InvalidParams(format!(
                 "conv2d kernel {}x{} is larger than the padded input {}x{}",
@@ -78,10 +81,10 @@ pub struct Pool2d {
 
 impl Pool2d {
     pub fn out_h(&self) -> usize {
-        (self.in_h - self.kernel) / self.stride + 1
+        self.in_h.saturating_sub(self.kernel) / self.stride.max(1) + 1
     }
     pub fn out_w(&self) -> usize {
-        (self.in_w - self.kernel) / self.stride + 1
+        self.in_w.saturating_sub(self.kernel) / self.stride.max(1) + 1
     }
     pub fn input_len(&self) -> usize {
         self.batch * self.channels * self.in_h * self.in_w
@@ -90,9 +93,18 @@ impl Pool2d {
         self.batch * self.channels * self.out_h() * self.out_w()
     }
     pub fn validate(&self) -> Result<()> {
-        let all = [self.batch, self.channels, self.in_h, self.in_w, self.kernel, self.stride];
+        let all = [
+            self.batch,
+            self.channels,
+            self.in_h,
+            self.in_w,
+            self.kernel,
+            self.stride,
+        ];
         if all.contains(&0) {
-            return Err(Error::InvalidParams(format!("pool2d with a zero size: {self:?}")));
+            return Err(Error::InvalidParams(format!(
+                "pool2d with a zero size: {self:?}"
+            )));
         }
         if self.kernel > self.in_h || self.kernel > self.in_w {
             return Err(Error::InvalidParams(format!(
@@ -122,7 +134,9 @@ impl Matmul {
     }
     pub fn validate(&self) -> Result<()> {
         if self.m == 0 || self.k == 0 || self.n == 0 {
-            return Err(Error::InvalidParams(format!("matmul with a zero size: {self:?}")));
+            return Err(Error::InvalidParams(format!(
+                "matmul with a zero size: {self:?}"
+            )));
         }
         Ok(())
     }
