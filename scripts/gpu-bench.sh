@@ -7,6 +7,7 @@
 #   info     cnn-gpu info                                              INFO_S    (20)
 #   kernels  every Backend kernel on the GPU, full sizes                KERNELS_S (110)
 #   step     whole training steps at batch 64/256/1024 on the GPU       STEP_S    (50)
+#   time     cnn-gpu time (per-layer GPU timestamps) at batch 64, 1024   TIME_S    (30)
 #   train    cnn-gpu train --backend gpu (5 epochs), what time is left  TOTAL_S   (290 for all)
 # The benches run with the filter `gpu` (the CPU half is for the development machine).
 # Logs go to $OUT/<part>.log and one screen of results to $OUT/summary.txt; $OUT is set by the
@@ -109,10 +110,14 @@ else
     failed=1
 fi
 
+# Per-layer times from GPU timestamps at batch 64 and 1024.
+part time "${TIME_S:-30}" sh -c 'cnn-gpu time --backend gpu --batch-size 64 && cnn-gpu time --backend gpu --batch-size 1024'
+grep -E 'Conv2d|total|wall' "$OUT/time.log" | cut -c1-110 | sed 's/^/  /' >>"$summary"
+
 # Training takes whatever time is left (5 epochs of MNIST by default).
 part train "$total" cnn-gpu train --backend gpu --data-dir .gpu/data/mnist
 grep -vE '^\[Epoch' "$OUT/train.log" | tail -n 12 | sed 's/^/  /' >>"$summary"
 
-echo "total $(($(date +%s) - t_start))s; logs: info.log kernels.log step.log train.log" >>"$summary"
+echo "total $(($(date +%s) - t_start))s; logs: info.log kernels.log step.log time.log train.log" >>"$summary"
 cat "$summary"
 exit $failed
