@@ -352,19 +352,7 @@ pub fn fit<B: Backend>(
         let mut images = 0;
         let mut steps_done = 0;
         for step in 0..steps {
-            let offset = step * bs;
-            let ws = if offset + bs <= n {
-                &mut ws_full
-            } else {
-                ws_tail.as_mut().expect("a partial batch has its workspace")
-            };
-            let g = Gather {
-                batch: ws.batch(),
-                image_len: data.image_len,
-                offset,
-            };
-            let (x, y) = ws.input_and_labels_mut();
-            b.gather_batch(&g, &data.images, &data.labels, &perm, x, y)?;
+            let ws = gather_batch(b, data, &perm, step * bs, &mut ws_full, &mut ws_tail)?;
             model.train_step(b, ws, &mut loss_sum, cfg.lr, cfg.momentum)?;
             b.flush()?;
             in_interval += 1;
@@ -423,6 +411,31 @@ pub fn fit<B: Backend>(
     Ok(summary)
 }
 
+/// Gathers the batch that starts at `offset` of the permutation into its workspace, `full`, or
+/// `tail` for the last, partial batch, and returns that workspace.
+fn gather_batch<'w, B: Backend>(
+    b: &B,
+    data: &ResidentDataset<B>,
+    perm: &B::Buffer,
+    offset: usize,
+    full: &'w mut Workspace<B>,
+    tail: &'w mut Option<Workspace<B>>,
+) -> Result<&'w mut Workspace<B>> {
+    let ws = if offset + full.batch() <= data.len {
+        full
+    } else {
+        tail.as_mut().expect("a partial batch has its workspace")
+    };
+    let g = Gather {
+        batch: ws.batch(),
+        image_len: data.image_len,
+        offset,
+    };
+    let (x, y) = ws.input_and_labels_mut();
+    b.gather_batch(&g, &data.images, &data.labels, perm, x, y)?;
+    Ok(ws)
+}
+
 /// Counts the correctly classified images of a resident dataset, in batches of `batch`
 /// (the remainder in one smaller batch). One readback at the end.
 pub fn evaluate<B: Backend>(
@@ -457,18 +470,7 @@ pub fn evaluate<B: Backend>(
     let perm = b.upload_u32(&identity, "eval.permutation")?;
     let mut correct = b.zeros(1, "correct")?;
     for offset in (0..n).step_by(bs) {
-        let ws = if offset + bs <= n {
-            &mut ws_full
-        } else {
-            ws_tail.as_mut().expect("a partial batch has its workspace")
-        };
-        let g = Gather {
-            batch: ws.batch(),
-            image_len: data.image_len,
-            offset,
-        };
-        let (x, y) = ws.input_and_labels_mut();
-        b.gather_batch(&g, &data.images, &data.labels, &perm, x, y)?;
+        let ws = gather_batch(b, data, &perm, offset, &mut ws_full, &mut ws_tail)?;
         model.forward(b, ws)?;
         model.count_correct(b, ws, &mut correct)?;
         b.flush()?;
