@@ -332,10 +332,9 @@ fn train_on<B: Backend>(b: &B, args: &TrainArgs, cfg: &TrainConfig) -> Result<()
         &mut reporter,
     )
     .map_err(run_failure)?;
-    log::info!(
-        "steady state {:.0} images/s, first step {:.3} s",
-        summary.fit.steady_images_per_sec,
-        summary.fit.first_step_seconds
+    println!(
+        "Steady state: {:.0} images/s (the first step, with start-up, took {:.3} s)",
+        summary.fit.steady_images_per_sec, summary.fit.first_step_seconds
     );
     Ok(())
 }
