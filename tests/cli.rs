@@ -1,0 +1,234 @@
+//! The `cnn-gpu` binary as a user runs it: messages and exit codes, and a short training run
+//! on both backends printing the same loss lines.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use cnn_gpu::data::{
+    write_idx_images, write_idx_labels, Compression, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES,
+    TRAIN_LABELS,
+};
+
+fn cnn_gpu(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cnn-gpu"))
+        .args(args)
+        // Keep the tests independent of where a developer keeps MNIST.
+        .env_remove("CNN_GPU_DATA_DIR")
+        .output()
+        .expect("run cnn-gpu")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Exit code 2 and exactly one `error: …` line that mentions `what`.
+#[track_caller]
+fn assert_refused(args: &[&str], what: &str) {
+    let out = cnn_gpu(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{args:?}: one error line in {err:?}");
+    assert!(
+        errors[0].contains(what),
+        "{args:?}: {:?} should mention {what:?}",
+        errors[0]
+    );
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert!(
+        stdout(&out).is_empty(),
+        "{args:?}: no work before the refusal"
+    );
+}
+
+#[test]
+fn nonsense_values_are_refused_before_any_work() {
+    let cpu = ["train", "--backend", "cpu", "--data-dir", "/nonexistent"];
+    for (flag, value, what) in [
+        ("--batch-size", "0", "batch size"),
+        ("--lr", "0", "learning rate"),
+        ("--lr", "-1", "learning rate"),
+        ("--lr", "NaN", "learning rate"),
+        ("--epochs", "0", "epochs"),
+        ("--momentum", "1", "momentum"),
+        ("--log-interval", "0", "log interval"),
+        ("--max-steps", "0", "max steps"),
+        ("--threads", "0", "--threads"),
+    ] {
+        let mut args = cpu.to_vec();
+        args.extend([flag, value]);
+        assert_refused(&args, what);
+    }
+}
+
+#[test]
+fn missing_data_names_the_files_and_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert_refused(
+        &["train", "--backend", "cpu", "--data-dir", d],
+        TRAIN_IMAGES,
+    );
+    let err = stderr(&cnn_gpu(&["train", "--backend", "cpu", "--data-dir", d]));
+    assert!(err.contains("--data-dir") && err.contains(d), "{err}");
+}
+
+#[test]
+fn truncated_data_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_mnist_like(dir.path(), 32, 8);
+    let path = dir.path().join(TRAIN_IMAGES);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert_refused(
+        &["train", "--backend", "cpu", "--data-dir", d],
+        TRAIN_IMAGES,
+    );
+}
+
+#[test]
+fn unknown_adapter_is_refused_naming_the_cpu_backend() {
+    let args = [
+        "train",
+        "--backend",
+        "gpu",
+        "--adapter",
+        "no-such-adapter-xyz",
+        "--data-dir",
+        "/x",
+    ];
+    assert_refused(&args, "--backend cpu");
+}
+
+#[test]
+fn info_lists_adapters_or_says_there_are_none() {
+    let out = cnn_gpu(&["info"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let listed = text.contains("picked by --backend auto") && text.contains("max storage binding");
+    assert!(listed || text.contains("No GPU adapter found"), "{text}");
+    if std::env::var("CNN_GPU_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+        assert!(
+            listed,
+            "CNN_GPU_REQUIRE_GPU=1 but `info` lists no adapter: {text}"
+        );
+    }
+}
+
+/// 28×28 MNIST-format files: class c has a bright bar at row 2c + 2.
+fn write_mnist_like(dir: &Path, train: usize, test: usize) {
+    let make = |n: usize, salt: usize| {
+        let mut images = vec![0u8; n * 784];
+        let labels: Vec<u8> = (0..n).map(|i| ((i * 3 + salt) % 10) as u8).collect();
+        for (i, &c) in labels.iter().enumerate() {
+            let img = &mut images[i * 784..(i + 1) * 784];
+            for (q, px) in img.iter_mut().enumerate() {
+                *px = ((q * 13 + i * 7 + salt) % 50) as u8;
+            }
+            for col in 4..24 {
+                img[(2 * c as usize + 2) * 28 + col] = 250;
+            }
+        }
+        (images, labels)
+    };
+    let (images, labels) = make(train, 0);
+    write_idx_images(&dir.join(TRAIN_IMAGES), 28, 28, &images, Compression::Raw).unwrap();
+    write_idx_labels(&dir.join(TRAIN_LABELS), &labels, Compression::Raw).unwrap();
+    let (images, labels) = make(test, 1);
+    write_idx_images(
+        &dir.join(format!("{TEST_IMAGES}.gz")),
+        28,
+        28,
+        &images,
+        Compression::Gzip,
+    )
+    .unwrap();
+    write_idx_labels(
+        &dir.join(format!("{TEST_LABELS}.gz")),
+        &labels,
+        Compression::Gzip,
+    )
+    .unwrap();
+}
+
+/// The `[Epoch E, Batch B] loss: X` lines, parsed.
+fn loss_lines(text: &str) -> Vec<(String, f32)> {
+    text.lines()
+        .filter_map(|l| {
+            let (head, loss) = l.split_once("] loss: ")?;
+            Some((
+                head.trim_start_matches('[').to_string(),
+                loss.trim().parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// A short run through the CLI on each backend: the tutorial's lines, and (on a GPU, lavapipe
+/// in CI) the same losses as the CPU within print rounding.
+#[test]
+fn short_training_run_prints_the_same_loss_lines_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    write_mnist_like(dir.path(), 72, 20);
+    let d = dir.path().to_str().unwrap();
+    let run = |backend: &str| {
+        cnn_gpu(&[
+            "train",
+            "--backend",
+            backend,
+            "--data-dir",
+            d,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--log-interval",
+            "2",
+            "--seed",
+            "7",
+        ])
+    };
+    let cpu = run("cpu");
+    assert_eq!(cpu.status.code(), Some(0), "{}", stderr(&cpu));
+    let cpu_text = stdout(&cpu);
+    let cpu_losses = loss_lines(&cpu_text);
+    // 72 images in batches of 16 are 5 steps an epoch (the last of 8): batches 2 and 4 logged.
+    let heads: Vec<&str> = cpu_losses.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(
+        heads,
+        [
+            "Epoch 1, Batch 2",
+            "Epoch 1, Batch 4",
+            "Epoch 2, Batch 2",
+            "Epoch 2, Batch 4"
+        ]
+    );
+    assert!(
+        cpu_text.contains("Accuracy of the network on the 20 test images: "),
+        "{cpu_text}"
+    );
+    assert!(cpu_text.contains("Epoch 2 done in "), "{cpu_text}");
+
+    let gpu = run("gpu");
+    if gpu.status.code() == Some(2) && stderr(&gpu).contains("no GPU adapter") {
+        assert!(
+            std::env::var("CNN_GPU_REQUIRE_GPU").map_or(true, |v| v != "1"),
+            "CNN_GPU_REQUIRE_GPU=1 but: {}",
+            stderr(&gpu)
+        );
+        eprintln!("skipped the GPU half: {}", stderr(&gpu));
+        return;
+    }
+    assert_eq!(gpu.status.code(), Some(0), "{}", stderr(&gpu));
+    let gpu_losses = loss_lines(&stdout(&gpu));
+    assert_eq!(gpu_losses.len(), cpu_losses.len());
+    for ((head, c), (_, g)) in cpu_losses.iter().zip(&gpu_losses) {
+        assert!((c - g).abs() <= 0.0015, "{head}: CPU {c}, GPU {g}");
+    }
+}
