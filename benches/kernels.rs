@@ -20,8 +20,9 @@
 //! 1-element buffer, which submits and waits; the wall clock around all of it, divided by N, is
 //! the time per call. N grows until a run lasts about [`TARGET_S`]. On the GPU this includes the
 //! CPU cost of recording each dispatch and one submit-and-wait per run (≈ 50 µs, amortised over
-//! N), as the training loop pays them. Per-dispatch GPU times would need timestamp queries
-//! (`TIMESTAMP_QUERY_INSIDE_PASSES`), which the GPU backend does not expose yet.
+//! N), as the training loop pays them. Where the adapter has timestamp queries, a second
+//! figure, `kernel`, is the GPU time of the case's dispatches alone (each in its own
+//! timestamped pass, through the backend's profiler), without that host overhead.
 //!
 //! GB/s counts each buffer an op must read or write once (the minimum traffic), so it is a
 //! lower bound of what the memory system moved.
@@ -86,11 +87,14 @@ struct Bench<'a, B: Backend> {
     sync: B::Buffer,
     rng: ChaCha8Rng,
     ran: usize,
+    /// Also time each case's kernels alone from GPU timestamp queries.
+    timestamps: bool,
 }
 
 impl<'a, B: Backend> Bench<'a, B> {
-    fn new(b: &'a B, tag: &'static str, filter: &'a Filter) -> Result<Self> {
+    fn new(b: &'a B, tag: &'static str, filter: &'a Filter, timestamps: bool) -> Result<Self> {
         Ok(Bench {
+            timestamps,
             b,
             tag,
             name: b.describe(),
@@ -155,14 +159,28 @@ impl<'a, B: Backend> Bench<'a, B> {
             secs = timed(calls)?;
         }
         let per_call = secs / calls as f64;
-        let rate = match work {
-            Work::Flops(f) => format!("{:9.2} GFLOP/s", f as f64 / per_call / 1e9),
-            Work::Bytes(by) => format!("{:9.2} GB/s   ", by as f64 / per_call / 1e9),
+        let rate = |t: f64| match work {
+            Work::Flops(f) => format!("{:9.2} GFLOP/s", f as f64 / t / 1e9),
+            Work::Bytes(by) => format!("{:9.2} GB/s   ", by as f64 / t / 1e9),
+        };
+        // The kernels alone, from timestamps around each dispatch (at most 2048 a profile).
+        let kernel = if self.timestamps {
+            let n = calls.min(500);
+            b.start_profile()?;
+            b.scope(op);
+            for _ in 0..n {
+                f()?;
+            }
+            let t: f64 = b.finish_profile()?.iter().map(|(_, t)| t).sum::<f64>() / n as f64;
+            format!("  kernel {:>11} {}", fmt_time(t), rate(t).trim())
+        } else {
+            String::new()
         };
         println!(
-            "{op:<22} {shape:<44} {:<5} {:>11} {rate}  ({calls} calls)  {}",
+            "{op:<22} {shape:<44} {:<5} {:>11} {}  ({calls} calls){kernel}  {}",
             self.tag,
             fmt_time(per_call),
+            rate(per_call),
             self.name
         );
         self.ran += 1;
@@ -555,7 +573,7 @@ fn main() -> Result<()> {
             ..Plan::of(Sizes::Full)
         },
     };
-    let mut bench = Bench::new(&cpu, "cpu", &filter)?;
+    let mut bench = Bench::new(&cpu, "cpu", &filter, false)?;
     bench.run(&cpu_plan)?;
     total += bench.ran;
     drop(bench);
@@ -572,7 +590,8 @@ fn main() -> Result<()> {
                 "small (software adapter: these are CPU times, not GPU figures)"
             };
         }
-        let mut bench = Bench::new(&gpu, "gpu", &filter)?;
+        let timestamps = gpu.adapter().timestamp_query;
+        let mut bench = Bench::new(&gpu, "gpu", &filter, timestamps)?;
         bench.run(&plan)?;
         total += bench.ran;
     }

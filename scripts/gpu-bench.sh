@@ -71,7 +71,7 @@ no_gpu() {
 
 # Bench lines without the trailing adapter name (it is in the section header).
 trim() {
-    sed -E 's/ +\(([0-9]+) calls\) .*/  (\1 calls)/; s/ +\[([0-9]+) steps in ([0-9.]+) s, .*/  [\1 steps, \2 s]/'
+    sed -E 's/ +\(([0-9]+) calls\)(  kernel +[0-9.]+ [^ ]+ [0-9.]+ [^ ]+)? .*/  (\1 calls)\2/; s/ +\[([0-9]+) steps in ([0-9.]+) s, .*/  [\1 steps, \2 s]/'
 }
 
 {
