@@ -4,12 +4,15 @@
 //! Exit codes:
 //! - 0: success;
 //! - 2: something the user must fix — a bad flag value (refused before any work; clap's own
-//!   parse errors also exit 2) or unusable MNIST files in the data directory;
+//!   parse errors also exit 2), unusable MNIST files in the data directory, or missing files
+//!   that could not be downloaded;
 //! - 1: any other failure (no GPU adapter, a backend error …).
 //!
-//! Every failure prints one line `error: …` on stderr.
+//! Every failure prints one line `error: …` on stderr (a failed download adds the mirrors'
+//! answers on the lines after it).
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -17,7 +20,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use cnn_gpu::backend::cpu::CpuBackend;
 use cnn_gpu::backend::gpu::{list_adapters, GpuBackend, GpuOptions};
 use cnn_gpu::backend::Backend;
-use cnn_gpu::data::{load_mnist, resolve_data_dir};
+use cnn_gpu::data::fetch::{fetch_files, resolve_mirrors, Progress, MIRROR_ENV, MNIST_SHA256};
+use cnn_gpu::data::{load_mnist, missing_files, resolve_data_dir};
 use cnn_gpu::model::ModelSpec;
 use cnn_gpu::profile::time_layers;
 use cnn_gpu::train::{self, PrintReporter, TrainConfig};
@@ -102,6 +106,13 @@ struct TrainArgs {
     /// Directory holding the MNIST IDX files (default: see the data module's search order).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Where to download missing MNIST files from (repeatable, tried in order; default: the
+    /// environment variable CNN_GPU_MNIST_MIRROR, else the built-in mirrors).
+    #[arg(long = "mirror", value_name = "URL")]
+    mirrors: Vec<String>,
+    /// Never download: fail when MNIST files are missing.
+    #[arg(long)]
+    no_download: bool,
     /// Print the mean loss every this many batches.
     #[arg(long, default_value_t = 100)]
     log_interval: usize,
@@ -319,6 +330,9 @@ fn time_on<B: Backend>(b: &B, args: &TimeArgs) -> Result<(), Failure> {
 /// Loads MNIST, trains SimpleCNN on `b` and prints the results.
 fn train_on<B: Backend>(b: &B, args: &TrainArgs, cfg: &TrainConfig) -> Result<(), Failure> {
     let dir = resolve_data_dir(args.data_dir.as_deref());
+    if !args.no_download {
+        fetch_missing(&dir, &args.mirrors)?;
+    }
     let mnist = load_mnist(&dir).map_err(|e| Failure::usage(format!("{e:#}")))?;
     cfg.validate_for(mnist.train.labels.len())
         .map_err(Failure::config)?;
@@ -337,6 +351,92 @@ fn train_on<B: Backend>(b: &B, args: &TrainArgs, cfg: &TrainConfig) -> Result<()
         summary.fit.steady_images_per_sec, summary.fit.first_step_seconds
     );
     Ok(())
+}
+
+/// Downloads the MNIST files missing from `dir`, if any, showing progress on stderr. Files that
+/// are present but unusable are left to `load_mnist` to report.
+fn fetch_missing(dir: &Path, mirror_flags: &[String]) -> Result<(), Failure> {
+    let missing = missing_files(dir);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let files: Vec<(&str, &str)> = MNIST_SHA256
+        .iter()
+        .filter(|(name, _)| missing.contains(name))
+        .copied()
+        .collect();
+    let mirrors = resolve_mirrors(mirror_flags);
+    eprintln!(
+        "MNIST not found in {}: downloading {} \
+         (--no-download forbids this; --mirror URL or {MIRROR_ENV} picks a mirror)",
+        dir.display(),
+        missing.join(", ")
+    );
+    let mut progress: Box<dyn Progress> = if std::io::stderr().is_terminal() {
+        Box::new(BarProgress { bar: None })
+    } else {
+        Box::new(LineProgress)
+    };
+    fetch_files(dir, &mirrors, &files, progress.as_mut())
+        .map(|_| ())
+        .map_err(Failure::usage)
+}
+
+/// Progress on a terminal: one bar per file.
+struct BarProgress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress for BarProgress {
+    fn begin(&mut self, name: &str, url: &str) {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(format!("{name}.gz from {url}"));
+        self.bar = Some(bar);
+    }
+    fn advance(&mut self, downloaded: u64, total: Option<u64>) {
+        if let Some(bar) = &self.bar {
+            if let Some(total) = total {
+                bar.set_length(total);
+            }
+            bar.set_position(downloaded);
+        }
+    }
+    fn done(&mut self, name: &str, bytes: u64) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_with_message(format!("{name}.gz done, {}", megabytes(bytes)));
+        }
+    }
+    fn failed(&mut self, name: &str, url: &str, reason: &str) {
+        if let Some(bar) = self.bar.take() {
+            bar.abandon_with_message(format!("{name}.gz from {url} failed: {reason}"));
+        }
+    }
+}
+
+/// Progress when stderr is not a terminal: one line per attempt.
+struct LineProgress;
+
+impl Progress for LineProgress {
+    fn begin(&mut self, name: &str, url: &str) {
+        eprint!("downloading {name}.gz from {url} … ");
+    }
+    fn done(&mut self, _name: &str, bytes: u64) {
+        eprintln!("done, {}", megabytes(bytes));
+    }
+    fn failed(&mut self, _name: &str, _url: &str, reason: &str) {
+        eprintln!("failed: {reason}");
+    }
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 fn info_command() {

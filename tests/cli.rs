@@ -14,6 +14,8 @@ fn cnn_gpu(args: &[&str]) -> Output {
         .args(args)
         // Keep the tests independent of where a developer keeps MNIST.
         .env_remove("CNN_GPU_DATA_DIR")
+        // Missing data is downloaded: any test that gets that far must not reach the internet.
+        .env("CNN_GPU_MNIST_MIRROR", "http://127.0.0.1:9/")
         .output()
         .expect("run cnn-gpu")
 }
@@ -70,11 +72,16 @@ fn nonsense_values_are_refused_before_any_work() {
 fn missing_data_names_the_files_and_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    assert_refused(
-        &["train", "--backend", "cpu", "--data-dir", d],
-        TRAIN_IMAGES,
-    );
-    let err = stderr(&cnn_gpu(&["train", "--backend", "cpu", "--data-dir", d]));
+    let args = [
+        "train",
+        "--backend",
+        "cpu",
+        "--data-dir",
+        d,
+        "--no-download",
+    ];
+    assert_refused(&args, TRAIN_IMAGES);
+    let err = stderr(&cnn_gpu(&args));
     assert!(err.contains("--data-dir") && err.contains(d), "{err}");
 }
 

@@ -7,7 +7,11 @@
 //! The `mnist` crate (0.6) can only read the standard MNIST sizes (60000 + 10000 images of
 //! 28×28); any other validated set — Fashion-MNIST subsets, test fixtures — is read by our own
 //! reader in [`idx`].
+//!
+//! [`missing_files`] tells files that are absent (which [`fetch::fetch_files`] can download,
+//! hash-checked) from files that are present but unusable (which are the user's to fix).
 
+pub mod fetch;
 mod idx;
 
 use std::ffi::OsString;
@@ -170,6 +174,16 @@ fn locate(dir: &Path, name: &str) -> Option<Located> {
         path: gz,
         gzipped: true,
     })
+}
+
+/// The [`MNIST_FILES`] found in `dir` neither raw nor gzipped: what [`load_mnist`] reports as
+/// missing (as opposed to present but unusable), and what [`fetch`] can download.
+pub fn missing_files(dir: &Path) -> Vec<&'static str> {
+    MNIST_FILES
+        .iter()
+        .copied()
+        .filter(|name| locate(dir, name).is_none())
+        .collect()
 }
 
 /// The error for missing files: names the first missing one, lists all four and says where to
