@@ -382,22 +382,35 @@ fn fetch_missing(dir: &Path, mirror_flags: &[String]) -> Result<(), Failure> {
         .map_err(Failure::usage)
 }
 
-/// Progress on a terminal: one bar per file.
+/// Progress on a terminal: a line naming the URL, then a bar that ends as "done" or "failed".
 struct BarProgress {
     bar: Option<indicatif::ProgressBar>,
 }
 
+impl BarProgress {
+    /// Replaces the bar by `message` for good.
+    fn end(&mut self, message: String, ok: bool) {
+        if let Some(bar) = self.bar.take() {
+            bar.set_style(indicatif::ProgressStyle::with_template("  {msg}").expect("a template"));
+            if ok {
+                bar.finish_with_message(message);
+            } else {
+                bar.abandon_with_message(message);
+            }
+        }
+    }
+}
+
 impl Progress for BarProgress {
     fn begin(&mut self, name: &str, url: &str) {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
+        eprintln!("downloading {name}.gz from {url}");
+        let bar = indicatif::ProgressBar::no_length().with_style(
             indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                "  [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
             )
-            .expect("a valid template")
+            .expect("a template")
             .progress_chars("=> "),
         );
-        bar.set_message(format!("{name}.gz from {url}"));
         self.bar = Some(bar);
     }
     fn advance(&mut self, downloaded: u64, total: Option<u64>) {
@@ -408,15 +421,11 @@ impl Progress for BarProgress {
             bar.set_position(downloaded);
         }
     }
-    fn done(&mut self, name: &str, bytes: u64) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_with_message(format!("{name}.gz done, {}", megabytes(bytes)));
-        }
+    fn done(&mut self, _name: &str, bytes: u64) {
+        self.end(format!("done, {}", megabytes(bytes)), true);
     }
-    fn failed(&mut self, name: &str, url: &str, reason: &str) {
-        if let Some(bar) = self.bar.take() {
-            bar.abandon_with_message(format!("{name}.gz from {url} failed: {reason}"));
-        }
+    fn failed(&mut self, _name: &str, _url: &str, reason: &str) {
+        self.end(format!("failed: {reason}"), false);
     }
 }
 
