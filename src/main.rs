@@ -458,10 +458,13 @@ fn info_command() {
         return;
     }
     for a in &adapters {
-        let mark = if Some(a.index) == pick {
-            "  <- picked by --backend auto"
-        } else {
-            ""
+        let mark = match (Some(a.index) == pick, a.device_type == "Cpu") {
+            (true, false) => "  <- picked by --backend auto",
+            // See open_backend: auto trains on the CPU backend rather than a software adapter.
+            (true, true) => {
+                "  <- picked by --backend gpu (auto uses the CPU backend: software adapter)"
+            }
+            _ => "",
         };
         println!("[{}] {}{mark}", a.index, a.name);
         println!(
