@@ -7,6 +7,7 @@
 //! preset) and [`train`] (the training loop and evaluation).
 
 pub mod backend;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod model;

@@ -504,9 +504,29 @@ impl<B: Backend> Model<B> {
             .collect()
     }
 
+    /// Reads every momentum buffer (SGD's velocity) back to the host, named like its parameter.
+    pub fn read_velocity(&self, b: &B) -> Result<Vec<NamedTensor>> {
+        self.read_each(b, |p| &p.velocity)
+    }
+
     /// Overwrites the named parameters (any subset; each must exist with the same shape).
     /// Momentum buffers are left as they are.
     pub fn set_params(&mut self, b: &B, tensors: &[NamedTensor]) -> Result<()> {
+        self.write_each(b, tensors, |p| &mut p.value)
+    }
+
+    /// Overwrites the momentum buffers of the named parameters (any subset; each must exist
+    /// with the same shape), e.g. from a checkpoint.
+    pub fn set_velocity(&mut self, b: &B, tensors: &[NamedTensor]) -> Result<()> {
+        self.write_each(b, tensors, |p| &mut p.velocity)
+    }
+
+    fn write_each(
+        &mut self,
+        b: &B,
+        tensors: &[NamedTensor],
+        which: impl Fn(&mut Param<B>) -> &mut B::Buffer,
+    ) -> Result<()> {
         // Check everything before writing anything.
         let mut targets = Vec::with_capacity(tensors.len());
         for t in tensors {
@@ -521,7 +541,7 @@ impl<B: Backend> Model<B> {
             targets.push(i);
         }
         for (t, i) in tensors.iter().zip(targets) {
-            b.write_f32(&mut self.params[i].value, &t.data)?;
+            b.write_f32(which(&mut self.params[i]), &t.data)?;
         }
         Ok(())
     }

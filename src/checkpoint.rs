@@ -1,0 +1,348 @@
+//! Checkpoints in [safetensors](https://huggingface.co/docs/safetensors) format, under the names
+//! of PyTorch's `state_dict` (`conv1.weight`, `fc1.bias` …), f32 little-endian, so that
+//! `model.load_state_dict(safetensors.torch.load_file(path))` loads the weights in PyTorch and a
+//! file made that way loads here.
+//!
+//! A file written by [`save`] may also hold SGD's momentum buffers, as
+//! `optimizer.<name>.momentum_buffer`, and a `__metadata__` map: `format` = `cnn-gpu`,
+//! `architecture` (see [`architecture`]), and with a [`TrainState`] `epoch`, `step`, `seed`,
+//! `lr` and `momentum`.
+//!
+//! Every write is atomic (a temporary file in the same directory, synced, then renamed), so a
+//! crash never leaves a half-written checkpoint under the final name. Loading checks everything
+//! (the file, its format, every tensor's dtype and shape, missing or extra tensors and, when the
+//! metadata names one, the architecture) and reports each problem as [`Error::Data`] naming the
+//! file.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::backend::Backend;
+use crate::model::{Model, ModelSpec, NamedTensor};
+use crate::{Error, Result};
+
+/// The `format` metadata value of files this crate writes.
+pub const FORMAT: &str = "cnn-gpu";
+
+/// The prefix and suffix of a momentum buffer's tensor name around its parameter's name.
+const MOMENTUM_PREFIX: &str = "optimizer.";
+const MOMENTUM_SUFFIX: &str = ".momentum_buffer";
+
+/// Where training stood when a checkpoint was written (saved as metadata).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainState {
+    /// Epochs completed (1-based count).
+    pub epoch: usize,
+    /// Training steps completed in all.
+    pub step: usize,
+    pub seed: u64,
+    pub lr: f32,
+    pub momentum: f32,
+}
+
+/// What a checkpoint file holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// Every parameter, in [`ModelSpec::param_shapes`] order.
+    pub params: Vec<NamedTensor>,
+    /// Every parameter's momentum buffer (named like the parameter), when the file has them.
+    pub velocity: Option<Vec<NamedTensor>>,
+    /// The `__metadata__` map (empty for a file without one, e.g. from PyTorch).
+    pub metadata: HashMap<String, String>,
+}
+
+impl Checkpoint {
+    /// The training state recorded in the metadata, when all of it is there and parses.
+    pub fn train_state(&self) -> Option<TrainState> {
+        let get = |k: &str| self.metadata.get(k);
+        Some(TrainState {
+            epoch: get("epoch")?.parse().ok()?,
+            step: get("step")?.parse().ok()?,
+            seed: get("seed")?.parse().ok()?,
+            lr: get("lr")?.parse().ok()?,
+            momentum: get("momentum")?.parse().ok()?,
+        })
+    }
+}
+
+/// A one-line description of a model's architecture: the input shape and every layer, e.g.
+/// `input [1, 28, 28] → Conv2d(1→32, 3×3, stride 1, padding 1) → ReLU → …`.
+pub fn architecture(spec: &ModelSpec) -> String {
+    let (c, h, w) = spec.input;
+    let mut s = format!("input [{c}, {h}, {w}]");
+    for layer in &spec.layers {
+        s.push_str(" → ");
+        s.push_str(&layer.to_string());
+    }
+    s
+}
+
+/// Writes `params` (and `velocity`, the momentum buffers, when given) of a model of `spec` to
+/// `path`, atomically. `state` adds the training state to the metadata.
+pub fn save(
+    path: &Path,
+    spec: &ModelSpec,
+    params: &[NamedTensor],
+    velocity: Option<&[NamedTensor]>,
+    state: Option<&TrainState>,
+) -> Result<()> {
+    let expected = spec.param_shapes()?;
+    let check = |ts: &[NamedTensor], what: &str| -> Result<()> {
+        for (name, shape) in &expected {
+            let t = ts.iter().find(|t| &t.name == name).ok_or_else(|| {
+                Error::InvalidParams(format!("checkpoint {what}: no tensor for {name}"))
+            })?;
+            if &t.shape != shape || t.data.len() != shape.iter().product::<usize>() {
+                return Err(Error::InvalidParams(format!(
+                    "checkpoint {what}: {name} has shape {:?} with {} values, expected {shape:?}",
+                    t.shape,
+                    t.data.len()
+                )));
+            }
+        }
+        if ts.len() != expected.len() {
+            return Err(Error::InvalidParams(format!(
+                "checkpoint {what}: {} tensors for {} parameters",
+                ts.len(),
+                expected.len()
+            )));
+        }
+        Ok(())
+    };
+    check(params, "parameters")?;
+    if let Some(v) = velocity {
+        check(v, "momentum buffers")?;
+    }
+
+    let mut named: Vec<(String, Vec<u8>, Vec<usize>)> = params
+        .iter()
+        .map(|t| (t.name.clone(), le_bytes(&t.data), t.shape.clone()))
+        .collect();
+    if let Some(v) = velocity {
+        named.extend(v.iter().map(|t| {
+            (
+                format!("{MOMENTUM_PREFIX}{}{MOMENTUM_SUFFIX}", t.name),
+                le_bytes(&t.data),
+                t.shape.clone(),
+            )
+        }));
+    }
+    let views = named
+        .iter()
+        .map(|(name, bytes, shape)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::data(path, format!("cannot encode tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    meta.insert("architecture".to_string(), architecture(spec));
+    if let Some(s) = state {
+        meta.insert("epoch".to_string(), s.epoch.to_string());
+        meta.insert("step".to_string(), s.step.to_string());
+        meta.insert("seed".to_string(), s.seed.to_string());
+        meta.insert("lr".to_string(), s.lr.to_string());
+        meta.insert("momentum".to_string(), s.momentum.to_string());
+    }
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::data(path, format!("cannot encode the checkpoint: {e}")))?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads `model`'s parameters (and, with `with_velocity`, its momentum buffers) and saves them
+/// to `path` (see [`save`]).
+pub fn save_model<B: Backend>(
+    b: &B,
+    model: &Model<B>,
+    path: &Path,
+    with_velocity: bool,
+    state: Option<&TrainState>,
+) -> Result<()> {
+    let params = model.read_params(b)?;
+    let velocity = if with_velocity {
+        Some(model.read_velocity(b)?)
+    } else {
+        None
+    };
+    save(path, model.spec(), &params, velocity.as_deref(), state)
+}
+
+/// Reads and checks a checkpoint for a model of `spec`. Every problem is an [`Error::Data`]
+/// naming `path`.
+pub fn load(path: &Path, spec: &ModelSpec) -> Result<Checkpoint> {
+    let bad = |msg: String| Error::data(path, msg);
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read the checkpoint: {e}")))?;
+    let not_st = |e: safetensors::SafeTensorError| {
+        bad(format!(
+            "not a safetensors checkpoint ({} bytes): {e}",
+            bytes.len()
+        ))
+    };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(not_st)?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(not_st)?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+
+    let ours = architecture(spec);
+    if let Some(theirs) = metadata.get("architecture") {
+        if *theirs != ours {
+            return Err(bad(format!(
+                "the checkpoint is of another architecture: it holds `{theirs}`, \
+                 but the model is `{ours}`"
+            )));
+        }
+    }
+
+    let expected = spec.param_shapes()?;
+    let is_param = |n: &str| expected.iter().any(|(e, _)| e == n);
+    // Refuse anything unknown first: a typo'd or foreign name is the likeliest mistake.
+    let mut names: Vec<&str> = tensors.names();
+    names.sort_unstable();
+    for name in &names {
+        let known = is_param(name)
+            || name
+                .strip_prefix(MOMENTUM_PREFIX)
+                .and_then(|n| n.strip_suffix(MOMENTUM_SUFFIX))
+                .is_some_and(is_param);
+        if !known {
+            return Err(bad(format!(
+                "unexpected tensor `{name}` (the model's parameters are {})",
+                expected
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let read = |name: &str, shape: &[usize]| -> Result<Option<NamedTensor>> {
+        let view = match tensors.tensor(name) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        };
+        if view.dtype() != Dtype::F32 {
+            return Err(bad(format!(
+                "tensor `{name}` has dtype {:?}, expected F32",
+                view.dtype()
+            )));
+        }
+        if view.shape() != shape {
+            return Err(bad(format!(
+                "tensor `{name}` has shape {:?}, expected {shape:?}",
+                view.shape()
+            )));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(Some(NamedTensor {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            data,
+        }))
+    };
+
+    let mut params = Vec::with_capacity(expected.len());
+    let mut velocity = Vec::new();
+    for (name, shape) in &expected {
+        let t =
+            read(name, shape)?.ok_or_else(|| bad(format!("missing parameter tensor `{name}`")))?;
+        params.push(t);
+        let vname = format!("{MOMENTUM_PREFIX}{name}{MOMENTUM_SUFFIX}");
+        if let Some(mut v) = read(&vname, shape)? {
+            v.name = name.clone();
+            velocity.push(v);
+        }
+    }
+    let velocity = match velocity.len() {
+        0 => None,
+        n if n == expected.len() => Some(velocity),
+        n => {
+            return Err(bad(format!(
+                "the checkpoint has momentum buffers for {n} of the {} parameters",
+                expected.len()
+            )))
+        }
+    };
+    Ok(Checkpoint {
+        params,
+        velocity,
+        metadata,
+    })
+}
+
+/// Builds a model of `spec` on `b` with the weights of the checkpoint at `path` (momentum
+/// buffers start at zero), and returns it with the checkpoint it came from.
+pub fn load_model<B: Backend>(
+    b: &B,
+    spec: ModelSpec,
+    path: &Path,
+) -> Result<(Model<B>, Checkpoint)> {
+    let ckpt = load(path, &spec)?;
+    let model = Model::with_params(b, spec, &ckpt.params)?;
+    Ok((model, ckpt))
+}
+
+/// The directory a file at `path` goes in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Checks that a checkpoint can be written to `path`, by creating and deleting a temporary
+/// file in its directory: a bad path then fails before training, not after it.
+pub fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::data(
+            path,
+            "is a directory; give the checkpoint's file name",
+        ));
+    }
+    let dir = parent_dir(path);
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| {
+        Error::data(
+            path,
+            format!("cannot write a checkpoint in {}: {e}", dir.display()),
+        )
+    })?;
+    tmp.close().map_err(|e| {
+        Error::data(
+            path,
+            format!("cannot remove a test file in {}: {e}", dir.display()),
+        )
+    })
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, written,
+/// synced, then renamed over `path`. On failure nothing is left behind.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    let fail = |what: &str, e: std::io::Error| {
+        Error::data(
+            path,
+            format!(
+                "cannot write the checkpoint ({what} in {}): {e}",
+                dir.display()
+            ),
+        )
+    };
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(&dir).map_err(|e| fail("creating a temporary file", e))?;
+    tmp.write_all(bytes).map_err(|e| fail("writing", e))?;
+    tmp.as_file().sync_all().map_err(|e| fail("syncing", e))?;
+    tmp.persist(path)
+        .map_err(|e| fail("renaming into place", e.error))?;
+    Ok(())
+}
+
+fn le_bytes(data: &[f32]) -> Vec<u8> {
+    data.iter().flat_map(|x| x.to_le_bytes()).collect()
+}

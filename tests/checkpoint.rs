@@ -1,0 +1,361 @@
+//! Checkpoints: a save → load round trip is bit-exact (parameters, momentum buffers, outputs);
+//! the file is the safetensors layout PyTorch's `load_state_dict(load_file(p))` relies on
+//! (names, shapes, F32); files without metadata (PyTorch's) load; every kind of bad file is an
+//! `Error::Data` naming it; writes are atomic.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use cnn_gpu::backend::Backend;
+use cnn_gpu::checkpoint::{self, TrainState};
+use cnn_gpu::model::{Layer, Model, ModelSpec, NamedTensor, Workspace};
+use cnn_gpu::Error;
+use common::*;
+use safetensors::tensor::{Dtype, TensorView};
+
+const PYTORCH_NAMES: [(&str, &[usize]); 8] = [
+    ("conv1.weight", &[32, 1, 3, 3]),
+    ("conv1.bias", &[32]),
+    ("conv2.weight", &[64, 32, 3, 3]),
+    ("conv2.bias", &[64]),
+    ("fc1.weight", &[64, 3136]),
+    ("fc1.bias", &[64]),
+    ("fc2.weight", &[10, 64]),
+    ("fc2.bias", &[10]),
+];
+
+fn state() -> TrainState {
+    TrainState {
+        epoch: 3,
+        step: 2811,
+        seed: 7,
+        lr: 0.001,
+        momentum: 0.9,
+    }
+}
+
+/// The logits of `model` on a fixed random batch of 5.
+fn logits<B: Backend>(b: &B, model: &Model<B>) -> Vec<f32> {
+    let mut ws = Workspace::inference(b, model, 5).unwrap();
+    let x = rand_vec(11, 5 * 784, -1.0, 1.0);
+    b.write_f32(ws.input_and_labels_mut().0, &x).unwrap();
+    model.forward(b, &mut ws).unwrap();
+    read(b, ws.logits())
+}
+
+fn bits(ts: &[NamedTensor]) -> Vec<(String, Vec<usize>, Vec<u32>)> {
+    ts.iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.shape.clone(),
+                t.data.iter().map(|x| x.to_bits()).collect(),
+            )
+        })
+        .collect()
+}
+
+fn round_trip_is_bit_exact<B: Backend>(b: &B) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let mut model = Model::new(b, ModelSpec::simple_cnn(), 5).unwrap();
+    // Momentum buffers as training would leave them: anything but zero.
+    let velocity: Vec<NamedTensor> = model
+        .read_params(b)
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut t)| {
+            t.data = rand_vec(100 + i as u64, t.data.len(), -0.1, 0.1);
+            t
+        })
+        .collect();
+    model.set_velocity(b, &velocity).unwrap();
+    checkpoint::save_model(b, &model, &path, true, Some(&state())).unwrap();
+
+    let (loaded, ckpt) = checkpoint::load_model(b, ModelSpec::simple_cnn(), &path).unwrap();
+    assert_eq!(
+        bits(&loaded.read_params(b).unwrap()),
+        bits(&model.read_params(b).unwrap())
+    );
+    assert_eq!(bits(ckpt.velocity.as_ref().unwrap()), bits(&velocity));
+    assert_eq!(ckpt.train_state(), Some(state()));
+    let (a, c) = (logits(b, &model), logits(b, &loaded));
+    assert_eq!(
+        a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        c.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        "the loaded model's outputs"
+    );
+}
+backend_test!(round_trip, round_trip_is_bit_exact);
+
+/// The header as PyTorch's loader reads it: 8-byte little-endian length, then JSON.
+fn header(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let json: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    json.as_object().unwrap().clone()
+}
+
+fn header_has_pytorch_names<B: Backend>(b: &B) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::new(b, ModelSpec::simple_cnn(), 1).unwrap();
+    for with_velocity in [false, true] {
+        let path = dir.path().join(format!("m{with_velocity}.safetensors"));
+        checkpoint::save_model(b, &model, &path, with_velocity, Some(&state())).unwrap();
+        let h = header(&path);
+        let mut want: Vec<(String, Vec<usize>)> = PYTORCH_NAMES
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_vec()))
+            .collect();
+        if with_velocity {
+            want.extend(
+                PYTORCH_NAMES
+                    .iter()
+                    .map(|(n, s)| (format!("optimizer.{n}.momentum_buffer"), s.to_vec())),
+            );
+        }
+        let mut got: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut total = 0;
+        for (name, info) in &h {
+            if name == "__metadata__" {
+                continue;
+            }
+            assert_eq!(info["dtype"], "F32", "{name}");
+            let shape: Vec<usize> = info["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let offs = info["data_offsets"].as_array().unwrap();
+            let len = offs[1].as_u64().unwrap() - offs[0].as_u64().unwrap();
+            assert_eq!(len as usize, 4 * shape.iter().product::<usize>(), "{name}");
+            total += len;
+            got.push((name.clone(), shape));
+        }
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        let n = u64::from_le_bytes(std::fs::read(&path).unwrap()[..8].try_into().unwrap());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            8 + n + total,
+            "no bytes beyond the tensors"
+        );
+        let meta = h["__metadata__"].as_object().unwrap();
+        assert_eq!(meta["format"], "cnn-gpu");
+        assert_eq!(
+            meta["architecture"],
+            checkpoint::architecture(&ModelSpec::simple_cnn())
+        );
+        for (k, v) in [
+            ("epoch", "3"),
+            ("step", "2811"),
+            ("seed", "7"),
+            ("lr", "0.001"),
+            ("momentum", "0.9"),
+        ] {
+            assert_eq!(meta[k], v, "{k}");
+        }
+    }
+}
+backend_test!(header, header_has_pytorch_names);
+
+/// Writes a safetensors file as PyTorch's `save_file(state_dict)` would (no metadata), from
+/// (name, dtype, shape, bytes) entries.
+fn write_raw(
+    path: &Path,
+    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+    meta: Option<HashMap<String, String>>,
+) {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, bytes)| (n.clone(), TensorView::new(*d, s.clone(), bytes).unwrap()))
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, meta).unwrap()).unwrap();
+}
+
+fn le(data: &[f32]) -> Vec<u8> {
+    data.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn pytorch_like(seed: u64) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+    ModelSpec::simple_cnn()
+        .init_params(seed)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, Dtype::F32, t.shape, le(&t.data)))
+        .collect()
+}
+
+fn file_without_metadata_loads<B: Backend>(b: &B) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("torch.safetensors");
+    write_raw(&path, &pytorch_like(9), None);
+    let (model, ckpt) = checkpoint::load_model(b, ModelSpec::simple_cnn(), &path).unwrap();
+    assert!(ckpt.metadata.is_empty() && ckpt.velocity.is_none());
+    assert_eq!(ckpt.train_state(), None);
+    let want = ModelSpec::simple_cnn().init_params(9).unwrap();
+    assert_eq!(bits(&model.read_params(b).unwrap()), bits(&want));
+}
+backend_test!(no_metadata, file_without_metadata_loads);
+
+/// `checkpoint::load` refuses the file with an `Error::Data` naming it and mentioning `what`.
+#[track_caller]
+fn assert_refused(path: &Path, what: &str) {
+    match checkpoint::load(path, &ModelSpec::simple_cnn()) {
+        Err(e @ Error::Data { .. }) => {
+            let Error::Data { path: p, message } = &e else {
+                unreachable!()
+            };
+            assert_eq!(p, path);
+            assert!(
+                message.contains(what),
+                "{message:?} should mention {what:?}"
+            );
+            assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        }
+        other => panic!("{}: expected Error::Data, got {other:?}", path.display()),
+    }
+}
+
+#[test]
+fn bad_files_are_data_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+
+    assert_refused(&p("missing.safetensors"), "cannot read");
+
+    std::fs::write(p("text.safetensors"), b"hello, this is not a checkpoint").unwrap();
+    assert_refused(&p("text.safetensors"), "not a safetensors");
+
+    std::fs::write(p("tiny.safetensors"), b"abc").unwrap();
+    assert_refused(&p("tiny.safetensors"), "not a safetensors");
+
+    write_raw(&p("good.safetensors"), &pytorch_like(1), None);
+    let bytes = std::fs::read(p("good.safetensors")).unwrap();
+    std::fs::write(p("truncated.safetensors"), &bytes[..bytes.len() - 10]).unwrap();
+    assert_refused(&p("truncated.safetensors"), "not a safetensors");
+
+    let mut t = pytorch_like(1);
+    t[4].2 = vec![3136, 64]; // fc1.weight transposed
+    write_raw(&p("shape.safetensors"), &t, None);
+    assert_refused(&p("shape.safetensors"), "`fc1.weight` has shape [3136, 64]");
+
+    let mut t = pytorch_like(1);
+    t.remove(3);
+    write_raw(&p("missing_tensor.safetensors"), &t, None);
+    assert_refused(
+        &p("missing_tensor.safetensors"),
+        "missing parameter tensor `conv2.bias`",
+    );
+
+    let mut t = pytorch_like(1);
+    t.push(("fc3.weight".into(), Dtype::F32, vec![2], le(&[1.0, 2.0])));
+    write_raw(&p("extra.safetensors"), &t, None);
+    assert_refused(&p("extra.safetensors"), "unexpected tensor `fc3.weight`");
+
+    let mut t = pytorch_like(1);
+    let doubles: Vec<u8> = (0..10).flat_map(|i| (i as f64).to_le_bytes()).collect();
+    t[7] = ("fc2.bias".into(), Dtype::F64, vec![10], doubles);
+    write_raw(&p("f64.safetensors"), &t, None);
+    assert_refused(
+        &p("f64.safetensors"),
+        "`fc2.bias` has dtype F64, expected F32",
+    );
+
+    // Another architecture: a SimpleCNN with 16 first-layer channels, saved by us.
+    let mut spec = ModelSpec::simple_cnn();
+    spec.layers[0] = Layer::Conv2d {
+        in_channels: 1,
+        out_channels: 16,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: 1,
+        padding: 1,
+    };
+    spec.layers[3] = Layer::Conv2d {
+        in_channels: 16,
+        out_channels: 64,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: 1,
+        padding: 1,
+    };
+    let params = spec.init_params(0).unwrap();
+    checkpoint::save(&p("other.safetensors"), &spec, &params, None, None).unwrap();
+    assert_refused(&p("other.safetensors"), "another architecture");
+    let err = checkpoint::load(&p("other.safetensors"), &ModelSpec::simple_cnn())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Conv2d(1→16") && err.contains("Conv2d(1→32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn writes_are_atomic_and_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ModelSpec::simple_cnn();
+    let params = spec.init_params(0).unwrap();
+
+    // A directory that does not exist.
+    let path = dir.path().join("no/such/dir/m.safetensors");
+    let err = checkpoint::save(&path, &spec, &params, None, None).unwrap_err();
+    assert!(matches!(err, Error::Data { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(checkpoint::check_writable(&path).is_err());
+
+    // A read-only directory (root writes there anyway: then only the no-leftover check runs).
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let path = ro.join("m.safetensors");
+    let mut perms = std::fs::metadata(&ro).unwrap().permissions();
+    use std::os::unix::fs::PermissionsExt;
+    perms.set_mode(0o555);
+    std::fs::set_permissions(&ro, perms.clone()).unwrap();
+    let result = checkpoint::save(&path, &spec, &params, None, None);
+    let root_writes = std::fs::File::create(ro.join("probe")).is_ok();
+    if root_writes {
+        eprintln!("skipped the read-only case: this user writes into read-only directories");
+        result.unwrap();
+    } else {
+        let err = result.unwrap_err();
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert!(checkpoint::check_writable(&path).is_err());
+        assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0, "no file left");
+    }
+    perms.set_mode(0o755);
+    std::fs::set_permissions(&ro, perms).unwrap();
+
+    // Overwriting an existing checkpoint leaves only the new one, and no temporary file.
+    let path = dir.path().join("m.safetensors");
+    checkpoint::save(&path, &spec, &params, None, None).unwrap();
+    let params2 = spec.init_params(1).unwrap();
+    checkpoint::save(&path, &spec, &params2, None, None).unwrap();
+    assert_eq!(
+        bits(&checkpoint::load(&path, &spec).unwrap().params),
+        bits(&params2)
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "ro" && n != "no")
+        .collect();
+    assert_eq!(names, ["m.safetensors"]);
+    assert!(checkpoint::check_writable(&path).is_ok());
+    assert!(
+        checkpoint::check_writable(dir.path()).is_err(),
+        "a directory is not a file name"
+    );
+}
