@@ -20,11 +20,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use cnn_gpu::backend::cpu::CpuBackend;
 use cnn_gpu::backend::gpu::{list_adapters, GpuBackend, GpuOptions};
 use cnn_gpu::backend::Backend;
+use cnn_gpu::checkpoint::{self, Checkpoint, TrainState};
 use cnn_gpu::data::fetch::{fetch_files, resolve_mirrors, Progress, MIRROR_ENV, MNIST_SHA256};
 use cnn_gpu::data::{load_mnist, missing_files, resolve_data_dir};
-use cnn_gpu::model::ModelSpec;
+use cnn_gpu::model::{Model, ModelSpec};
 use cnn_gpu::profile::time_layers;
-use cnn_gpu::train::{self, PrintReporter, TrainConfig};
+use cnn_gpu::train::{self, PrintReporter, ResidentDataset, TrainConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,6 +47,29 @@ enum Command {
     Info,
     /// Time each layer's forward and backward pass of a training step (GPU timestamps).
     Time(TimeArgs),
+    /// Evaluate a checkpoint on the MNIST test set: accuracy, loss, per class, confusion matrix.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// The checkpoint (safetensors, PyTorch state_dict names) to evaluate.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Directory holding the MNIST IDX files (default: see the data module's search order).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Where to download missing MNIST files from (repeatable, tried in order).
+    #[arg(long = "mirror", value_name = "URL")]
+    mirrors: Vec<String>,
+    /// Never download: fail when MNIST files are missing.
+    #[arg(long)]
+    no_download: bool,
+    /// Evaluation batch size.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +143,15 @@ struct TrainArgs {
     /// Stop after this many training steps in all (a short run), then evaluate.
     #[arg(long)]
     max_steps: Option<usize>,
+    /// Write a checkpoint (safetensors, PyTorch state_dict names) here at the end of training.
+    #[arg(long, value_name = "PATH")]
+    save: Option<PathBuf>,
+    /// Also write the --save checkpoint every N epochs.
+    #[arg(long, value_name = "N", requires = "save")]
+    save_every: Option<usize>,
+    /// Start from the weights of this checkpoint instead of the seeded initialisation.
+    #[arg(long, value_name = "PATH")]
+    init: Option<PathBuf>,
 }
 
 /// A failure on its way to the user: the message and the exit code.
@@ -157,6 +190,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train_command(&args),
         Command::Time(args) => time_command(&args),
+        Command::Eval(args) => eval_command(&args),
         Command::Info => {
             info_command();
             Ok(())
@@ -184,10 +218,83 @@ fn train_command(args: &TrainArgs) -> Result<(), Failure> {
         ..TrainConfig::default()
     };
     cfg.validate().map_err(Failure::config)?;
-    match open_backend(&args.device)? {
-        Chosen::Cpu(b) => train_on(&b, args, &cfg),
-        Chosen::Gpu(b) => train_on(&b, args, &cfg),
+    if args.save_every == Some(0) {
+        return Err(Failure::usage("--save-every must be at least 1"));
     }
+    // A bad checkpoint path fails now, not after training.
+    if let Some(path) = &args.save {
+        checkpoint::check_writable(path).map_err(Failure::usage)?;
+    }
+    let init = match &args.init {
+        Some(path) => {
+            Some(checkpoint::load(path, &ModelSpec::simple_cnn()).map_err(Failure::usage)?)
+        }
+        None => None,
+    };
+    match open_backend(&args.device)? {
+        Chosen::Cpu(b) => train_on(&b, args, &cfg, init.as_ref()),
+        Chosen::Gpu(b) => train_on(&b, args, &cfg, init.as_ref()),
+    }
+}
+
+fn eval_command(args: &EvalArgs) -> Result<(), Failure> {
+    if args.batch_size == 0 {
+        return Err(Failure::usage("--batch-size must be at least 1"));
+    }
+    let ckpt =
+        checkpoint::load(&args.checkpoint, &ModelSpec::simple_cnn()).map_err(Failure::usage)?;
+    match open_backend(&args.device)? {
+        Chosen::Cpu(b) => eval_on(&b, args, &ckpt),
+        Chosen::Gpu(b) => eval_on(&b, args, &ckpt),
+    }
+}
+
+fn eval_on<B: Backend>(b: &B, args: &EvalArgs, ckpt: &Checkpoint) -> Result<(), Failure> {
+    let dir = resolve_data_dir(args.data_dir.as_deref());
+    if !args.no_download {
+        fetch_missing(&dir, &args.mirrors)?;
+    }
+    let mnist = load_mnist(&dir).map_err(|e| Failure::usage(format!("{e:#}")))?;
+    let model =
+        Model::with_params(b, ModelSpec::simple_cnn(), &ckpt.params).map_err(run_failure)?;
+    let test =
+        ResidentDataset::upload(b, &mnist.test, model.classes(), "test").map_err(run_failure)?;
+    let r = train::evaluate_detailed(b, &model, &test, args.batch_size).map_err(run_failure)?;
+    let trained = match ckpt.train_state() {
+        Some(s) => format!("epoch {}, step {}", s.epoch, s.step),
+        None => "no training state".to_string(),
+    };
+    println!(
+        "Checkpoint {} ({trained}) on {}",
+        args.checkpoint.display(),
+        b.describe()
+    );
+    println!(
+        "Accuracy of the network on the {} test images: {:.2}%",
+        r.eval.total,
+        r.eval.accuracy_percent()
+    );
+    println!("Mean loss: {:.4}", r.mean_loss);
+    for c in 0..r.classes {
+        let (ok, n) = r.class_counts(c);
+        let pct = if n == 0 {
+            0.0
+        } else {
+            100.0 * ok as f64 / n as f64
+        };
+        println!("Accuracy of class {c}: {pct:.2}% ({ok}/{n})");
+    }
+    println!("Confusion matrix (rows: true class, columns: predicted):");
+    let header: String = (0..r.classes).map(|c| format!("{c:>6}")).collect();
+    println!("     {header}");
+    for t in 0..r.classes {
+        let row: String = r.confusion[t * r.classes..(t + 1) * r.classes]
+            .iter()
+            .map(|n| format!("{n:>6}"))
+            .collect();
+        println!("{t:>4} {row}");
+    }
+    Ok(())
 }
 
 /// The backend a command runs on.
@@ -328,7 +435,12 @@ fn time_on<B: Backend>(b: &B, args: &TimeArgs) -> Result<(), Failure> {
 }
 
 /// Loads MNIST, trains SimpleCNN on `b` and prints the results.
-fn train_on<B: Backend>(b: &B, args: &TrainArgs, cfg: &TrainConfig) -> Result<(), Failure> {
+fn train_on<B: Backend>(
+    b: &B,
+    args: &TrainArgs,
+    cfg: &TrainConfig,
+    init: Option<&Checkpoint>,
+) -> Result<(), Failure> {
     let dir = resolve_data_dir(args.data_dir.as_deref());
     if !args.no_download {
         fetch_missing(&dir, &args.mirrors)?;
@@ -337,15 +449,51 @@ fn train_on<B: Backend>(b: &B, args: &TrainArgs, cfg: &TrainConfig) -> Result<()
     cfg.validate_for(mnist.train.labels.len())
         .map_err(Failure::config)?;
     let mut reporter = PrintReporter;
-    let (_model, summary) = train::run(
+    let spec = ModelSpec::simple_cnn();
+    let mut model = match init {
+        Some(ckpt) => Model::with_params(b, spec, &ckpt.params),
+        None => Model::new(b, spec, cfg.seed),
+    }
+    .map_err(run_failure)?;
+    let state = |epoch: usize, step: usize| TrainState {
+        epoch,
+        step,
+        seed: cfg.seed,
+        lr: cfg.lr,
+        momentum: cfg.momentum,
+    };
+    let save = |m: &Model<B>, path: &Path, epoch: usize, step: usize| {
+        checkpoint::save_model(b, m, path, true, Some(&state(epoch, step)))?;
+        println!(
+            "Saved checkpoint {} (epoch {epoch}, step {step})",
+            path.display()
+        );
+        Ok(())
+    };
+    let mut on_epoch = |epoch: usize, step: usize, m: &Model<B>| -> cnn_gpu::Result<()> {
+        match (&args.save, args.save_every) {
+            // The last epoch's checkpoint is written after training.
+            (Some(path), Some(n)) if epoch % n == 0 && epoch < cfg.epochs => {
+                save(m, path, epoch, step)
+            }
+            _ => Ok(()),
+        }
+    };
+    let summary = train::train_with(
         b,
-        ModelSpec::simple_cnn(),
+        &mut model,
         &mnist.train,
         &mnist.test,
         cfg,
         &mut reporter,
+        &mut on_epoch,
     )
     .map_err(run_failure)?;
+    if let Some(path) = &args.save {
+        let epoch = summary.fit.epochs.len();
+        let step = summary.fit.epochs.iter().map(|e| e.steps).sum();
+        save(&model, path, epoch, step).map_err(run_failure)?;
+    }
     println!(
         "Steady state: {:.0} images/s (the first step, with start-up, took {:.3} s)",
         summary.fit.steady_images_per_sec, summary.fit.first_step_seconds

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use crate::backend::{Backend, Gather};
+use crate::backend::{Backend, Gather, SoftmaxXent};
 use crate::data::{shuffled_indices, Dataset};
 use crate::model::{Model, ModelSpec, Workspace};
 use crate::{Error, Result};
@@ -258,11 +258,26 @@ pub fn train<B: Backend>(
     cfg: &TrainConfig,
     rep: &mut dyn Reporter,
 ) -> Result<TrainSummary> {
+    train_with(b, model, train_set, test_set, cfg, rep, &mut |_, _, _| {
+        Ok(())
+    })
+}
+
+/// [`train`] with `on_epoch` called after every epoch (see [`fit_with`]).
+pub fn train_with<B: Backend>(
+    b: &B,
+    model: &mut Model<B>,
+    train_set: &Dataset,
+    test_set: &Dataset,
+    cfg: &TrainConfig,
+    rep: &mut dyn Reporter,
+    on_epoch: &mut dyn FnMut(usize, usize, &Model<B>) -> Result<()>,
+) -> Result<TrainSummary> {
     cfg.validate_for(train_set.labels.len())?;
     let classes = model.classes();
     let train_res = ResidentDataset::upload(b, train_set, classes, "train")?;
     let test_res = ResidentDataset::upload(b, test_set, classes, "test")?;
-    let fit = fit(b, model, &train_res, cfg, rep)?;
+    let fit = fit_with(b, model, &train_res, cfg, rep, on_epoch)?;
     let eval = evaluate(b, model, &test_res, cfg.eval_batch_size)?;
     rep.eval(&eval);
     Ok(TrainSummary { fit, eval })
@@ -313,6 +328,20 @@ pub fn fit<B: Backend>(
     data: &ResidentDataset<B>,
     cfg: &TrainConfig,
     rep: &mut dyn Reporter,
+) -> Result<FitSummary> {
+    fit_with(b, model, data, cfg, rep, &mut |_, _, _| Ok(()))
+}
+
+/// [`fit`], calling `on_epoch(epoch, steps_so_far, model)` after every epoch (the last, and
+/// one cut short by `max_steps`, included), e.g. to save a checkpoint. An error from it stops
+/// training and is returned.
+pub fn fit_with<B: Backend>(
+    b: &B,
+    model: &mut Model<B>,
+    data: &ResidentDataset<B>,
+    cfg: &TrainConfig,
+    rep: &mut dyn Reporter,
+    on_epoch: &mut dyn FnMut(usize, usize, &Model<B>) -> Result<()>,
 ) -> Result<FitSummary> {
     cfg.validate_for(data.len)?;
     check_input(model, data.image_len)?;
@@ -399,6 +428,7 @@ pub fn fit<B: Backend>(
         }
         rep.epoch(&stats);
         summary.epochs.push(stats);
+        on_epoch(epoch, total_steps, model)?;
         if cfg.max_steps == Some(total_steps) {
             break;
         }
@@ -477,4 +507,106 @@ pub fn evaluate<B: Backend>(
     }
     let correct = b.read_u32(&correct)?[0] as usize;
     Ok(EvalResult { correct, total: n })
+}
+
+/// A detailed evaluation: accuracy, mean loss and the confusion matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalReport {
+    /// Correct (the confusion matrix's trace) and total.
+    pub eval: EvalResult,
+    /// The mean softmax cross-entropy over every sample.
+    pub mean_loss: f64,
+    pub classes: usize,
+    /// `confusion[true_class * classes + predicted]` counts; predicted is the first maximum
+    /// logit.
+    pub confusion: Vec<usize>,
+}
+
+impl EvalReport {
+    /// (correct, total) for the samples of class `c`.
+    pub fn class_counts(&self, c: usize) -> (usize, usize) {
+        let row = &self.confusion[c * self.classes..(c + 1) * self.classes];
+        (row[c], row.iter().sum())
+    }
+}
+
+/// Evaluates `model` on a resident dataset in batches of `batch`: the loss is summed on the
+/// backend (one readback at the end); the logits and labels are read back once per batch to
+/// fill the confusion matrix on the host (evaluation is not the hot loop).
+pub fn evaluate_detailed<B: Backend>(
+    b: &B,
+    model: &Model<B>,
+    data: &ResidentDataset<B>,
+    batch: usize,
+) -> Result<EvalReport> {
+    check_input(model, data.image_len)?;
+    if batch == 0 {
+        return Err(Error::InvalidParams(
+            "evaluation batch size must be at least 1".into(),
+        ));
+    }
+    let classes = model.classes();
+    let n = data.len;
+    let mut confusion = vec![0usize; classes * classes];
+    if n == 0 {
+        return Ok(EvalReport {
+            eval: EvalResult {
+                correct: 0,
+                total: 0,
+            },
+            mean_loss: 0.0,
+            classes,
+            confusion,
+        });
+    }
+    let bs = batch.min(n).min(max_batch(b, model).max(1));
+    let tail = n % bs;
+    let mut ws_full = Workspace::inference(b, model, bs)?;
+    let mut ws_tail = if tail > 0 {
+        Some(Workspace::inference(b, model, tail)?)
+    } else {
+        None
+    };
+    let identity: Vec<u32> = (0..n as u32).collect();
+    let perm = b.upload_u32(&identity, "eval.permutation")?;
+    // The loss adds each batch's mean: full batches and the tail are summed apart and weighted.
+    let mut loss_full = b.zeros(1, "eval.loss_full")?;
+    let mut loss_tail = b.zeros(1, "eval.loss_tail")?;
+    let mut dlogits_full = b.zeros(bs * classes, "eval.dlogits")?;
+    let mut dlogits_tail = b.zeros(tail.max(1) * classes, "eval.dlogits_tail")?;
+    for offset in (0..n).step_by(bs) {
+        let ws = gather_batch(b, data, &perm, offset, &mut ws_full, &mut ws_tail)?;
+        model.forward(b, ws)?;
+        let m = ws.batch();
+        let p = SoftmaxXent { batch: m, classes };
+        let (sum, dl) = if m == bs {
+            (&mut loss_full, &mut dlogits_full)
+        } else {
+            (&mut loss_tail, &mut dlogits_tail)
+        };
+        b.softmax_cross_entropy(&p, ws.logits(), ws.labels(), sum, dl)?;
+        b.flush()?;
+        let logits = b.read_f32(ws.logits())?;
+        let labels = b.read_u32(ws.labels())?;
+        for (row, &label) in logits.chunks_exact(classes).zip(&labels) {
+            let mut best = 0;
+            for (j, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = j;
+                }
+            }
+            confusion[label as usize * classes + best] += 1;
+        }
+    }
+    // Each batch added its mean: weight the sums by their batch sizes.
+    let mean_loss = (b.read_f32(&loss_full)?[0] as f64 * bs as f64
+        + b.read_f32(&loss_tail)?[0] as f64 * tail as f64)
+        / n as f64;
+    let correct = (0..classes).map(|c| confusion[c * classes + c]).sum();
+    Ok(EvalReport {
+        eval: EvalResult { correct, total: n },
+        mean_loss,
+        classes,
+        confusion,
+    })
 }

@@ -244,3 +244,119 @@ fn short_training_run_prints_the_same_loss_lines_on_both_backends() {
         assert!((c - g).abs() <= 0.0015, "{head}: CPU {c}, GPU {g}");
     }
 }
+
+#[test]
+fn save_into_a_missing_directory_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    write_mnist_like(dir.path(), 32, 8);
+    let d = dir.path().to_str().unwrap();
+    let ckpt = dir.path().join("no/such/dir/m.safetensors");
+    let c = ckpt.to_str().unwrap();
+    assert_refused(
+        &["train", "--backend", "cpu", "--data-dir", d, "--save", c],
+        c,
+    );
+}
+
+#[test]
+fn bad_checkpoints_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"not a checkpoint").unwrap();
+    let b = bad.to_str().unwrap();
+    assert_refused(
+        &[
+            "eval",
+            "--backend",
+            "cpu",
+            "--checkpoint",
+            b,
+            "--data-dir",
+            "/x",
+        ],
+        b,
+    );
+    assert_refused(
+        &["train", "--backend", "cpu", "--init", b, "--data-dir", "/x"],
+        b,
+    );
+}
+
+/// `train --save` (and `--save-every`) writes a checkpoint that `eval --checkpoint` reads, and
+/// `train --init` starts from.
+#[test]
+fn save_then_eval_and_init() {
+    let dir = tempfile::tempdir().unwrap();
+    write_mnist_like(dir.path(), 48, 20);
+    let d = dir.path().to_str().unwrap();
+    let ckpt = dir.path().join("m.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--backend",
+            "cpu",
+            "--data-dir",
+            d,
+            "--batch-size",
+            "16",
+            "--save",
+            c,
+        ];
+        args.extend(extra);
+        cnn_gpu(&args)
+    };
+    let out = train(&["--epochs", "2", "--save-every", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("Saved checkpoint {c} (epoch 1, step 3)")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Saved checkpoint {c} (epoch 2, step 6)")),
+        "{text}"
+    );
+    let trained_acc = text
+        .lines()
+        .find(|l| l.starts_with("Accuracy of the network"))
+        .unwrap()
+        .to_string();
+
+    let out = cnn_gpu(&[
+        "eval",
+        "--backend",
+        "cpu",
+        "--checkpoint",
+        c,
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("(epoch 2, step 6)"), "{text}");
+    assert!(
+        text.contains(&trained_acc),
+        "the same accuracy as training's: {text}"
+    );
+    assert!(text.contains("Mean loss: "), "{text}");
+    for k in 0..10 {
+        assert!(text.contains(&format!("Accuracy of class {k}: ")), "{text}");
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("Confusion matrix"))
+        .expect("a confusion matrix");
+    let mut total = 0;
+    for (t, row) in lines[at + 2..at + 12].iter().enumerate() {
+        let nums: Vec<usize> = row.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        assert_eq!(nums.len(), 11, "{row}");
+        assert_eq!(nums[0], t);
+        total += nums[1..].iter().sum::<usize>();
+    }
+    assert_eq!(total, 20, "the matrix counts every test image: {text}");
+
+    let out = train(&["--init", c, "--epochs", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
