@@ -149,6 +149,10 @@ struct TrainArgs {
     /// Also write the --save checkpoint every N epochs.
     #[arg(long, value_name = "N", requires = "save")]
     save_every: Option<usize>,
+    /// Also save SGD's momentum buffers (optimizer.<name>.momentum_buffer): PyTorch's strict
+    /// load_state_dict then needs them filtered out.
+    #[arg(long, requires = "save")]
+    save_optimizer: bool,
     /// Start from the weights of this checkpoint instead of the seeded initialisation.
     #[arg(long, value_name = "PATH")]
     init: Option<PathBuf>,
@@ -463,7 +467,7 @@ fn train_on<B: Backend>(
         momentum: cfg.momentum,
     };
     let save = |m: &Model<B>, path: &Path, epoch: usize, step: usize| {
-        checkpoint::save_model(b, m, path, true, Some(&state(epoch, step)))?;
+        checkpoint::save_model(b, m, path, args.save_optimizer, Some(&state(epoch, step)))?;
         println!(
             "Saved checkpoint {} (epoch {epoch}, step {step})",
             path.display()
@@ -473,7 +477,7 @@ fn train_on<B: Backend>(
     let mut on_epoch = |epoch: usize, step: usize, m: &Model<B>| -> cnn_gpu::Result<()> {
         match (&args.save, args.save_every) {
             // The last epoch's checkpoint is written after training.
-            (Some(path), Some(n)) if epoch % n == 0 && epoch < cfg.epochs => {
+            (Some(path), Some(n)) if epoch.is_multiple_of(n) && epoch < cfg.epochs => {
                 save(m, path, epoch, step)
             }
             _ => Ok(()),

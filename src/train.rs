@@ -271,7 +271,7 @@ pub fn train_with<B: Backend>(
     test_set: &Dataset,
     cfg: &TrainConfig,
     rep: &mut dyn Reporter,
-    on_epoch: &mut dyn FnMut(usize, usize, &Model<B>) -> Result<()>,
+    on_epoch: &mut EpochHook<'_, B>,
 ) -> Result<TrainSummary> {
     cfg.validate_for(train_set.labels.len())?;
     let classes = model.classes();
@@ -319,6 +319,10 @@ fn check_input(model: &Model<impl Backend>, image_len: usize) -> Result<()> {
     Ok(())
 }
 
+/// Called by [`fit_with`] after every epoch with the epoch (1-based), the training steps done
+/// so far and the model.
+pub type EpochHook<'a, B> = dyn FnMut(usize, usize, &Model<B>) -> Result<()> + 'a;
+
 /// Trains `model` on a resident dataset for `cfg.epochs` epochs. Every batch is used, the
 /// last one partial when the set does not divide (as PyTorch's DataLoader with
 /// drop_last=False).
@@ -341,7 +345,7 @@ pub fn fit_with<B: Backend>(
     data: &ResidentDataset<B>,
     cfg: &TrainConfig,
     rep: &mut dyn Reporter,
-    on_epoch: &mut dyn FnMut(usize, usize, &Model<B>) -> Result<()>,
+    on_epoch: &mut EpochHook<'_, B>,
 ) -> Result<FitSummary> {
     cfg.validate_for(data.len)?;
     check_input(model, data.image_len)?;

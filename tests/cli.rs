@@ -317,6 +317,12 @@ fn save_then_eval_and_init() {
         text.contains(&format!("Saved checkpoint {c} (epoch 2, step 6)")),
         "{text}"
     );
+    let names = tensor_names(&ckpt);
+    assert_eq!(
+        names.len(),
+        8,
+        "weights only by default, for strict load_state_dict: {names:?}"
+    );
     let trained_acc = text
         .lines()
         .find(|l| l.starts_with("Accuracy of the network"))
@@ -357,6 +363,22 @@ fn save_then_eval_and_init() {
     }
     assert_eq!(total, 20, "the matrix counts every test image: {text}");
 
-    let out = train(&["--init", c, "--epochs", "1"]);
+    let out = train(&["--init", c, "--epochs", "1", "--save-optimizer"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let names = tensor_names(&ckpt);
+    assert_eq!(names.len(), 16, "{names:?}");
+    assert!(names.contains(&"optimizer.fc2.bias.momentum_buffer".to_string()));
+}
+
+/// The tensor names in a safetensors file's header (8-byte LE length, then JSON).
+fn tensor_names(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let json: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    json.as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect()
 }
