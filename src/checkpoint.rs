@@ -310,13 +310,21 @@ pub fn check_writable(path: &Path) -> Result<()> {
     let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| {
         Error::data(
             path,
-            format!("cannot write a checkpoint in {}: {e}", dir.display()),
+            format!(
+                "cannot write a checkpoint in {}: {}",
+                dir.display(),
+                plain(&e)
+            ),
         )
     })?;
     tmp.close().map_err(|e| {
         Error::data(
             path,
-            format!("cannot remove a test file in {}: {e}", dir.display()),
+            format!(
+                "cannot remove a test file in {}: {}",
+                dir.display(),
+                plain(&e)
+            ),
         )
     })
 }
@@ -329,8 +337,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Error::data(
             path,
             format!(
-                "cannot write the checkpoint ({what} in {}): {e}",
-                dir.display()
+                "cannot write the checkpoint ({what} in {}): {}",
+                dir.display(),
+                plain(&e)
             ),
         )
     };
@@ -341,6 +350,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist(path)
         .map_err(|e| fail("renaming into place", e.error))?;
     Ok(())
+}
+
+/// An I/O error without the temporary file's name that tempfile adds (the message names the
+/// directory instead).
+fn plain(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.split_once(" at path ") {
+        Some((head, _)) => head.to_string(),
+        None => s,
+    }
 }
 
 fn le_bytes(data: &[f32]) -> Vec<u8> {
