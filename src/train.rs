@@ -470,6 +470,60 @@ fn gather_batch<'w, B: Backend>(
     Ok(ws)
 }
 
+/// What an evaluation pass walks a resident dataset with: its batch size, the workspaces for
+/// full batches and the last partial one, and the identity permutation.
+struct EvalPass<B: Backend> {
+    batch: usize,
+    full: Workspace<B>,
+    tail: Option<Workspace<B>>,
+    perm: B::Buffer,
+}
+
+impl<B: Backend> EvalPass<B> {
+    /// Checks the arguments and builds the pass; None for an empty dataset.
+    fn new(
+        b: &B,
+        model: &Model<B>,
+        data: &ResidentDataset<B>,
+        batch: usize,
+    ) -> Result<Option<Self>> {
+        check_input(model, data.image_len)?;
+        if batch == 0 {
+            return Err(Error::InvalidParams(
+                "evaluation batch size must be at least 1".into(),
+            ));
+        }
+        let n = data.len;
+        if n == 0 {
+            return Ok(None);
+        }
+        // Evaluation batches are ours to choose: split them to what the backend can hold.
+        let batch = batch.min(n).min(max_batch(b, model).max(1));
+        let tail = n % batch;
+        let identity: Vec<u32> = (0..n as u32).collect();
+        Ok(Some(EvalPass {
+            batch,
+            full: Workspace::inference(b, model, batch)?,
+            tail: if tail > 0 {
+                Some(Workspace::inference(b, model, tail)?)
+            } else {
+                None
+            },
+            perm: b.upload_u32(&identity, "eval.permutation")?,
+        }))
+    }
+
+    /// The workspace of the batch at `offset`, filled.
+    fn gather(
+        &mut self,
+        b: &B,
+        data: &ResidentDataset<B>,
+        offset: usize,
+    ) -> Result<&mut Workspace<B>> {
+        gather_batch(b, data, &self.perm, offset, &mut self.full, &mut self.tail)
+    }
+}
+
 /// Counts the correctly classified images of a resident dataset, in batches of `batch`
 /// (the remainder in one smaller batch). One readback at the end.
 pub fn evaluate<B: Backend>(
@@ -478,33 +532,16 @@ pub fn evaluate<B: Backend>(
     data: &ResidentDataset<B>,
     batch: usize,
 ) -> Result<EvalResult> {
-    check_input(model, data.image_len)?;
-    if batch == 0 {
-        return Err(Error::InvalidParams(
-            "evaluation batch size must be at least 1".into(),
-        ));
-    }
     let n = data.len;
-    if n == 0 {
+    let Some(mut pass) = EvalPass::new(b, model, data, batch)? else {
         return Ok(EvalResult {
             correct: 0,
             total: 0,
         });
-    }
-    // Evaluation batches are ours to choose: split them to what the backend can hold.
-    let bs = batch.min(n).min(max_batch(b, model).max(1));
-    let tail = n % bs;
-    let mut ws_full = Workspace::inference(b, model, bs)?;
-    let mut ws_tail = if tail > 0 {
-        Some(Workspace::inference(b, model, tail)?)
-    } else {
-        None
     };
-    let identity: Vec<u32> = (0..n as u32).collect();
-    let perm = b.upload_u32(&identity, "eval.permutation")?;
     let mut correct = b.zeros(1, "correct")?;
-    for offset in (0..n).step_by(bs) {
-        let ws = gather_batch(b, data, &perm, offset, &mut ws_full, &mut ws_tail)?;
+    for offset in (0..n).step_by(pass.batch) {
+        let ws = pass.gather(b, data, offset)?;
         model.forward(b, ws)?;
         model.count_correct(b, ws, &mut correct)?;
         b.flush()?;
@@ -543,16 +580,10 @@ pub fn evaluate_detailed<B: Backend>(
     data: &ResidentDataset<B>,
     batch: usize,
 ) -> Result<EvalReport> {
-    check_input(model, data.image_len)?;
-    if batch == 0 {
-        return Err(Error::InvalidParams(
-            "evaluation batch size must be at least 1".into(),
-        ));
-    }
     let classes = model.classes();
     let n = data.len;
     let mut confusion = vec![0usize; classes * classes];
-    if n == 0 {
+    let Some(mut pass) = EvalPass::new(b, model, data, batch)? else {
         return Ok(EvalReport {
             eval: EvalResult {
                 correct: 0,
@@ -562,24 +593,16 @@ pub fn evaluate_detailed<B: Backend>(
             classes,
             confusion,
         });
-    }
-    let bs = batch.min(n).min(max_batch(b, model).max(1));
-    let tail = n % bs;
-    let mut ws_full = Workspace::inference(b, model, bs)?;
-    let mut ws_tail = if tail > 0 {
-        Some(Workspace::inference(b, model, tail)?)
-    } else {
-        None
     };
-    let identity: Vec<u32> = (0..n as u32).collect();
-    let perm = b.upload_u32(&identity, "eval.permutation")?;
+    let bs = pass.batch;
+    let tail = n % bs;
     // The loss adds each batch's mean: full batches and the tail are summed apart and weighted.
     let mut loss_full = b.zeros(1, "eval.loss_full")?;
     let mut loss_tail = b.zeros(1, "eval.loss_tail")?;
     let mut dlogits_full = b.zeros(bs * classes, "eval.dlogits")?;
     let mut dlogits_tail = b.zeros(tail.max(1) * classes, "eval.dlogits_tail")?;
     for offset in (0..n).step_by(bs) {
-        let ws = gather_batch(b, data, &perm, offset, &mut ws_full, &mut ws_tail)?;
+        let ws = pass.gather(b, data, offset)?;
         model.forward(b, ws)?;
         let m = ws.batch();
         let p = SoftmaxXent { batch: m, classes };
