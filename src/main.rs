@@ -154,8 +154,13 @@ struct TrainArgs {
     #[arg(long, requires = "save")]
     save_optimizer: bool,
     /// Start from the weights of this checkpoint instead of the seeded initialisation.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "resume")]
     init: Option<PathBuf>,
+    /// Continue the run this checkpoint (saved with --save-optimizer at the end of an epoch)
+    /// stopped: its weights, momentum, seed, lr and momentum, from the next epoch on, with the
+    /// same batches and losses as an uninterrupted run.
+    #[arg(long, value_name = "PATH")]
+    resume: Option<PathBuf>,
 }
 
 /// A failure on its way to the user: the message and the exit code.
@@ -211,7 +216,11 @@ fn main() -> ExitCode {
 
 fn train_command(args: &TrainArgs) -> Result<(), Failure> {
     // Refuse bad values before any work.
-    let cfg = TrainConfig {
+    let resume = match &args.resume {
+        Some(path) => Some(load_resume(path)?),
+        None => None,
+    };
+    let mut cfg = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
@@ -221,6 +230,12 @@ fn train_command(args: &TrainArgs) -> Result<(), Failure> {
         max_steps: args.max_steps,
         ..TrainConfig::default()
     };
+    if let Some((_, state)) = &resume {
+        cfg.seed = state.seed;
+        cfg.lr = state.lr;
+        cfg.momentum = state.momentum;
+        cfg.first_epoch = state.epoch + 1;
+    }
     cfg.validate().map_err(Failure::config)?;
     if args.save_every == Some(0) {
         return Err(Failure::usage("--save-every must be at least 1"));
@@ -229,11 +244,12 @@ fn train_command(args: &TrainArgs) -> Result<(), Failure> {
     if let Some(path) = &args.save {
         checkpoint::check_writable(path).map_err(Failure::usage)?;
     }
-    let init = match &args.init {
-        Some(path) => {
+    let init = match (&args.init, resume) {
+        (Some(path), _) => {
             Some(checkpoint::load(path, &ModelSpec::simple_cnn()).map_err(Failure::usage)?)
         }
-        None => None,
+        (None, Some((ckpt, _))) => Some(ckpt),
+        (None, None) => None,
     };
     match open_backend(&args.device)? {
         Chosen::Cpu(b) => train_on(&b, args, &cfg, init.as_ref()),
@@ -438,6 +454,20 @@ fn time_on<B: Backend>(b: &B, args: &TimeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A checkpoint to resume from: it must hold the momentum buffers and the training state.
+fn load_resume(path: &Path) -> Result<(Checkpoint, TrainState), Failure> {
+    let ckpt = checkpoint::load(path, &ModelSpec::simple_cnn()).map_err(Failure::usage)?;
+    let state = ckpt.train_state();
+    match (&ckpt.velocity, state) {
+        (Some(_), Some(state)) => Ok((ckpt, state)),
+        _ => Err(Failure::usage(format!(
+            "{}: no optimizer state to resume from (save it with --save-optimizer), or use \
+             --init to start from its weights",
+            path.display()
+        ))),
+    }
+}
+
 /// Loads MNIST, trains SimpleCNN on `b` and prints the results.
 fn train_on<B: Backend>(
     b: &B,
@@ -459,6 +489,30 @@ fn train_on<B: Backend>(
         None => Model::new(b, spec, cfg.seed),
     }
     .map_err(run_failure)?;
+    // Resuming: the momentum too, and the steps already taken, which must end an epoch.
+    let steps_per_epoch = mnist.train.labels.len().div_ceil(cfg.batch_size);
+    let steps_before = (cfg.first_epoch - 1) * steps_per_epoch;
+    if cfg.first_epoch > 1 {
+        let ckpt = init.expect("resuming has a checkpoint");
+        let state = ckpt.train_state().expect("checked when loaded");
+        if state.step != steps_before {
+            return Err(Failure::usage(format!(
+                "the checkpoint was saved after step {} of epoch {}, not at the end of an epoch \
+                 of {steps_per_epoch} steps at batch size {}: resume needs the same batch size \
+                 and a checkpoint from the end of an epoch",
+                state.step,
+                state.epoch + 1,
+                cfg.batch_size
+            )));
+        }
+        if let Some(velocity) = &ckpt.velocity {
+            model.set_velocity(b, velocity).map_err(run_failure)?;
+        }
+        println!(
+            "Resuming at epoch {} (seed {}, lr {}, momentum {})",
+            cfg.first_epoch, cfg.seed, cfg.lr, cfg.momentum
+        );
+    }
     let state = |epoch: usize, step: usize| TrainState {
         epoch,
         step,
@@ -478,7 +532,7 @@ fn train_on<B: Backend>(
         match (&args.save, args.save_every) {
             // The last epoch's checkpoint is written after training.
             (Some(path), Some(n)) if epoch.is_multiple_of(n) && epoch < cfg.epochs => {
-                save(m, path, epoch, step)
+                save(m, path, epoch, steps_before + step)
             }
             _ => Ok(()),
         }
@@ -494,8 +548,8 @@ fn train_on<B: Backend>(
     )
     .map_err(run_failure)?;
     if let Some(path) = &args.save {
-        let epoch = summary.fit.epochs.len();
-        let step = summary.fit.epochs.iter().map(|e| e.steps).sum();
+        let epoch = summary.fit.epochs.last().map_or(0, |e| e.epoch);
+        let step = steps_before + summary.fit.epochs.iter().map(|e| e.steps).sum::<usize>();
         save(&model, path, epoch, step).map_err(run_failure)?;
     }
     println!(

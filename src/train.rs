@@ -27,6 +27,10 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// Stop after this many training steps in all (None: run every epoch to its end).
     pub max_steps: Option<usize>,
+    /// The first epoch to run (1-based): above 1 when resuming a run whose earlier epochs a
+    /// checkpoint holds. The shuffles depend only on the seed and the epoch, so a resumed run
+    /// sees the same batches as an uninterrupted one.
+    pub first_epoch: usize,
 }
 
 impl Default for TrainConfig {
@@ -40,6 +44,7 @@ impl Default for TrainConfig {
             log_interval: 100,
             eval_batch_size: 1000,
             max_steps: None,
+            first_epoch: 1,
         }
     }
 }
@@ -53,6 +58,14 @@ impl TrainConfig {
         }
         if self.batch_size == 0 {
             return bad("batch size must be at least 1".into());
+        }
+        if self.first_epoch == 0 || self.first_epoch > self.epochs {
+            return bad(format!(
+                "epochs {}..={} is empty: the run already has {} epochs; ask for more with --epochs",
+                self.first_epoch,
+                self.epochs,
+                self.first_epoch.saturating_sub(1)
+            ));
         }
         if self.max_steps == Some(0) {
             return bad("max steps must be at least 1".into());
@@ -374,7 +387,7 @@ pub fn fit_with<B: Backend>(
     let mut steady_seconds = 0.0;
     let mut steady_images = 0;
     let mut total_steps = 0;
-    for epoch in 1..=cfg.epochs {
+    for epoch in cfg.first_epoch..=cfg.epochs {
         let t0 = Instant::now();
         // Stream `epoch` (1-based) of the seed's ChaCha8 generator: stream 0 drew the initial
         // parameters (`ModelSpec::init_params`), so no shuffle reuses those bits.
@@ -393,7 +406,7 @@ pub fn fit_with<B: Backend>(
             steps_done += 1;
             total_steps += 1;
 
-            if epoch == 1 && step == 0 {
+            if epoch == cfg.first_epoch && step == 0 {
                 b.read_f32(&loss_sum)?; // wait for it
                 summary.first_step_seconds = t0.elapsed().as_secs_f64();
                 rep.first_step(summary.first_step_seconds);
@@ -423,7 +436,7 @@ pub fn fit_with<B: Backend>(
             seconds,
             images_per_sec: images as f64 / seconds,
         };
-        if epoch == 1 {
+        if epoch == cfg.first_epoch {
             steady_seconds += seconds - summary.first_step_seconds;
             steady_images += images - ws_full.batch().min(images);
         } else {

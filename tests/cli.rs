@@ -382,3 +382,58 @@ fn tensor_names(path: &Path) -> Vec<String> {
         .cloned()
         .collect()
 }
+
+/// `--resume` continues a run saved at the end of an epoch: the later epochs print exactly the
+/// loss lines of an uninterrupted run with the same seed.
+#[test]
+fn resume_reproduces_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    write_mnist_like(dir.path(), 72, 20);
+    let d = dir.path().to_str().unwrap();
+    let ckpt = dir.path().join("run.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let common = [
+        "train",
+        "--backend",
+        "cpu",
+        "--data-dir",
+        d,
+        "--batch-size",
+        "16",
+        "--log-interval",
+        "2",
+    ];
+    let run = |extra: &[&str]| {
+        let mut args = common.to_vec();
+        args.extend(extra);
+        let out = cnn_gpu(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        loss_lines(&stdout(&out))
+    };
+    let whole = run(&["--epochs", "3", "--seed", "5"]);
+    let first = run(&[
+        "--epochs",
+        "1",
+        "--seed",
+        "5",
+        "--save",
+        c,
+        "--save-optimizer",
+    ]);
+    // The seed comes from the checkpoint: a different --seed must not change the run.
+    let rest = run(&["--epochs", "3", "--seed", "99", "--resume", c]);
+    assert_eq!(whole.len(), 6);
+    assert_eq!(first, whole[..2]);
+    assert_eq!(rest, whole[2..], "epochs 2 and 3 after resuming");
+
+    // Nothing left to do (the checkpoint holds 1 epoch), and a weights-only checkpoint, are
+    // refused before any work.
+    assert_refused(
+        &[&common[..], &["--epochs", "1", "--resume", c]].concat(),
+        "--epochs",
+    );
+    let weights = dir.path().join("weights.safetensors");
+    run(&["--epochs", "1", "--save", weights.to_str().unwrap()]);
+    let args = [&common[..], &["--resume", weights.to_str().unwrap()]].concat();
+    assert_refused(&args, "--save-optimizer");
+}

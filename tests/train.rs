@@ -407,6 +407,7 @@ fn learns_synthetic_lines<B: Backend>(b: &B) {
         log_interval: 4,
         eval_batch_size: 64,
         max_steps: None,
+        first_epoch: 1,
     };
     let mut model = Model::new(b, small_cnn(), cfg.seed).unwrap();
     let summary =
