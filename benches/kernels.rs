@@ -434,50 +434,20 @@ impl<'a, B: Backend> Bench<'a, B> {
         self.gather(n, shapes[0].numel())?;
         let (mut convs, mut relus, mut pools, mut fcs) = (0, 0, 0, 0);
         for (layer, input) in spec.layers.iter().zip(&shapes) {
+            if let Some(p) = layer.conv2d_params(*input, n) {
+                convs += 1;
+                self.conv(&format!("conv{convs}"), p)?;
+                continue;
+            }
+            if let Some(p) = layer.pool2d_params(*input, n) {
+                pools += 1;
+                self.pool(&format!("pool{pools}"), p)?;
+                continue;
+            }
             match (*layer, *input) {
-                (
-                    Layer::Conv2d {
-                        in_channels,
-                        out_channels,
-                        kernel_h,
-                        kernel_w,
-                        stride,
-                        padding,
-                    },
-                    Shape::Map { h, w, .. },
-                ) => {
-                    convs += 1;
-                    let p = Conv2d {
-                        batch: n,
-                        in_channels,
-                        in_h: h,
-                        in_w: w,
-                        out_channels,
-                        kernel_h,
-                        kernel_w,
-                        stride,
-                        padding,
-                    };
-                    self.conv(&format!("conv{convs}"), p)?;
-                }
                 (Layer::Relu, shape) => {
                     relus += 1;
                     self.relu(&format!("relu{relus}"), n * shape.numel())?;
-                }
-                (
-                    Layer::MaxPool2d { kernel, stride } | Layer::AvgPool2d { kernel, stride },
-                    Shape::Map { c, h, w },
-                ) => {
-                    pools += 1;
-                    let p = Pool2d {
-                        batch: n,
-                        channels: c,
-                        in_h: h,
-                        in_w: w,
-                        kernel,
-                        stride,
-                    };
-                    self.pool(&format!("pool{pools}"), p)?;
                 }
                 (
                     Layer::Linear {

@@ -49,6 +49,54 @@ pub enum Layer {
 }
 
 impl Layer {
+    /// This layer's convolution at `batch` on a per-sample `input` (None for other layers or a
+    /// flat input): the one place a layer becomes backend parameters.
+    pub fn conv2d_params(&self, input: Shape, batch: usize) -> Option<Conv2d> {
+        match (*self, input) {
+            (
+                Layer::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel_h,
+                    kernel_w,
+                    stride,
+                    padding,
+                },
+                Shape::Map { h, w, .. },
+            ) => Some(Conv2d {
+                batch,
+                in_channels,
+                in_h: h,
+                in_w: w,
+                out_channels,
+                kernel_h,
+                kernel_w,
+                stride,
+                padding,
+            }),
+            _ => None,
+        }
+    }
+
+    /// This layer's pooling window at `batch` on a per-sample `input` (None for other layers
+    /// or a flat input).
+    pub fn pool2d_params(&self, input: Shape, batch: usize) -> Option<Pool2d> {
+        match (*self, input) {
+            (
+                Layer::MaxPool2d { kernel, stride } | Layer::AvgPool2d { kernel, stride },
+                Shape::Map { c, h, w },
+            ) => Some(Pool2d {
+                batch,
+                channels: c,
+                in_h: h,
+                in_w: w,
+                kernel,
+                stride,
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether the layer has a weight and a bias.
     pub fn has_params(&self) -> bool {
         matches!(self, Layer::Conv2d { .. } | Layer::Linear { .. })
@@ -555,45 +603,15 @@ impl<B: Backend> Model<B> {
     }
 
     fn conv_params(&self, layer: usize, batch: usize) -> Conv2d {
-        let Layer::Conv2d {
-            in_channels,
-            out_channels,
-            kernel_h,
-            kernel_w,
-            stride,
-            padding,
-        } = self.spec.layers[layer]
-        else {
-            unreachable!("conv_params on a non-conv layer")
-        };
-        let Shape::Map { h, w, .. } = self.shapes[layer] else {
-            unreachable!("shape inference gave a conv a flat input")
-        };
-        Conv2d {
-            batch,
-            in_channels,
-            in_h: h,
-            in_w: w,
-            out_channels,
-            kernel_h,
-            kernel_w,
-            stride,
-            padding,
-        }
+        self.spec.layers[layer]
+            .conv2d_params(self.shapes[layer], batch)
+            .expect("shape inference gave a conv a feature map")
     }
 
-    fn pool_params(&self, layer: usize, batch: usize, kernel: usize, stride: usize) -> Pool2d {
-        let Shape::Map { c, h, w } = self.shapes[layer] else {
-            unreachable!("shape inference gave a pool a flat input")
-        };
-        Pool2d {
-            batch,
-            channels: c,
-            in_h: h,
-            in_w: w,
-            kernel,
-            stride,
-        }
+    fn pool_params(&self, layer: usize, batch: usize) -> Pool2d {
+        self.spec.layers[layer]
+            .pool2d_params(self.shapes[layer], batch)
+            .expect("shape inference gave a pool a feature map")
     }
 
     fn check_workspace(&self, ws: &Workspace<B>) -> Result<()> {
@@ -625,12 +643,8 @@ impl<B: Backend> Model<B> {
                     b.conv2d_forward(&p, x, &self.params[wi].value, &self.params[bi].value, y)?;
                 }
                 Layer::Relu => b.relu_forward(n * self.shapes[i].numel(), x, y)?,
-                Layer::MaxPool2d { kernel, stride } => {
-                    b.maxpool2d_forward(&self.pool_params(i, n, kernel, stride), x, y)?
-                }
-                Layer::AvgPool2d { kernel, stride } => {
-                    b.avgpool2d_forward(&self.pool_params(i, n, kernel, stride), x, y)?
-                }
+                Layer::MaxPool2d { .. } => b.maxpool2d_forward(&self.pool_params(i, n), x, y)?,
+                Layer::AvgPool2d { .. } => b.avgpool2d_forward(&self.pool_params(i, n), x, y)?,
                 Layer::Linear {
                     in_features,
                     out_features,
@@ -732,14 +746,14 @@ impl<B: Backend> Model<B> {
                         b.relu_backward(n * self.shapes[i].numel(), y, dy, dx)?;
                     }
                 }
-                Layer::MaxPool2d { kernel, stride } => {
+                Layer::MaxPool2d { .. } => {
                     if let Some(dx) = dx {
-                        b.maxpool2d_backward(&self.pool_params(i, n, kernel, stride), x, dy, dx)?;
+                        b.maxpool2d_backward(&self.pool_params(i, n), x, dy, dx)?;
                     }
                 }
-                Layer::AvgPool2d { kernel, stride } => {
+                Layer::AvgPool2d { .. } => {
                     if let Some(dx) = dx {
-                        b.avgpool2d_backward(&self.pool_params(i, n, kernel, stride), dy, dx)?;
+                        b.avgpool2d_backward(&self.pool_params(i, n), dy, dx)?;
                     }
                 }
                 Layer::Linear {
