@@ -92,8 +92,7 @@ fn missing_data_names_the_files_and_the_flag() {
 
 #[test]
 fn truncated_data_names_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    write_mnist_like(dir.path(), 32, 8);
+    let dir = mnist_like_dir(32, 8);
     let path = dir.path().join(TRAIN_IMAGES);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
@@ -131,6 +130,13 @@ fn info_lists_adapters_or_says_there_are_none() {
             "CNN_GPU_REQUIRE_GPU=1 but `info` lists no adapter: {text}"
         );
     }
+}
+
+/// A temporary directory holding [`write_mnist_like`]'s files.
+fn mnist_like_dir(train: usize, test: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_mnist_like(dir.path(), train, test);
+    dir
 }
 
 /// 28×28 MNIST-format files: class c has a bright bar at row 2c + 2.
@@ -186,8 +192,7 @@ fn loss_lines(text: &str) -> Vec<(String, f32)> {
 /// in CI) the same losses as the CPU within print rounding.
 #[test]
 fn short_training_run_prints_the_same_loss_lines_on_both_backends() {
-    let dir = tempfile::tempdir().unwrap();
-    write_mnist_like(dir.path(), 72, 20);
+    let dir = mnist_like_dir(72, 20);
     let d = dir.path().to_str().unwrap();
     let run = |backend: &str| {
         cnn_gpu(&[
@@ -247,8 +252,7 @@ fn short_training_run_prints_the_same_loss_lines_on_both_backends() {
 
 #[test]
 fn save_into_a_missing_directory_is_refused_before_training() {
-    let dir = tempfile::tempdir().unwrap();
-    write_mnist_like(dir.path(), 32, 8);
+    let dir = mnist_like_dir(32, 8);
     let d = dir.path().to_str().unwrap();
     let ckpt = dir.path().join("no/such/dir/m.safetensors");
     let c = ckpt.to_str().unwrap();
@@ -286,8 +290,7 @@ fn bad_checkpoints_are_refused_naming_the_file() {
 /// `train --init` starts from.
 #[test]
 fn save_then_eval_and_init() {
-    let dir = tempfile::tempdir().unwrap();
-    write_mnist_like(dir.path(), 48, 20);
+    let dir = mnist_like_dir(48, 20);
     let d = dir.path().to_str().unwrap();
     let ckpt = dir.path().join("m.safetensors");
     let c = ckpt.to_str().unwrap();
@@ -387,8 +390,7 @@ fn tensor_names(path: &Path) -> Vec<String> {
 /// loss lines of an uninterrupted run with the same seed.
 #[test]
 fn resume_reproduces_an_uninterrupted_run() {
-    let dir = tempfile::tempdir().unwrap();
-    write_mnist_like(dir.path(), 72, 20);
+    let dir = mnist_like_dir(72, 20);
     let d = dir.path().to_str().unwrap();
     let ckpt = dir.path().join("run.safetensors");
     let c = ckpt.to_str().unwrap();
