@@ -338,6 +338,25 @@ fn writes_are_atomic_and_name_the_path() {
     perms.set_mode(0o755);
     std::fs::set_permissions(&ro, perms).unwrap();
 
+    // A write that fails at the last step (the path is a directory: the rename fails, even for
+    // root) leaves no temporary file behind.
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let target = sub.join("taken");
+    std::fs::create_dir(&target).unwrap();
+    let err = checkpoint::save(&target, &spec, &params, None, None).unwrap_err();
+    assert!(err.to_string().contains("taken"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&sub)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("taken")],
+        "no temporary file left"
+    );
+    std::fs::remove_dir_all(&sub).unwrap();
+
     // Overwriting an existing checkpoint leaves only the new one, and no temporary file.
     let path = dir.path().join("m.safetensors");
     checkpoint::save(&path, &spec, &params, None, None).unwrap();
