@@ -1,0 +1,266 @@
+//! The subcommands, one module each, and what they share: the backend choice, the data flags,
+//! and [`Failure`], which carries a message and an exit code to `main`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+
+use cnn_gpu::backend::cpu::CpuBackend;
+use cnn_gpu::backend::gpu::{list_adapters, GpuBackend, GpuOptions};
+use cnn_gpu::data::fetch::{fetch_files, resolve_mirrors, Progress, MIRROR_ENV, MNIST_SHA256};
+use cnn_gpu::data::{load_mnist, missing_files, resolve_data_dir, Mnist};
+
+pub(crate) mod eval;
+pub(crate) mod info;
+pub(crate) mod time;
+pub(crate) mod train;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BackendChoice {
+    /// The GPU if one can be opened, else the CPU.
+    Auto,
+    /// The WGSL backend (fails if no adapter can be opened).
+    Gpu,
+    /// The CPU reference backend.
+    Cpu,
+}
+
+/// Where the ops run: shared by every command that computes.
+#[derive(Args, Debug)]
+pub(crate) struct DeviceArgs {
+    /// Which backend runs the ops.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub(crate) backend: BackendChoice,
+    /// Pick a GPU adapter: its index in `cnn-gpu info`, or part of its name.
+    #[arg(long)]
+    pub(crate) adapter: Option<String>,
+    /// CPU backend threads (default: all cores).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+}
+
+/// A failure on its way to the user: the message and the exit code.
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    /// Something the user must fix (exit 2).
+    fn usage(e: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 2,
+            message: e.to_string(),
+        }
+    }
+    /// A refused setting (exit 2), without the library's "invalid parameters" prefix.
+    fn config(e: cnn_gpu::Error) -> Self {
+        match e {
+            cnn_gpu::Error::InvalidParams(msg) => Failure::usage(msg),
+            other => Failure::usage(other),
+        }
+    }
+    /// Anything else (exit 1).
+    fn other(e: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 1,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The backend a command runs on.
+#[allow(clippy::large_enum_variant)] // one, for the whole run
+pub(crate) enum Chosen {
+    Cpu(CpuBackend),
+    Gpu(GpuBackend),
+}
+
+/// Opens the backend `--backend` names. `auto` takes a hardware GPU and otherwise the CPU
+/// backend, with a one-line warning: a software adapter (lavapipe, WARP) runs the same kernels
+/// far slower than the CPU backend, so only `--backend gpu` (or `--adapter`) picks one.
+pub(crate) fn open_backend(args: &DeviceArgs) -> Result<Chosen, Failure> {
+    if args.threads == Some(0) {
+        return Err(Failure::usage("--threads must be at least 1"));
+    }
+    let cpu = || {
+        if args.adapter.is_some() {
+            log::warn!("--adapter is ignored by the CPU backend");
+        }
+        CpuBackend::new(args.threads)
+            .map(Chosen::Cpu)
+            .map_err(Failure::other)
+    };
+    match args.backend {
+        BackendChoice::Cpu => cpu(),
+        BackendChoice::Gpu => open_gpu(args).map(Chosen::Gpu).map_err(|e| match e {
+            cnn_gpu::Error::NoAdapter(_) => {
+                Failure::usage(format!("{e}; use --backend cpu to run on the CPU"))
+            }
+            other => Failure::other(other),
+        }),
+        BackendChoice::Auto if args.adapter.is_none() && !real_gpu_present() => {
+            eprintln!(
+                "warning: no hardware GPU adapter found; running on the CPU backend \
+                 (`cnn-gpu info` lists adapters; --backend gpu uses a software one)"
+            );
+            cpu()
+        }
+        BackendChoice::Auto => match open_gpu(args) {
+            Ok(gpu) => Ok(Chosen::Gpu(gpu)),
+            Err(e) => {
+                eprintln!("warning: running on the CPU: {e}");
+                cpu()
+            }
+        },
+    }
+}
+
+pub(crate) fn real_gpu_present() -> bool {
+    let (adapters, pick) = list_adapters();
+    pick.is_some_and(|i| adapters[i].device_type != "Cpu")
+}
+
+pub(crate) fn open_gpu(args: &DeviceArgs) -> cnn_gpu::Result<GpuBackend> {
+    let options = GpuOptions {
+        adapter: args.adapter.clone(),
+        ..GpuOptions::default()
+    };
+    let gpu = GpuBackend::new(&options)?;
+    if args.threads.is_some() {
+        log::warn!("--threads is ignored by the GPU backend");
+    }
+    Ok(gpu)
+}
+
+/// Library errors: limits the user can change (a smaller batch) exit 2, the rest 1.
+pub(crate) fn run_failure(e: cnn_gpu::Error) -> Failure {
+    match e {
+        cnn_gpu::Error::Limit(_) | cnn_gpu::Error::InvalidParams(_) => {
+            Failure::usage(format!("{e:#}"))
+        }
+        other => Failure::other(format!("{other:#}")),
+    }
+}
+
+/// Where the dataset comes from: shared by every command that reads MNIST.
+#[derive(Args, Debug)]
+pub(crate) struct DataArgs {
+    /// Directory holding the MNIST IDX files (default: $CNN_GPU_DATA_DIR, else ./data/mnist).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Where to download missing MNIST files from (repeatable, tried in order; default: the
+    /// environment variable CNN_GPU_MNIST_MIRROR, else the built-in mirrors).
+    #[arg(long = "mirror", value_name = "URL")]
+    pub(crate) mirrors: Vec<String>,
+    /// Never download: fail when MNIST files are missing.
+    #[arg(long)]
+    pub(crate) no_download: bool,
+}
+
+impl DataArgs {
+    /// Finds the dataset (downloading missing files unless --no-download) and loads it.
+    pub(crate) fn load(&self) -> Result<Mnist, Failure> {
+        let dir = resolve_data_dir(self.data_dir.as_deref());
+        if !self.no_download {
+            fetch_missing(&dir, &self.mirrors)?;
+        }
+        load_mnist(&dir).map_err(|e| Failure::usage(format!("{e:#}")))
+    }
+}
+
+/// Downloads the MNIST files missing from `dir`, if any, showing progress on stderr. Files that
+/// are present but unusable are left to `load_mnist` to report.
+fn fetch_missing(dir: &Path, mirror_flags: &[String]) -> Result<(), Failure> {
+    let missing = missing_files(dir);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let files: Vec<(&str, &str)> = MNIST_SHA256
+        .iter()
+        .filter(|(name, _)| missing.contains(name))
+        .copied()
+        .collect();
+    let mirrors = resolve_mirrors(mirror_flags);
+    eprintln!(
+        "MNIST not found in {}: downloading {} \
+         (--no-download forbids this; --mirror URL or {MIRROR_ENV} picks a mirror)",
+        dir.display(),
+        missing.join(", ")
+    );
+    let mut progress: Box<dyn Progress> = if std::io::stderr().is_terminal() {
+        Box::new(BarProgress { bar: None })
+    } else {
+        Box::new(LineProgress)
+    };
+    fetch_files(dir, &mirrors, &files, progress.as_mut())
+        .map(|_| ())
+        .map_err(Failure::usage)
+}
+
+/// Progress on a terminal: a line naming the URL, then a bar that ends as "done" or "failed".
+pub(crate) struct BarProgress {
+    pub(crate) bar: Option<indicatif::ProgressBar>,
+}
+
+impl BarProgress {
+    /// Replaces the bar by `message` for good.
+    fn end(&mut self, message: String, ok: bool) {
+        if let Some(bar) = self.bar.take() {
+            bar.set_style(indicatif::ProgressStyle::with_template("  {msg}").expect("a template"));
+            if ok {
+                bar.finish_with_message(message);
+            } else {
+                bar.abandon_with_message(message);
+            }
+        }
+    }
+}
+
+impl Progress for BarProgress {
+    fn begin(&mut self, name: &str, url: &str) {
+        eprintln!("downloading {name}.gz from {url}");
+        let bar = indicatif::ProgressBar::no_length().with_style(
+            indicatif::ProgressStyle::with_template(
+                "  [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .expect("a template")
+            .progress_chars("=> "),
+        );
+        self.bar = Some(bar);
+    }
+    fn advance(&mut self, downloaded: u64, total: Option<u64>) {
+        if let Some(bar) = &self.bar {
+            if let Some(total) = total {
+                bar.set_length(total);
+            }
+            bar.set_position(downloaded);
+        }
+    }
+    fn done(&mut self, _name: &str, bytes: u64) {
+        self.end(format!("done, {}", megabytes(bytes)), true);
+    }
+    fn failed(&mut self, _name: &str, _url: &str, reason: &str) {
+        self.end(format!("failed: {reason}"), false);
+    }
+}
+
+/// Progress when stderr is not a terminal: one line per attempt.
+pub(crate) struct LineProgress;
+
+impl Progress for LineProgress {
+    fn begin(&mut self, name: &str, url: &str) {
+        eprint!("downloading {name}.gz from {url} … ");
+    }
+    fn done(&mut self, _name: &str, bytes: u64) {
+        eprintln!("done, {}", megabytes(bytes));
+    }
+    fn failed(&mut self, _name: &str, _url: &str, reason: &str) {
+        eprintln!("failed: {reason}");
+    }
+}
+
+pub(crate) fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
