@@ -408,6 +408,7 @@ fn learns_synthetic_lines<B: Backend>(b: &B) {
         eval_batch_size: 64,
         max_steps: None,
         first_epoch: 1,
+        resume_within: None,
     };
     let mut model = Model::new(b, small_cnn(), cfg.seed).unwrap();
     let summary =
