@@ -218,9 +218,13 @@ impl GpuBackend {
     /// later flush, read or allocation fails with [`Error::Gpu`] saying the device was lost.
     pub fn lose_device_for_test(&self) {
         self.ctx.device.destroy();
+        // Let wgpu run its device-lost callback now (a real loss reports at the next poll).
+        let _ = self.ctx.device.poll(wgpu::PollType::Poll);
     }
 
     fn create_buffer(ctx: &Context, len: usize, label: &str, id: u64) -> Result<GpuBuffer> {
+        // A lost device hands out invalid buffers without an error: say so here instead.
+        ctx.errors.check()?;
         let bytes = (len.max(1) * 4) as u64;
         let limit = buffer_limit(ctx);
         if bytes > limit {
