@@ -297,24 +297,20 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Checks that a checkpoint can be written to `path`, by creating and deleting a temporary
-/// file in its directory: a bad path then fails before training, not after it.
-pub fn check_writable(path: &Path) -> Result<()> {
+/// Checks that a `what` (say "checkpoint") can be written to `path`, by creating and deleting
+/// a temporary file in its directory: a bad path then fails before training, not after it.
+pub fn check_writable(path: &Path, what: &str) -> Result<()> {
     if path.is_dir() {
         return Err(Error::data(
             path,
-            "is a directory; give the checkpoint's file name",
+            format!("is a directory; give the {what}'s file name"),
         ));
     }
     let dir = parent_dir(path);
     let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| {
         Error::data(
             path,
-            format!(
-                "cannot write a checkpoint in {}: {}",
-                dir.display(),
-                plain(&e)
-            ),
+            format!("cannot write a {what} in {}: {}", dir.display(), plain(&e)),
         )
     })?;
     tmp.close().map_err(|e| {

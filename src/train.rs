@@ -31,6 +31,9 @@ pub struct TrainConfig {
     /// checkpoint holds. The shuffles depend only on the seed and the epoch, so a resumed run
     /// sees the same batches as an uninterrupted one.
     pub first_epoch: usize,
+    /// Evaluate on the test set after every epoch and report it
+    /// ([`Reporter::epoch_eval`]); off by default (it costs a pass over the test set).
+    pub eval_every_epoch: bool,
 }
 
 impl Default for TrainConfig {
@@ -45,6 +48,7 @@ impl Default for TrainConfig {
             eval_batch_size: 1000,
             max_steps: None,
             first_epoch: 1,
+            eval_every_epoch: false,
         }
     }
 }
@@ -123,6 +127,8 @@ pub struct EpochStats {
     pub images: usize,
     pub seconds: f64,
     pub images_per_sec: f64,
+    /// The mean training loss over the epoch's steps.
+    pub loss: f64,
 }
 
 /// The outcome of an evaluation pass.
@@ -166,9 +172,17 @@ pub struct TrainSummary {
 pub trait Reporter {
     /// Once, before the first step.
     fn start(&mut self, _backend: &str, _train_images: usize, _params: usize) {}
+    /// Before an epoch's first step: its 1-based number, its steps, and the steps the run took
+    /// before it (earlier epochs, including those of a resumed run).
+    fn epoch_start(&mut self, _epoch: usize, _steps: usize, _steps_before: usize) {}
+    /// After each step is recorded (not waited for): its 1-based batch within the epoch and its
+    /// images. Cheap; for progress bars.
+    fn step(&mut self, _epoch: usize, _batch: usize, _images: usize) {}
     fn loss(&mut self, _rec: &LossRecord) {}
     fn first_step(&mut self, _seconds: f64) {}
     fn epoch(&mut self, _stats: &EpochStats) {}
+    /// The test-set evaluation after an epoch, when [`TrainConfig::eval_every_epoch`] is set.
+    fn epoch_eval(&mut self, _epoch: usize, _report: &EvalReport) {}
     fn eval(&mut self, _eval: &EvalResult) {}
 }
 
@@ -177,34 +191,98 @@ pub struct QuietReporter;
 
 impl Reporter for QuietReporter {}
 
-/// Prints the tutorial's lines to stdout.
-pub struct PrintReporter;
+/// Prints the tutorial's lines to stdout; with [`PrintReporter::with_progress_bar`], also a
+/// progress bar per epoch (images/s and ETA), the lines printed above it.
+#[derive(Default)]
+pub struct PrintReporter {
+    /// Some when a bar is wanted; the bar of the running epoch.
+    bar: Option<Option<indicatif::ProgressBar>>,
+    batch_size: usize,
+}
+
+impl PrintReporter {
+    /// The tutorial's plain lines only (logs, pipes, tests).
+    pub fn plain() -> Self {
+        PrintReporter::default()
+    }
+
+    /// Plain lines and a progress bar per epoch: for a terminal.
+    pub fn with_progress_bar(batch_size: usize) -> Self {
+        PrintReporter {
+            bar: Some(None),
+            batch_size,
+        }
+    }
+
+    fn println(&self, line: String) {
+        match &self.bar {
+            Some(Some(bar)) => bar.println(line),
+            _ => println!("{line}"),
+        }
+    }
+}
 
 impl Reporter for PrintReporter {
     fn start(&mut self, backend: &str, train_images: usize, params: usize) {
-        println!("Training on {backend}: {train_images} images, {params} parameters");
+        self.println(format!(
+            "Training on {backend}: {train_images} images, {params} parameters"
+        ));
+    }
+    fn epoch_start(&mut self, epoch: usize, steps: usize, _steps_before: usize) {
+        if let Some(slot) = &mut self.bar {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some((steps * self.batch_size) as u64),
+                indicatif::ProgressDrawTarget::stdout(),
+            )
+            .with_style(
+                indicatif::ProgressStyle::with_template(
+                    "Epoch {prefix} [{bar:30}] {human_pos}/{human_len} images, {per_sec}, ETA {eta}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(epoch.to_string());
+            *slot = Some(bar);
+        }
+    }
+    fn step(&mut self, _epoch: usize, _batch: usize, images: usize) {
+        if let Some(Some(bar)) = &self.bar {
+            bar.inc(images as u64);
+        }
     }
     fn loss(&mut self, rec: &LossRecord) {
-        println!(
+        self.println(format!(
             "[Epoch {}, Batch {}] loss: {:.3}",
             rec.epoch, rec.batch, rec.loss
-        );
+        ));
     }
     fn first_step(&mut self, seconds: f64) {
-        println!("First step: {:.3} s (includes start-up)", seconds);
+        self.println(format!("First step: {seconds:.3} s (includes start-up)"));
     }
     fn epoch(&mut self, s: &EpochStats) {
-        println!(
-            "Epoch {} done in {:.2} s ({:.0} images/s)",
-            s.epoch, s.seconds, s.images_per_sec
-        );
+        if let Some(slot) = &mut self.bar {
+            if let Some(bar) = slot.take() {
+                bar.finish_and_clear();
+            }
+        }
+        self.println(format!(
+            "Epoch {} done in {:.2} s ({:.0} images/s, mean loss {:.3})",
+            s.epoch, s.seconds, s.images_per_sec, s.loss
+        ));
+    }
+    fn epoch_eval(&mut self, epoch: usize, r: &EvalReport) {
+        self.println(format!(
+            "Epoch {epoch}: test accuracy {:.2}%, test loss {:.4}",
+            r.eval.accuracy_percent(),
+            r.mean_loss
+        ));
     }
     fn eval(&mut self, e: &EvalResult) {
-        println!(
+        self.println(format!(
             "Accuracy of the network on the {} test images: {:.2}%",
             e.total,
             e.accuracy_percent()
-        );
+        ));
     }
 }
 
@@ -290,7 +368,7 @@ pub fn train_with<B: Backend>(
     let classes = model.classes();
     let train_res = ResidentDataset::upload(b, train_set, classes, "train")?;
     let test_res = ResidentDataset::upload(b, test_set, classes, "test")?;
-    let fit = fit_with(b, model, &train_res, cfg, rep, on_epoch)?;
+    let fit = fit_inner(b, model, &train_res, Some(&test_res), cfg, rep, on_epoch)?;
     let eval = evaluate(b, model, &test_res, cfg.eval_batch_size)?;
     rep.eval(&eval);
     Ok(TrainSummary { fit, eval })
@@ -360,6 +438,19 @@ pub fn fit_with<B: Backend>(
     rep: &mut dyn Reporter,
     on_epoch: &mut EpochHook<'_, B>,
 ) -> Result<FitSummary> {
+    fit_inner(b, model, data, None, cfg, rep, on_epoch)
+}
+
+/// [`fit_with`], evaluating on `test` after each epoch when `cfg.eval_every_epoch` is set.
+fn fit_inner<B: Backend>(
+    b: &B,
+    model: &mut Model<B>,
+    data: &ResidentDataset<B>,
+    test: Option<&ResidentDataset<B>>,
+    cfg: &TrainConfig,
+    rep: &mut dyn Reporter,
+    on_epoch: &mut EpochHook<'_, B>,
+) -> Result<FitSummary> {
     cfg.validate_for(data.len)?;
     check_input(model, data.image_len)?;
     check_batch_fits(b, model, cfg.batch_size.min(data.len))?;
@@ -394,6 +485,9 @@ pub fn fit_with<B: Backend>(
         let order = shuffled_indices(n, cfg.seed, epoch);
         b.write_u32(&mut perm, &order)?;
         b.fill_zero(&mut loss_sum)?;
+        rep.epoch_start(epoch, steps, (epoch - 1) * steps);
+        // The sum of the per-step mean losses read back so far this epoch.
+        let mut epoch_loss = 0.0f64;
         let mut in_interval = 0;
         let mut images = 0;
         let mut steps_done = 0;
@@ -405,6 +499,7 @@ pub fn fit_with<B: Backend>(
             images += ws.batch();
             steps_done += 1;
             total_steps += 1;
+            rep.step(epoch, step + 1, ws.batch());
 
             if epoch == cfg.first_epoch && step == 0 {
                 b.read_f32(&loss_sum)?; // wait for it
@@ -413,6 +508,7 @@ pub fn fit_with<B: Backend>(
             }
             if (step + 1) % cfg.log_interval == 0 {
                 let sum = b.read_f32(&loss_sum)?[0];
+                epoch_loss += sum as f64;
                 let rec = LossRecord {
                     epoch,
                     batch: step + 1,
@@ -427,7 +523,8 @@ pub fn fit_with<B: Backend>(
                 break;
             }
         }
-        b.read_f32(&loss_sum)?; // wait for the epoch's last step before timing it
+        // Waits for the epoch's last step before timing it.
+        epoch_loss += b.read_f32(&loss_sum)?[0] as f64;
         let seconds = t0.elapsed().as_secs_f64();
         let stats = EpochStats {
             epoch,
@@ -435,6 +532,7 @@ pub fn fit_with<B: Backend>(
             images,
             seconds,
             images_per_sec: images as f64 / seconds,
+            loss: epoch_loss / steps_done.max(1) as f64,
         };
         if epoch == cfg.first_epoch {
             steady_seconds += seconds - summary.first_step_seconds;
@@ -445,6 +543,10 @@ pub fn fit_with<B: Backend>(
         }
         rep.epoch(&stats);
         summary.epochs.push(stats);
+        if let (true, Some(test)) = (cfg.eval_every_epoch, test) {
+            let report = evaluate_detailed(b, model, test, cfg.eval_batch_size)?;
+            rep.epoch_eval(epoch, &report);
+        }
         on_epoch(epoch, total_steps, model)?;
         if cfg.max_steps == Some(total_steps) {
             break;

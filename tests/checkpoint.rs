@@ -311,7 +311,7 @@ fn writes_are_atomic_and_name_the_path() {
         err.to_string().contains(&path.display().to_string()),
         "{err}"
     );
-    assert!(checkpoint::check_writable(&path).is_err());
+    assert!(checkpoint::check_writable(&path, "checkpoint").is_err());
 
     // A read-only directory (root writes there anyway: then only the no-leftover check runs).
     let ro = dir.path().join("ro");
@@ -332,7 +332,7 @@ fn writes_are_atomic_and_name_the_path() {
             err.to_string().contains(&path.display().to_string()),
             "{err}"
         );
-        assert!(checkpoint::check_writable(&path).is_err());
+        assert!(checkpoint::check_writable(&path, "checkpoint").is_err());
         assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0, "no file left");
     }
     perms.set_mode(0o755);
@@ -372,9 +372,9 @@ fn writes_are_atomic_and_name_the_path() {
         .filter(|n| n != "ro" && n != "no")
         .collect();
     assert_eq!(names, ["m.safetensors"]);
-    assert!(checkpoint::check_writable(&path).is_ok());
+    assert!(checkpoint::check_writable(&path, "checkpoint").is_ok());
     assert!(
-        checkpoint::check_writable(dir.path()).is_err(),
+        checkpoint::check_writable(dir.path(), "checkpoint").is_err(),
         "a directory is not a file name"
     );
 }

@@ -263,6 +263,18 @@ fn save_into_a_missing_directory_is_refused_before_training() {
 }
 
 #[test]
+fn metrics_into_a_missing_directory_is_refused_before_training() {
+    let dir = mnist_like_dir(32, 8);
+    let d = dir.path().to_str().unwrap();
+    let metrics = dir.path().join("no/such/dir/m.jsonl");
+    let m = metrics.to_str().unwrap();
+    assert_refused(
+        &["train", "--backend", "cpu", "--data-dir", d, "--metrics", m],
+        m,
+    );
+}
+
+#[test]
 fn bad_checkpoints_are_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.safetensors");
