@@ -378,3 +378,18 @@ fn writes_are_atomic_and_name_the_path() {
         "a directory is not a file name"
     );
 }
+
+/// A checkpoint gets the permissions of any file the user creates (0666 less the umask), not
+/// the temporary file's private 0600.
+#[test]
+fn written_checkpoints_have_the_usual_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ModelSpec::simple_cnn();
+    let path = dir.path().join("m.safetensors");
+    checkpoint::save(&path, &spec, &spec.init_params(0).unwrap(), None, None).unwrap();
+    std::fs::File::create(dir.path().join("plain")).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), mode(&dir.path().join("plain")));
+    // (Under a umask of 077 both are 0600 and this proves nothing; CI's is 022.)
+}
