@@ -410,6 +410,7 @@ fn learns_synthetic_lines<B: Backend>(b: &B) {
         max_steps: None,
         first_epoch: 1,
         eval_every_epoch: false,
+        augment: None,
     };
     let mut model = Model::new(b, small_cnn(), cfg.seed).unwrap();
     let summary =
@@ -852,6 +853,19 @@ impl<B: Backend> Backend for Counting<'_, B> {
         y: &mut B::Buffer,
     ) -> cnn_gpu::Result<()> {
         self.inner.gather_batch(p, images, labels, perm, x, y)
+    }
+    fn gather_batch_affine(
+        &self,
+        p: &cnn_gpu::backend::GatherAffine,
+        images: &B::Buffer,
+        labels: &B::Buffer,
+        perm: &B::Buffer,
+        affine: &B::Buffer,
+        x: &mut B::Buffer,
+        y: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner
+            .gather_batch_affine(p, images, labels, perm, affine, x, y)
     }
     fn conv2d_forward(
         &self,
