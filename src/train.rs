@@ -38,6 +38,9 @@ pub struct TrainConfig {
     /// Resample every training image through a random affine transform, drawn per image and
     /// epoch from these ranges ([`Augment`]); None trains on the images as they are.
     pub augment: Option<Augment>,
+    /// Visit the training set in a new random order every epoch (PyTorch's `shuffle=True`);
+    /// false keeps the file's order.
+    pub shuffle: bool,
 }
 
 impl Default for TrainConfig {
@@ -54,6 +57,7 @@ impl Default for TrainConfig {
             first_epoch: 1,
             eval_every_epoch: false,
             augment: None,
+            shuffle: true,
         }
     }
 }
@@ -497,8 +501,11 @@ fn fit_inner<B: Backend>(
         let t0 = Instant::now();
         // Stream `epoch` (1-based) of the seed's ChaCha8 generator: stream 0 drew the initial
         // parameters (`ModelSpec::init_params`), so no shuffle reuses those bits.
-        let order = shuffled_indices(n, cfg.seed, epoch);
-        b.write_u32(&mut perm, &order)?;
+        if cfg.shuffle {
+            b.write_u32(&mut perm, &shuffled_indices(n, cfg.seed, epoch))?;
+        } else if epoch == cfg.first_epoch {
+            b.write_u32(&mut perm, &(0..n as u32).collect::<Vec<_>>())?;
+        }
         if let (Some(aug), Some(buf)) = (&cfg.augment, &mut affine) {
             let rows = data.image_len / data.cols;
             b.write_f32(buf, &aug.transforms(n, rows, data.cols, cfg.seed, epoch))?;

@@ -61,6 +61,9 @@ pub(crate) struct TrainArgs {
     /// test-set evaluation after every epoch). `cnn-gpu plot` draws them.
     #[arg(long, value_name = "PATH")]
     pub(crate) metrics: Option<PathBuf>,
+    /// Visit the training images in the files' order every epoch instead of shuffling them.
+    #[arg(long)]
+    pub(crate) no_shuffle: bool,
     /// Augment the training images: a random rotation, shift and zoom per image and epoch,
     /// applied while each batch is gathered (defaults ±10°, ±2 px, 0.9:1.1; the flags below
     /// change one range each and imply --augment).
@@ -123,6 +126,7 @@ pub(crate) fn train_command(args: &TrainArgs) -> Result<(), Failure> {
         max_steps: args.max_steps,
         eval_every_epoch: args.metrics.is_some(),
         augment: args.augment(),
+        shuffle: !args.no_shuffle,
         ..TrainConfig::default()
     };
     if let Some((_, state)) = &resume {
