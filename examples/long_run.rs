@@ -14,7 +14,7 @@ use std::cell::Cell;
 use cnn_gpu::backend::cpu::CpuBackend;
 use cnn_gpu::backend::gpu::{GpuBackend, GpuOptions};
 use cnn_gpu::backend::Backend;
-use cnn_gpu::data::{load_mnist, resolve_data_dir, Dataset};
+use cnn_gpu::data::{load_mnist, resolve_data_dir, Dataset, DatasetKind};
 use cnn_gpu::model::{Model, ModelSpec};
 use cnn_gpu::train::{self, Event, Flow, LossRecord, Reporter, TrainConfig};
 
@@ -82,7 +82,7 @@ fn first(ds: &Dataset, n: usize) -> Dataset {
 }
 
 fn run<B: Backend>(b: &B, args: &Args, live_buffers: &dyn Fn() -> Option<usize>) {
-    let dir = resolve_data_dir(args.data_dir.as_deref());
+    let dir = resolve_data_dir(args.data_dir.as_deref(), DatasetKind::Mnist);
     let mnist = load_mnist(&dir).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(2)

@@ -1,6 +1,7 @@
 //! `cnn-gpu train`.
 
 use std::cell::Cell;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,8 +10,12 @@ use clap::Args;
 
 use cnn_gpu::backend::Backend;
 use cnn_gpu::checkpoint::{self, Checkpoint, TrainState};
+use cnn_gpu::data::augment::Augment;
+use cnn_gpu::metrics::{MetricsReporter, MetricsWriter};
 use cnn_gpu::model::{Model, ModelSpec};
-use cnn_gpu::train::{self, Event, Flow, LossWindow, MidEpoch, PrintReporter, TrainConfig};
+use cnn_gpu::train::{
+    self, Event, Flow, LossWindow, MidEpoch, PrintReporter, Reporter, TrainConfig,
+};
 
 use super::fault::{Fault, FAULT_ENV};
 use super::{open_backend, run_failure, Chosen, DataArgs, DeviceArgs, Failure};
@@ -58,6 +63,57 @@ pub(crate) struct TrainArgs {
     /// the next step on, with the same batches and losses as an uninterrupted run.
     #[arg(long, value_name = "PATH")]
     pub(crate) resume: Option<PathBuf>,
+    /// Write metrics as JSON lines here: one per log interval and one per epoch (with a
+    /// test-set evaluation after every epoch). `cnn-gpu plot` draws them.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) metrics: Option<PathBuf>,
+    /// Visit the training images in the files' order every epoch instead of shuffling them.
+    #[arg(long)]
+    pub(crate) no_shuffle: bool,
+    /// Augment the training images: a random rotation, shift and zoom per image and epoch,
+    /// applied while each batch is gathered (defaults ±10°, ±2 px, 0.9:1.1; the flags below
+    /// change one range each and imply --augment).
+    #[arg(long)]
+    pub(crate) augment: bool,
+    /// Largest rotation, in degrees.
+    #[arg(long, value_name = "DEG", allow_negative_numbers = true)]
+    pub(crate) augment_rotate: Option<f32>,
+    /// Largest shift along each axis, in pixels.
+    #[arg(long, value_name = "PX", allow_negative_numbers = true)]
+    pub(crate) augment_translate: Option<f32>,
+    /// Zoom range, MIN:MAX (e.g. 0.9:1.1).
+    #[arg(long, value_name = "MIN:MAX", value_parser = parse_scale)]
+    pub(crate) augment_scale: Option<(f32, f32)>,
+}
+
+/// `--augment-scale MIN:MAX`.
+fn parse_scale(s: &str) -> Result<(f32, f32), String> {
+    let bad = || format!("expected MIN:MAX such as 0.9:1.1, got {s:?}");
+    let (lo, hi) = s.split_once(':').ok_or_else(bad)?;
+    Ok((
+        lo.trim().parse().map_err(|_| bad())?,
+        hi.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+impl TrainArgs {
+    /// The augmentation the flags ask for, if any.
+    fn augment(&self) -> Option<Augment> {
+        let any = self.augment
+            || self.augment_rotate.is_some()
+            || self.augment_translate.is_some()
+            || self.augment_scale.is_some();
+        any.then(|| {
+            let d = Augment::default();
+            let (scale_min, scale_max) = self.augment_scale.unwrap_or((d.scale_min, d.scale_max));
+            Augment {
+                rotate_deg: self.augment_rotate.unwrap_or(d.rotate_deg),
+                translate_px: self.augment_translate.unwrap_or(d.translate_px),
+                scale_min,
+                scale_max,
+            }
+        })
+    }
 }
 
 pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<(), Failure> {
@@ -74,6 +130,9 @@ pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<()
         seed: args.seed,
         log_interval: args.log_interval,
         max_steps: args.max_steps,
+        eval_every_epoch: args.metrics.is_some(),
+        augment: args.augment(),
+        shuffle: !args.no_shuffle,
         ..TrainConfig::default()
     };
     if let Some((_, state)) = &resume {
@@ -86,9 +145,12 @@ pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<()
     if args.save_every == Some(0) {
         return Err(Failure::usage("--save-every must be at least 1"));
     }
-    // A bad checkpoint path fails now, not after training.
+    // A bad checkpoint or metrics path fails now, not after training.
     if let Some(path) = &args.save {
-        checkpoint::check_writable(path).map_err(Failure::usage)?;
+        checkpoint::check_writable(path, "checkpoint").map_err(Failure::usage)?;
+    }
+    if let Some(path) = &args.metrics {
+        checkpoint::check_writable(path, "metrics file").map_err(Failure::usage)?;
     }
     let init = match (&args.init, resume) {
         (Some(path), _) => {
@@ -106,11 +168,14 @@ pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<()
                     "{FAULT_ENV}={f:?} needs the GPU backend"
                 )));
             }
-            train_on(&b, args, &cfg, init.as_ref(), fault, &|| {})
+            train_on(&b, None, args, &cfg, init.as_ref(), fault, &|| {})
         }
-        Chosen::Gpu(b) => train_on(&b, args, &cfg, init.as_ref(), fault, &|| {
-            b.lose_device_for_test()
-        }),
+        Chosen::Gpu(b) => {
+            let adapter = b.describe();
+            train_on(&b, Some(adapter), args, &cfg, init.as_ref(), fault, &|| {
+                b.lose_device_for_test()
+            })
+        }
     }
 }
 
@@ -167,11 +232,13 @@ fn resume_point(
     }
 }
 
-/// Loads MNIST, trains SimpleCNN on `b` and prints the results. Ctrl-C stops it after the
-/// step in progress (saving a checkpoint to resume from, with --save); a second Ctrl-C exits
-/// at once. `lose_device` serves the test-only device-lost fault.
+/// Loads MNIST, trains SimpleCNN on `b` (the GPU `adapter`, or the CPU when None) and prints
+/// the results. Ctrl-C stops it after the step in progress (saving a checkpoint to resume
+/// from, with --save); a second Ctrl-C exits at once. `lose_device` serves the test-only
+/// device-lost fault.
 pub(crate) fn train_on<B: Backend>(
     b: &B,
+    adapter: Option<String>,
     args: &TrainArgs,
     cfg: &TrainConfig,
     init: Option<&Checkpoint>,
@@ -182,7 +249,16 @@ pub(crate) fn train_on<B: Backend>(
     cfg.validate_for(mnist.train.labels.len())
         .map_err(Failure::config)?;
     let mut cfg = cfg.clone();
-    let mut reporter = PrintReporter;
+    let printer = if std::io::stdout().is_terminal() {
+        PrintReporter::with_progress_bar(cfg.batch_size)
+    } else {
+        PrintReporter::plain()
+    };
+    // Created only now that the data loaded: a failed start leaves no empty metrics file.
+    let metrics_writer = match &args.metrics {
+        Some(path) => Some(MetricsWriter::create(path).map_err(Failure::usage)?),
+        None => None,
+    };
     let spec = ModelSpec::simple_cnn();
     let mut model = match init {
         Some(ckpt) => Model::with_params(b, spec, &ckpt.params),
@@ -270,15 +346,31 @@ pub(crate) fn train_on<B: Backend>(
             Flow::Continue
         })
     };
-    let result = train::train_with(
-        b,
-        &mut model,
-        &mnist.train,
-        &mnist.test,
-        &cfg,
-        &mut reporter,
-        &mut hook,
-    );
+    let mut run = |reporter: &mut dyn Reporter| {
+        train::train_with(
+            b,
+            &mut model,
+            &mnist.train,
+            &mnist.test,
+            &cfg,
+            reporter,
+            &mut hook,
+        )
+    };
+    let result = match metrics_writer {
+        Some(writer) => {
+            let kind = if adapter.is_some() { "gpu" } else { "cpu" };
+            let mut reporter = MetricsReporter::new(printer, writer, kind, adapter);
+            let result = run(&mut reporter);
+            // Close the metrics file whatever happened: an interrupted run keeps its lines.
+            let finished = reporter.finish();
+            if result.is_ok() {
+                finished.map_err(Failure::other)?;
+            }
+            result
+        }
+        None => run(&mut { printer }),
+    };
     let summary = match result {
         Ok(summary) => summary,
         Err(cnn_gpu::Error::Interrupted { epoch, step }) => {
@@ -307,6 +399,7 @@ pub(crate) fn train_on<B: Backend>(
             return Err(f);
         }
     };
+
     if let Some(path) = &args.save {
         let epoch = summary.fit.epochs.last().map_or(0, |e| e.epoch);
         let step = steps_before + summary.fit.epochs.iter().map(|e| e.steps).sum::<usize>();
