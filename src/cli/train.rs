@@ -427,7 +427,8 @@ fn watch_ctrl_c(flag: &Arc<AtomicBool>) -> Result<(), Failure> {
 /// --resume, plus `--resume checkpoint`, quoted for a POSIX shell.
 fn resume_command(checkpoint: &Path) -> String {
     let mut words: Vec<String> = Vec::new();
-    let mut args = std::env::args();
+    // args_os: std::env::args panics on an argument that is not UTF-8.
+    let mut args = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
     words.extend(args.next());
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -456,5 +457,18 @@ fn shell_quote(word: &str) -> String {
         word.to_string()
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn words_are_quoted_for_a_posix_shell_only_when_needed() {
+        assert_eq!(shell_quote("--data-dir=/a/b_c.st"), "--data-dir=/a/b_c.st");
+        assert_eq!(shell_quote("my run.st"), "'my run.st'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 }
