@@ -29,6 +29,20 @@ pub enum Error {
     #[error("GPU error: {0}")]
     Gpu(String),
 
+    /// Training diverged: the loss of a step was NaN or infinite.
+    #[error(
+        "the loss became {value} at step {step} (epoch {epoch}, batch {batch}); lower --lr, or \
+         add --warmup-steps or --clip-grad-norm"
+    )]
+    Diverged {
+        /// 1-based, counted over the whole run.
+        step: usize,
+        epoch: usize,
+        batch: usize,
+        /// "NaN" or "infinite".
+        value: &'static str,
+    },
+
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

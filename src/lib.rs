@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod optim;
 pub mod profile;
 pub mod train;
 

@@ -1,15 +1,19 @@
 //! The training loop and evaluation, generic over the backend.
 //!
 //! The datasets are uploaded once ([`ResidentDataset`]); each epoch writes one permutation into
-//! a resident buffer, and each step only records ops: gather → forward → loss → backward → SGD →
-//! flush. The loss is accumulated on the backend and read back only at log intervals (and once
-//! per epoch, to time it). Printing goes through a [`Reporter`], so the math never prints.
+//! a resident buffer, and each step writes its learning rate (and Adam's bias corrections) into a
+//! small resident buffer and records ops: gather → forward → loss → backward → update → flush.
+//! The loss is accumulated on the backend and read back only at log intervals (and once per
+//! epoch, to time it); a NaN or infinite loss stops the run with [`Error::Diverged`], naming the
+//! first such step, which the backend records as it goes. Printing goes through a [`Reporter`],
+//! so the math never prints.
 
 use std::time::Instant;
 
-use crate::backend::{Backend, Gather, SoftmaxXent};
+use crate::backend::{Backend, Gather, SoftmaxXent, StepScalars};
 use crate::data::{shuffled_indices, Dataset};
 use crate::model::{Model, ModelSpec, Workspace};
+use crate::optim::{OptimConfig, RunLength};
 use crate::{Error, Result};
 
 /// Hyper-parameters of a training run. [`Default`] gives the tutorial's values.
@@ -17,8 +21,10 @@ use crate::{Error, Result};
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
+    /// The base learning rate (the schedule in `optim` scales it per step).
     pub lr: f32,
-    pub momentum: f32,
+    /// The optimiser, learning-rate schedule and gradient clipping.
+    pub optim: OptimConfig,
     /// Seeds the parameter initialisation and every epoch's shuffle.
     pub seed: u64,
     /// Print the mean loss every this many batches.
@@ -39,7 +45,7 @@ impl Default for TrainConfig {
             epochs: 5,
             batch_size: 64,
             lr: 0.001,
-            momentum: 0.9,
+            optim: OptimConfig::default(),
             seed: 0,
             log_interval: 100,
             eval_batch_size: 1000,
@@ -79,9 +85,7 @@ impl TrainConfig {
                 self.lr
             ));
         }
-        if !(0.0..1.0).contains(&self.momentum) {
-            return bad(format!("momentum must be in [0, 1), got {}", self.momentum));
-        }
+        self.optim.validate()?;
         if self.log_interval == 0 {
             return bad("log interval must be at least 1".into());
         }
@@ -100,7 +104,20 @@ impl TrainConfig {
                 self.batch_size
             )));
         }
-        Ok(())
+        self.optim.validate_for(self.run_length(train_len))
+    }
+
+    /// The length of the whole run on a training set of `train_len` images (the epochs before
+    /// `first_epoch` included; `max_steps` counts from `first_epoch`).
+    pub fn run_length(&self, train_len: usize) -> RunLength {
+        let steps_per_epoch = train_len.div_ceil(self.batch_size.max(1));
+        let before = self.first_epoch.saturating_sub(1) * steps_per_epoch;
+        let rest = (self.epochs + 1).saturating_sub(self.first_epoch) * steps_per_epoch;
+        let rest = self.max_steps.map_or(rest, |m| m.min(rest));
+        RunLength {
+            steps_per_epoch,
+            total_steps: before + rest,
+        }
     }
 }
 
@@ -376,6 +393,11 @@ pub fn fit_with<B: Backend>(
     };
     let mut perm = b.zeros(n, "permutation")?;
     let mut loss_sum = b.zeros(1, "loss_sum")?;
+    let mut scalars = b.zeros(StepScalars::LEN, "step scalars")?;
+    let mut first_nonfinite = b.zeros(1, "first non-finite step")?;
+    let run = cfg.run_length(n);
+    // Steps taken before this run's first epoch (a resumed run counts on from them).
+    let steps_before = (cfg.first_epoch - 1) * steps;
 
     rep.start(&b.describe(), n, model.num_params());
     let mut summary = FitSummary {
@@ -398,8 +420,11 @@ pub fn fit_with<B: Backend>(
         let mut images = 0;
         let mut steps_done = 0;
         for step in 0..steps {
+            let t = steps_before + total_steps + 1;
+            b.write_f32(&mut scalars, &cfg.optim.scalars(cfg.lr, t, run).words())?;
             let ws = gather_batch(b, data, &perm, step * bs, &mut ws_full, &mut ws_tail)?;
-            model.train_step(b, ws, &mut loss_sum, cfg.lr, cfg.momentum)?;
+            model.train_step(b, ws, &mut loss_sum, &cfg.optim, &mut scalars)?;
+            b.record_nonfinite(&loss_sum, &scalars, &mut first_nonfinite)?;
             b.flush()?;
             in_interval += 1;
             images += ws.batch();
@@ -407,12 +432,14 @@ pub fn fit_with<B: Backend>(
             total_steps += 1;
 
             if epoch == cfg.first_epoch && step == 0 {
-                b.read_f32(&loss_sum)?; // wait for it
+                let sum = b.read_f32(&loss_sum)?[0]; // waits for it
+                check_finite(b, sum, &first_nonfinite, steps)?;
                 summary.first_step_seconds = t0.elapsed().as_secs_f64();
                 rep.first_step(summary.first_step_seconds);
             }
             if (step + 1) % cfg.log_interval == 0 {
                 let sum = b.read_f32(&loss_sum)?[0];
+                check_finite(b, sum, &first_nonfinite, steps)?;
                 let rec = LossRecord {
                     epoch,
                     batch: step + 1,
@@ -427,7 +454,9 @@ pub fn fit_with<B: Backend>(
                 break;
             }
         }
-        b.read_f32(&loss_sum)?; // wait for the epoch's last step before timing it
+        // Wait for the epoch's last step before timing it, and before `on_epoch` saves anything.
+        let sum = b.read_f32(&loss_sum)?[0];
+        check_finite(b, sum, &first_nonfinite, steps)?;
         let seconds = t0.elapsed().as_secs_f64();
         let stats = EpochStats {
             epoch,
@@ -456,6 +485,27 @@ pub fn fit_with<B: Backend>(
         0.0
     };
     Ok(summary)
+}
+
+/// Stops a diverged run: `loss_sum` (just read) holds the loss of every step since it was last
+/// reset, so it is finite unless one of them was not; then the backend's record names the
+/// first such step. `steps` is the number of steps per epoch.
+fn check_finite<B: Backend>(
+    b: &B,
+    loss_sum: f32,
+    first_nonfinite: &B::Buffer,
+    steps: usize,
+) -> Result<()> {
+    if loss_sum.is_finite() {
+        return Ok(());
+    }
+    let step = b.read_u32(first_nonfinite)?[0] as usize;
+    Err(Error::Diverged {
+        step,
+        epoch: step.saturating_sub(1) / steps + 1,
+        batch: step.saturating_sub(1) % steps + 1,
+        value: if loss_sum.is_nan() { "NaN" } else { "infinite" },
+    })
 }
 
 /// Gathers the batch that starts at `offset` of the permutation into its workspace, `full`, or
