@@ -107,16 +107,14 @@ impl TrainConfig {
         self.optim.validate_for(self.run_length(train_len))
     }
 
-    /// The length of the whole run on a training set of `train_len` images (the epochs before
-    /// `first_epoch` included; `max_steps` counts from `first_epoch`).
+    /// The length of the whole run on a training set of `train_len` images: every step of
+    /// `epochs` epochs, those before `first_epoch` included. `max_steps` cuts a run short
+    /// without changing its schedule, so a run stopped early and resumed follows the same lr.
     pub fn run_length(&self, train_len: usize) -> RunLength {
         let steps_per_epoch = train_len.div_ceil(self.batch_size.max(1));
-        let before = self.first_epoch.saturating_sub(1) * steps_per_epoch;
-        let rest = (self.epochs + 1).saturating_sub(self.first_epoch) * steps_per_epoch;
-        let rest = self.max_steps.map_or(rest, |m| m.min(rest));
         RunLength {
             steps_per_epoch,
-            total_steps: before + rest,
+            total_steps: self.epochs * steps_per_epoch,
         }
     }
 }
