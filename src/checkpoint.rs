@@ -354,24 +354,20 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Checks that a checkpoint can be written to `path`, by creating and deleting a temporary
-/// file in its directory: a bad path then fails before training, not after it.
-pub fn check_writable(path: &Path) -> Result<()> {
+/// Checks that a `what` (say "checkpoint") can be written to `path`, by creating and deleting
+/// a temporary file in its directory: a bad path then fails before training, not after it.
+pub fn check_writable(path: &Path, what: &str) -> Result<()> {
     if path.is_dir() {
         return Err(Error::data(
             path,
-            "is a directory; give the checkpoint's file name",
+            format!("is a directory; give the {what}'s file name"),
         ));
     }
     let dir = parent_dir(path);
     let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| {
         Error::data(
             path,
-            format!(
-                "cannot write a checkpoint in {}: {}",
-                dir.display(),
-                plain(&e)
-            ),
+            format!("cannot write a {what} in {}: {}", dir.display(), plain(&e)),
         )
     })?;
     tmp.close().map_err(|e| {
@@ -400,8 +396,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             ),
         )
     };
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(&dir).map_err(|e| fail("creating a temporary file", e))?;
+    // tempfile creates 0600 files; a checkpoint gets the usual 0666 less the umask, as any
+    // file the user writes.
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder
+        .tempfile_in(&dir)
+        .map_err(|e| fail("creating a temporary file", e))?;
     tmp.write_all(bytes).map_err(|e| fail("writing", e))?;
     tmp.as_file().sync_all().map_err(|e| fail("syncing", e))?;
     tmp.persist(path)

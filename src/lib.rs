@@ -10,6 +10,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod profile;

@@ -88,6 +88,7 @@ pub(crate) const ADAM_STEP: Kernel = Kernel::new(Shader::Optim, "adam_step");
 pub(crate) const SUM_SQUARES: Kernel = Kernel::new(Shader::Optim, "sum_squares");
 pub(crate) const RECORD_NONFINITE: Kernel = Kernel::new(Shader::Optim, "record_nonfinite");
 pub(crate) const GATHER_BATCH: Kernel = Kernel::new(Shader::Data, "gather_batch");
+pub(crate) const GATHER_BATCH_AFFINE: Kernel = Kernel::new(Shader::Data, "gather_batch_affine");
 
 /// Threads per workgroup of every 1-d kernel.
 pub(crate) const WORKGROUP: usize = 256;
@@ -180,5 +181,6 @@ pub(crate) struct GatherParams {
     pub batch: u32,
     pub image_len: u32,
     pub offset: u32,
-    pub _pad: u32,
+    /// Image width: gather_batch_affine only.
+    pub cols: u32,
 }
