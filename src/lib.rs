@@ -12,6 +12,7 @@ pub mod data;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod profile;
 pub mod train;
 
