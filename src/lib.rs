@@ -9,8 +9,12 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod data;
+pub mod digit;
 pub mod error;
+pub mod matrix;
 pub mod model;
+pub mod output;
+pub mod picture;
 pub mod profile;
 pub mod train;
 
