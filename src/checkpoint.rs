@@ -288,11 +288,9 @@ pub fn load_model<B: Backend>(
     Ok((model, ckpt))
 }
 
-/// Checks that a checkpoint can be written to `path` (see [`crate::output::check_writable`]):
-/// a bad path then fails before training, not after it.
-pub fn check_writable(path: &Path) -> Result<()> {
-    crate::output::check_writable(path, "checkpoint")
-}
+/// Checks that a `what` (say "checkpoint") can be written to `path` (see
+/// [`crate::output::check_writable`]): a bad path then fails before training, not after it.
+pub use crate::output::check_writable;
 
 /// Writes `bytes` to `path` atomically (see [`crate::output::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -12,6 +12,7 @@ pub mod data;
 pub mod digit;
 pub mod error;
 pub mod matrix;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod picture;

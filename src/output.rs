@@ -57,8 +57,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
             ),
         )
     };
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(&dir).map_err(|e| fail("creating a temporary file", e))?;
+    // tempfile creates 0600 files; ours get the usual 0666 less the umask, as any file the user
+    // writes.
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder
+        .tempfile_in(&dir)
+        .map_err(|e| fail("creating a temporary file", e))?;
     tmp.write_all(bytes).map_err(|e| fail("writing", e))?;
     tmp.as_file().sync_all().map_err(|e| fail("syncing", e))?;
     tmp.persist(path)

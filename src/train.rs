@@ -7,7 +7,8 @@
 
 use std::time::Instant;
 
-use crate::backend::{Backend, Gather, SoftmaxXent};
+use crate::backend::{Backend, Gather, GatherAffine, SoftmaxXent, AFFINE_LEN};
+use crate::data::augment::Augment;
 use crate::data::{shuffled_indices, Dataset};
 use crate::model::{Model, ModelSpec, Workspace};
 use crate::{Error, Result};
@@ -31,6 +32,15 @@ pub struct TrainConfig {
     /// checkpoint holds. The shuffles depend only on the seed and the epoch, so a resumed run
     /// sees the same batches as an uninterrupted one.
     pub first_epoch: usize,
+    /// Evaluate on the test set after every epoch and report it
+    /// ([`Reporter::epoch_eval`]); off by default (it costs a pass over the test set).
+    pub eval_every_epoch: bool,
+    /// Resample every training image through a random affine transform, drawn per image and
+    /// epoch from these ranges ([`Augment`]); None trains on the images as they are.
+    pub augment: Option<Augment>,
+    /// Visit the training set in a new random order every epoch (PyTorch's `shuffle=True`);
+    /// false keeps the file's order.
+    pub shuffle: bool,
 }
 
 impl Default for TrainConfig {
@@ -45,6 +55,9 @@ impl Default for TrainConfig {
             eval_batch_size: 1000,
             max_steps: None,
             first_epoch: 1,
+            eval_every_epoch: false,
+            augment: None,
+            shuffle: true,
         }
     }
 }
@@ -85,6 +98,9 @@ impl TrainConfig {
         if self.log_interval == 0 {
             return bad("log interval must be at least 1".into());
         }
+        if let Some(aug) = &self.augment {
+            aug.validate()?;
+        }
         Ok(())
     }
 
@@ -123,6 +139,8 @@ pub struct EpochStats {
     pub images: usize,
     pub seconds: f64,
     pub images_per_sec: f64,
+    /// The mean training loss over the epoch's steps.
+    pub loss: f64,
 }
 
 /// The outcome of an evaluation pass.
@@ -166,9 +184,17 @@ pub struct TrainSummary {
 pub trait Reporter {
     /// Once, before the first step.
     fn start(&mut self, _backend: &str, _train_images: usize, _params: usize) {}
+    /// Before an epoch's first step: its 1-based number, its steps, and the steps the run took
+    /// before it (earlier epochs, including those of a resumed run).
+    fn epoch_start(&mut self, _epoch: usize, _steps: usize, _steps_before: usize) {}
+    /// After each step is recorded (not waited for): its 1-based batch within the epoch and its
+    /// images. Cheap; for progress bars.
+    fn step(&mut self, _epoch: usize, _batch: usize, _images: usize) {}
     fn loss(&mut self, _rec: &LossRecord) {}
     fn first_step(&mut self, _seconds: f64) {}
     fn epoch(&mut self, _stats: &EpochStats) {}
+    /// The test-set evaluation after an epoch, when [`TrainConfig::eval_every_epoch`] is set.
+    fn epoch_eval(&mut self, _epoch: usize, _report: &EvalReport) {}
     fn eval(&mut self, _eval: &EvalResult) {}
 }
 
@@ -177,34 +203,98 @@ pub struct QuietReporter;
 
 impl Reporter for QuietReporter {}
 
-/// Prints the tutorial's lines to stdout.
-pub struct PrintReporter;
+/// Prints the tutorial's lines to stdout; with [`PrintReporter::with_progress_bar`], also a
+/// progress bar per epoch (images/s and ETA), the lines printed above it.
+#[derive(Default)]
+pub struct PrintReporter {
+    /// Some when a bar is wanted; the bar of the running epoch.
+    bar: Option<Option<indicatif::ProgressBar>>,
+    batch_size: usize,
+}
+
+impl PrintReporter {
+    /// The tutorial's plain lines only (logs, pipes, tests).
+    pub fn plain() -> Self {
+        PrintReporter::default()
+    }
+
+    /// Plain lines and a progress bar per epoch: for a terminal.
+    pub fn with_progress_bar(batch_size: usize) -> Self {
+        PrintReporter {
+            bar: Some(None),
+            batch_size,
+        }
+    }
+
+    fn println(&self, line: String) {
+        match &self.bar {
+            Some(Some(bar)) => bar.println(line),
+            _ => println!("{line}"),
+        }
+    }
+}
 
 impl Reporter for PrintReporter {
     fn start(&mut self, backend: &str, train_images: usize, params: usize) {
-        println!("Training on {backend}: {train_images} images, {params} parameters");
+        self.println(format!(
+            "Training on {backend}: {train_images} images, {params} parameters"
+        ));
+    }
+    fn epoch_start(&mut self, epoch: usize, steps: usize, _steps_before: usize) {
+        if let Some(slot) = &mut self.bar {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some((steps * self.batch_size) as u64),
+                indicatif::ProgressDrawTarget::stdout(),
+            )
+            .with_style(
+                indicatif::ProgressStyle::with_template(
+                    "Epoch {prefix} [{bar:30}] {human_pos}/{human_len} images, {per_sec}, ETA {eta}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(epoch.to_string());
+            *slot = Some(bar);
+        }
+    }
+    fn step(&mut self, _epoch: usize, _batch: usize, images: usize) {
+        if let Some(Some(bar)) = &self.bar {
+            bar.inc(images as u64);
+        }
     }
     fn loss(&mut self, rec: &LossRecord) {
-        println!(
+        self.println(format!(
             "[Epoch {}, Batch {}] loss: {:.3}",
             rec.epoch, rec.batch, rec.loss
-        );
+        ));
     }
     fn first_step(&mut self, seconds: f64) {
-        println!("First step: {:.3} s (includes start-up)", seconds);
+        self.println(format!("First step: {seconds:.3} s (includes start-up)"));
     }
     fn epoch(&mut self, s: &EpochStats) {
-        println!(
-            "Epoch {} done in {:.2} s ({:.0} images/s)",
-            s.epoch, s.seconds, s.images_per_sec
-        );
+        if let Some(slot) = &mut self.bar {
+            if let Some(bar) = slot.take() {
+                bar.finish_and_clear();
+            }
+        }
+        self.println(format!(
+            "Epoch {} done in {:.2} s ({:.0} images/s, mean loss {:.3})",
+            s.epoch, s.seconds, s.images_per_sec, s.loss
+        ));
+    }
+    fn epoch_eval(&mut self, epoch: usize, r: &EvalReport) {
+        self.println(format!(
+            "Epoch {epoch}: test accuracy {:.2}%, test loss {:.4}",
+            r.eval.accuracy_percent(),
+            r.mean_loss
+        ));
     }
     fn eval(&mut self, e: &EvalResult) {
-        println!(
+        self.println(format!(
             "Accuracy of the network on the {} test images: {:.2}%",
             e.total,
             e.accuracy_percent()
-        );
+        ));
     }
 }
 
@@ -215,6 +305,8 @@ pub struct ResidentDataset<B: Backend> {
     pub len: usize,
     /// Pixels per image.
     pub image_len: usize,
+    /// Pixels per image row.
+    pub cols: usize,
 }
 
 impl<B: Backend> ResidentDataset<B> {
@@ -242,6 +334,7 @@ impl<B: Backend> ResidentDataset<B> {
             labels: b.upload_u32(&labels, &format!("{label}.labels"))?,
             len,
             image_len,
+            cols: ds.cols,
         })
     }
 }
@@ -290,7 +383,7 @@ pub fn train_with<B: Backend>(
     let classes = model.classes();
     let train_res = ResidentDataset::upload(b, train_set, classes, "train")?;
     let test_res = ResidentDataset::upload(b, test_set, classes, "test")?;
-    let fit = fit_with(b, model, &train_res, cfg, rep, on_epoch)?;
+    let fit = fit_inner(b, model, &train_res, Some(&test_res), cfg, rep, on_epoch)?;
     let eval = evaluate(b, model, &test_res, cfg.eval_batch_size)?;
     rep.eval(&eval);
     Ok(TrainSummary { fit, eval })
@@ -360,6 +453,19 @@ pub fn fit_with<B: Backend>(
     rep: &mut dyn Reporter,
     on_epoch: &mut EpochHook<'_, B>,
 ) -> Result<FitSummary> {
+    fit_inner(b, model, data, None, cfg, rep, on_epoch)
+}
+
+/// [`fit_with`], evaluating on `test` after each epoch when `cfg.eval_every_epoch` is set.
+fn fit_inner<B: Backend>(
+    b: &B,
+    model: &mut Model<B>,
+    data: &ResidentDataset<B>,
+    test: Option<&ResidentDataset<B>>,
+    cfg: &TrainConfig,
+    rep: &mut dyn Reporter,
+    on_epoch: &mut EpochHook<'_, B>,
+) -> Result<FitSummary> {
     cfg.validate_for(data.len)?;
     check_input(model, data.image_len)?;
     check_batch_fits(b, model, cfg.batch_size.min(data.len))?;
@@ -376,6 +482,10 @@ pub fn fit_with<B: Backend>(
     };
     let mut perm = b.zeros(n, "permutation")?;
     let mut loss_sum = b.zeros(1, "loss_sum")?;
+    let mut affine = match cfg.augment {
+        Some(_) => Some(b.zeros(n * AFFINE_LEN, "augment.affine")?),
+        None => None,
+    };
 
     rep.start(&b.describe(), n, model.num_params());
     let mut summary = FitSummary {
@@ -391,20 +501,39 @@ pub fn fit_with<B: Backend>(
         let t0 = Instant::now();
         // Stream `epoch` (1-based) of the seed's ChaCha8 generator: stream 0 drew the initial
         // parameters (`ModelSpec::init_params`), so no shuffle reuses those bits.
-        let order = shuffled_indices(n, cfg.seed, epoch);
-        b.write_u32(&mut perm, &order)?;
+        if cfg.shuffle {
+            b.write_u32(&mut perm, &shuffled_indices(n, cfg.seed, epoch))?;
+        } else if epoch == cfg.first_epoch {
+            b.write_u32(&mut perm, &(0..n as u32).collect::<Vec<_>>())?;
+        }
+        if let (Some(aug), Some(buf)) = (&cfg.augment, &mut affine) {
+            let rows = data.image_len / data.cols;
+            b.write_f32(buf, &aug.transforms(n, rows, data.cols, cfg.seed, epoch))?;
+        }
         b.fill_zero(&mut loss_sum)?;
+        rep.epoch_start(epoch, steps, (epoch - 1) * steps);
+        // The sum of the per-step mean losses read back so far this epoch.
+        let mut epoch_loss = 0.0f64;
         let mut in_interval = 0;
         let mut images = 0;
         let mut steps_done = 0;
         for step in 0..steps {
-            let ws = gather_batch(b, data, &perm, step * bs, &mut ws_full, &mut ws_tail)?;
+            let ws = gather_batch(
+                b,
+                data,
+                &perm,
+                affine.as_ref(),
+                step * bs,
+                &mut ws_full,
+                &mut ws_tail,
+            )?;
             model.train_step(b, ws, &mut loss_sum, cfg.lr, cfg.momentum)?;
             b.flush()?;
             in_interval += 1;
             images += ws.batch();
             steps_done += 1;
             total_steps += 1;
+            rep.step(epoch, step + 1, ws.batch());
 
             if epoch == cfg.first_epoch && step == 0 {
                 b.read_f32(&loss_sum)?; // wait for it
@@ -413,6 +542,7 @@ pub fn fit_with<B: Backend>(
             }
             if (step + 1) % cfg.log_interval == 0 {
                 let sum = b.read_f32(&loss_sum)?[0];
+                epoch_loss += sum as f64;
                 let rec = LossRecord {
                     epoch,
                     batch: step + 1,
@@ -427,7 +557,8 @@ pub fn fit_with<B: Backend>(
                 break;
             }
         }
-        b.read_f32(&loss_sum)?; // wait for the epoch's last step before timing it
+        // Waits for the epoch's last step before timing it.
+        epoch_loss += b.read_f32(&loss_sum)?[0] as f64;
         let seconds = t0.elapsed().as_secs_f64();
         let stats = EpochStats {
             epoch,
@@ -435,6 +566,7 @@ pub fn fit_with<B: Backend>(
             images,
             seconds,
             images_per_sec: images as f64 / seconds,
+            loss: epoch_loss / steps_done.max(1) as f64,
         };
         if epoch == cfg.first_epoch {
             steady_seconds += seconds - summary.first_step_seconds;
@@ -445,6 +577,10 @@ pub fn fit_with<B: Backend>(
         }
         rep.epoch(&stats);
         summary.epochs.push(stats);
+        if let (true, Some(test)) = (cfg.eval_every_epoch, test) {
+            let report = evaluate_detailed(b, model, test, cfg.eval_batch_size)?;
+            rep.epoch_eval(epoch, &report);
+        }
         on_epoch(epoch, total_steps, model)?;
         if cfg.max_steps == Some(total_steps) {
             break;
@@ -459,11 +595,13 @@ pub fn fit_with<B: Backend>(
 }
 
 /// Gathers the batch that starts at `offset` of the permutation into its workspace, `full`, or
-/// `tail` for the last, partial batch, and returns that workspace.
+/// `tail` for the last, partial batch, and returns that workspace. With `affine`, each image is
+/// resampled through its transform (augmentation).
 fn gather_batch<'w, B: Backend>(
     b: &B,
     data: &ResidentDataset<B>,
     perm: &B::Buffer,
+    affine: Option<&B::Buffer>,
     offset: usize,
     full: &'w mut Workspace<B>,
     tail: &'w mut Option<Workspace<B>>,
@@ -479,7 +617,16 @@ fn gather_batch<'w, B: Backend>(
         offset,
     };
     let (x, y) = ws.input_and_labels_mut();
-    b.gather_batch(&g, &data.images, &data.labels, perm, x, y)?;
+    match affine {
+        Some(affine) => {
+            let p = GatherAffine {
+                gather: g,
+                cols: data.cols,
+            };
+            b.gather_batch_affine(&p, &data.images, &data.labels, perm, affine, x, y)?
+        }
+        None => b.gather_batch(&g, &data.images, &data.labels, perm, x, y)?,
+    }
     Ok(ws)
 }
 
@@ -533,7 +680,15 @@ impl<B: Backend> EvalPass<B> {
         data: &ResidentDataset<B>,
         offset: usize,
     ) -> Result<&mut Workspace<B>> {
-        gather_batch(b, data, &self.perm, offset, &mut self.full, &mut self.tail)
+        gather_batch(
+            b,
+            data,
+            &self.perm,
+            None,
+            offset,
+            &mut self.full,
+            &mut self.tail,
+        )
     }
 }
 

@@ -311,7 +311,7 @@ fn writes_are_atomic_and_name_the_path() {
         err.to_string().contains(&path.display().to_string()),
         "{err}"
     );
-    assert!(checkpoint::check_writable(&path).is_err());
+    assert!(checkpoint::check_writable(&path, "checkpoint").is_err());
 
     // A read-only directory (root writes there anyway: then only the no-leftover check runs).
     let ro = dir.path().join("ro");
@@ -332,7 +332,7 @@ fn writes_are_atomic_and_name_the_path() {
             err.to_string().contains(&path.display().to_string()),
             "{err}"
         );
-        assert!(checkpoint::check_writable(&path).is_err());
+        assert!(checkpoint::check_writable(&path, "checkpoint").is_err());
         assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0, "no file left");
     }
     perms.set_mode(0o755);
@@ -372,9 +372,24 @@ fn writes_are_atomic_and_name_the_path() {
         .filter(|n| n != "ro" && n != "no")
         .collect();
     assert_eq!(names, ["m.safetensors"]);
-    assert!(checkpoint::check_writable(&path).is_ok());
+    assert!(checkpoint::check_writable(&path, "checkpoint").is_ok());
     assert!(
-        checkpoint::check_writable(dir.path()).is_err(),
+        checkpoint::check_writable(dir.path(), "checkpoint").is_err(),
         "a directory is not a file name"
     );
+}
+
+/// A checkpoint gets the permissions of any file the user creates (0666 less the umask), not
+/// the temporary file's private 0600.
+#[test]
+fn written_checkpoints_have_the_usual_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ModelSpec::simple_cnn();
+    let path = dir.path().join("m.safetensors");
+    checkpoint::save(&path, &spec, &spec.init_params(0).unwrap(), None, None).unwrap();
+    std::fs::File::create(dir.path().join("plain")).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), mode(&dir.path().join("plain")));
+    // (Under a umask of 077 both are 0600 and this proves nothing; CI's is 022.)
 }

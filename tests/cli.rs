@@ -66,6 +66,10 @@ fn nonsense_values_are_refused_before_any_work() {
         ("--log-interval", "0", "log interval"),
         ("--max-steps", "0", "max steps"),
         ("--threads", "0", "--threads"),
+        ("--augment-rotate", "-5", "--augment-rotate"),
+        ("--augment-translate", "-1", "--augment-translate"),
+        ("--augment-scale", "1.2:1.1", "--augment-scale"),
+        ("--augment-scale", "0.9", "--augment-scale"),
     ] {
         let mut args = cpu.to_vec();
         args.extend([flag, value]);
@@ -259,6 +263,18 @@ fn save_into_a_missing_directory_is_refused_before_training() {
     assert_refused(
         &["train", "--backend", "cpu", "--data-dir", d, "--save", c],
         c,
+    );
+}
+
+#[test]
+fn metrics_into_a_missing_directory_is_refused_before_training() {
+    let dir = mnist_like_dir(32, 8);
+    let d = dir.path().to_str().unwrap();
+    let metrics = dir.path().join("no/such/dir/m.jsonl");
+    let m = metrics.to_str().unwrap();
+    assert_refused(
+        &["train", "--backend", "cpu", "--data-dir", d, "--metrics", m],
+        m,
     );
 }
 

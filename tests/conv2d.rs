@@ -6,6 +6,7 @@ mod common;
 use cnn_gpu::backend::{Backend, Conv2d};
 use common::*;
 
+#[allow(clippy::too_many_arguments)] // one per Conv2d field, named at each call
 fn conv(
     batch: usize,
     cin: usize,

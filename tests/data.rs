@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cnn_gpu::data::{
-    load_idx_dataset, load_mnist, normalize_pixel, resolve_data_dir, shuffled_indices,
-    write_idx_images, write_idx_labels, Compression, Dataset, Mnist, MNIST_FILES, TEST_IMAGES,
-    TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
+    fetch::sha256_hex, load_idx_dataset, load_mnist, normalize_pixel, resolve_data_dir,
+    shuffled_indices, write_idx_images, write_idx_labels, Compression, Dataset, DatasetKind, Mnist,
+    FASHION_DATA_DIR_ENV, MNIST_FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
 };
 use cnn_gpu::Error;
 use flate2::write::GzEncoder;
@@ -421,7 +421,10 @@ fn shuffled_indices_are_seeded_permutations() {
 #[test]
 fn cli_data_dir_wins() {
     assert_eq!(
-        resolve_data_dir(Some(Path::new("/somewhere/mnist"))),
+        resolve_data_dir(
+            Some(Path::new("/somewhere/mnist")),
+            DatasetKind::FashionMnist
+        ),
         Path::new("/somewhere/mnist")
     );
 }
@@ -465,4 +468,40 @@ fn real_mnist() {
         start.elapsed()
     );
     assert_eq!(test, mnist.test);
+}
+
+/// The real Fashion-MNIST, only where `CNN_GPU_FASHION_DATA_DIR` points at it (CI installs
+/// Debian's dataset-fashion-mnist and points it there): the four files' uncompressed content
+/// has the published SHA-256 that fetching checks, and the sets load with their known sizes and
+/// first labels (ankle boot, T-shirt, T-shirt, dress, …).
+#[test]
+fn real_fashion_mnist() {
+    let Some(dir) = std::env::var_os(FASHION_DATA_DIR_ENV).filter(|d| !d.is_empty()) else {
+        println!("skipped real_fashion_mnist: {FASHION_DATA_DIR_ENV} is not set (point it at the Fashion-MNIST files, e.g. /usr/share/datasets/fashion-mnist, to run it)");
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    for (name, sha) in DatasetKind::FashionMnist.sha256() {
+        let gz = dir.join(format!("{name}.gz"));
+        let raw = if gz.exists() {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(fs::File::open(&gz).unwrap()),
+                &mut out,
+            )
+            .unwrap();
+            out
+        } else {
+            fs::read(dir.join(name)).unwrap()
+        };
+        assert_eq!(&sha256_hex(&raw), sha, "{name}");
+    }
+    let fashion = load_mnist(&dir).unwrap();
+    assert_eq!((fashion.train.len(), fashion.test.len()), (60_000, 10_000));
+    assert_eq!(fashion.train.labels[..6], [9, 0, 0, 3, 0, 2]);
+    assert_eq!(
+        DatasetKind::FashionMnist.class_names()[9],
+        "Ankle boot",
+        "label 9"
+    );
 }

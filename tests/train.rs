@@ -9,8 +9,11 @@ mod common;
 
 use cnn_gpu::backend::Backend;
 use cnn_gpu::data::{load_mnist, Dataset, DATA_DIR_ENV};
+use cnn_gpu::metrics::{read_metrics, MetricsReporter, MetricsWriter, Record};
 use cnn_gpu::model::{Layer, Model, ModelSpec, NamedTensor, Shape, Workspace};
-use cnn_gpu::train::{evaluate, fit, QuietReporter, ResidentDataset, TrainConfig};
+use cnn_gpu::train::{
+    evaluate, evaluate_detailed, fit, QuietReporter, ResidentDataset, TrainConfig,
+};
 use cnn_gpu::Error;
 use common::*;
 use rand::Rng;
@@ -408,6 +411,9 @@ fn learns_synthetic_lines<B: Backend>(b: &B) {
         eval_batch_size: 64,
         max_steps: None,
         first_epoch: 1,
+        eval_every_epoch: false,
+        augment: None,
+        shuffle: true,
     };
     let mut model = Model::new(b, small_cnn(), cfg.seed).unwrap();
     let summary =
@@ -436,6 +442,95 @@ fn learns_synthetic_lines<B: Backend>(b: &B) {
 }
 backend_test!(learns_synthetic_lines_t, learns_synthetic_lines);
 
+/// `--metrics`: one log record per interval carrying the loop's own losses and global step,
+/// and one epoch record per epoch whose mean loss is the mean of that epoch's intervals (the
+/// intervals cover every step here) and whose test accuracy, after the last epoch, is the final
+/// evaluation's.
+fn metrics_record_every_interval_and_epoch<B: Backend>(b: &B) {
+    let train = synthetic_images(1, 250, 8, 8);
+    let test = synthetic_images(2, 150, 8, 8);
+    let cfg = TrainConfig {
+        epochs: 3,
+        batch_size: 16,
+        lr: 0.02,
+        log_interval: 4,
+        eval_batch_size: 64,
+        eval_every_epoch: true,
+        ..TrainConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.jsonl");
+    let writer = MetricsWriter::create(&path).unwrap();
+    let mut rep = MetricsReporter::new(QuietReporter, writer, "test", Some("adapter".into()));
+    let mut model = Model::new(b, small_cnn(), 4).unwrap();
+    let summary = cnn_gpu::train::train(b, &mut model, &train, &test, &cfg, &mut rep).unwrap();
+    rep.finish().unwrap();
+    let records = read_metrics(&path).unwrap();
+    assert_eq!(
+        records.len(),
+        3 * 4 + 3,
+        "4 intervals and 1 epoch line per epoch"
+    );
+    let mut logs = Vec::new();
+    for (e, chunk) in records.chunks(5).enumerate() {
+        let epoch = e + 1;
+        let mut interval_losses = Vec::new();
+        for (i, r) in chunk[..4].iter().enumerate() {
+            let Record::Log {
+                epoch: re,
+                batch,
+                step,
+                loss,
+                backend,
+                adapter,
+                ..
+            } = r
+            else {
+                panic!("record {i} of epoch {epoch} is not a log record: {r:?}");
+            };
+            assert_eq!(
+                (*re, *batch, *step),
+                (epoch, 4 * (i + 1), 16 * e + 4 * (i + 1))
+            );
+            assert_eq!(
+                (backend.as_str(), adapter.as_deref()),
+                ("test", Some("adapter"))
+            );
+            interval_losses.push(*loss);
+            logs.push(*loss);
+        }
+        let Record::Epoch {
+            epoch: re,
+            step,
+            loss,
+            test_accuracy,
+            ..
+        } = &chunk[4]
+        else {
+            panic!(
+                "the 5th record of epoch {epoch} is not an epoch record: {:?}",
+                chunk[4]
+            );
+        };
+        assert_eq!((*re, *step), (epoch, 16 * epoch));
+        let mean = interval_losses.iter().sum::<f64>() / 4.0;
+        assert!(
+            (loss - mean).abs() < 1e-5,
+            "epoch {epoch}: mean loss {loss}, intervals {mean}"
+        );
+        assert!((0.0..=100.0).contains(test_accuracy));
+        if epoch == 3 {
+            assert_eq!(*test_accuracy, summary.eval.accuracy_percent());
+        }
+    }
+    let fit_losses: Vec<f64> = summary.fit.losses.iter().map(|r| r.loss as f64).collect();
+    assert_eq!(logs, fit_losses);
+}
+backend_test!(
+    metrics_record_every_interval_and_epoch_t,
+    metrics_record_every_interval_and_epoch
+);
+
 /// `max_steps` ends the run mid-epoch, after exactly that many steps, and still evaluates.
 fn max_steps_stops_mid_epoch<B: Backend>(b: &B) {
     let train = synthetic_images(1, 100, 8, 8);
@@ -459,6 +554,49 @@ fn max_steps_stops_mid_epoch<B: Backend>(b: &B) {
     assert_eq!(summary.eval.total, 100);
 }
 backend_test!(max_steps_stops_mid_epoch_t, max_steps_stops_mid_epoch);
+
+/// Without shuffling, the first step trains on the file's first batch: its logged loss is the
+/// untrained model's mean loss over exactly those images (and, shuffled, over others).
+fn no_shuffle_takes_the_files_order<B: Backend>(b: &B) {
+    let train = synthetic_images(3, 100, 8, 8);
+    let first = Dataset::new(
+        train.images[..16 * 64].to_vec(),
+        train.labels[..16].to_vec(),
+        8,
+        8,
+    )
+    .unwrap();
+    let model = Model::new(b, small_cnn(), 2).unwrap();
+    let res = ResidentDataset::upload(b, &first, 3, "first batch").unwrap();
+    let want = evaluate_detailed(b, &model, &res, 16).unwrap().mean_loss as f32;
+    let first_loss = |shuffle: bool| {
+        let cfg = TrainConfig {
+            epochs: 1,
+            batch_size: 16,
+            log_interval: 1,
+            max_steps: Some(1),
+            shuffle,
+            ..TrainConfig::default()
+        };
+        let mut model = Model::new(b, small_cnn(), 2).unwrap();
+        let data = ResidentDataset::upload(b, &train, 3, "train").unwrap();
+        fit(b, &mut model, &data, &cfg, &mut QuietReporter)
+            .unwrap()
+            .losses[0]
+            .loss
+    };
+    let unshuffled = first_loss(false);
+    assert!((unshuffled - want).abs() < 1e-5, "{unshuffled} vs {want}");
+    let shuffled = first_loss(true);
+    assert!(
+        (shuffled - want).abs() > 1e-4,
+        "a shuffled first batch is another one"
+    );
+}
+backend_test!(
+    no_shuffle_takes_the_files_order_t,
+    no_shuffle_takes_the_files_order
+);
 
 /// The count of correct answers does not depend on how the evaluation set is batched.
 fn evaluation_batching_does_not_matter<B: Backend>(b: &B) {
@@ -761,6 +899,19 @@ impl<B: Backend> Backend for Counting<'_, B> {
         y: &mut B::Buffer,
     ) -> cnn_gpu::Result<()> {
         self.inner.gather_batch(p, images, labels, perm, x, y)
+    }
+    fn gather_batch_affine(
+        &self,
+        p: &cnn_gpu::backend::GatherAffine,
+        images: &B::Buffer,
+        labels: &B::Buffer,
+        perm: &B::Buffer,
+        affine: &B::Buffer,
+        x: &mut B::Buffer,
+        y: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner
+            .gather_batch_affine(p, images, labels, perm, affine, x, y)
     }
     fn conv2d_forward(
         &self,

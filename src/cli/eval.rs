@@ -70,7 +70,11 @@ pub(crate) fn eval_on<B: Backend>(
         } else {
             100.0 * ok as f64 / n as f64
         };
-        println!("Accuracy of class {c}: {pct:.2}% ({ok}/{n})");
+        let name = match args.data.kind().class_names()[c] {
+            digit if digit == c.to_string() => String::new(),
+            name => format!(" ({name})"),
+        };
+        println!("Accuracy of class {c}{name}: {pct:.2}% ({ok}/{n})");
     }
     println!("Confusion matrix (rows: true class, columns: predicted):");
     let header: String = (0..r.classes).map(|c| format!("{c:>6}")).collect();

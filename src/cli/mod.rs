@@ -8,8 +8,8 @@ use clap::{Args, ValueEnum};
 
 use cnn_gpu::backend::cpu::CpuBackend;
 use cnn_gpu::backend::gpu::{list_adapters, GpuBackend, GpuOptions};
-use cnn_gpu::data::fetch::{fetch_files, resolve_mirrors, Progress, MIRROR_ENV, MNIST_SHA256};
-use cnn_gpu::data::{load_mnist, missing_files, resolve_data_dir, Mnist};
+use cnn_gpu::data::fetch::{fetch_files, resolve_mirrors, Progress};
+use cnn_gpu::data::{load_mnist, missing_files, resolve_data_dir, DatasetKind, Mnist};
 
 pub(crate) mod convolve;
 pub(crate) mod eval;
@@ -152,47 +152,74 @@ pub(crate) fn run_failure(e: cnn_gpu::Error) -> Failure {
 /// Where the dataset comes from: shared by every command that reads MNIST.
 #[derive(Args, Debug)]
 pub(crate) struct DataArgs {
-    /// Directory holding the MNIST IDX files (default: $CNN_GPU_DATA_DIR, else ./data/mnist).
+    /// Which dataset.
+    #[arg(long, value_enum, default_value_t = DatasetChoice::Mnist)]
+    pub(crate) dataset: DatasetChoice,
+    /// Directory holding the dataset's four IDX files (default: $CNN_GPU_DATA_DIR for MNIST,
+    /// $CNN_GPU_FASHION_DATA_DIR for Fashion-MNIST; else ./data/mnist or ./data/fashion-mnist
+    /// when complete; else, for Fashion-MNIST, /usr/share/datasets/fashion-mnist (Debian's
+    /// dataset-fashion-mnist) when complete; else the ./data directory, downloading into it).
     #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,
-    /// Where to download missing MNIST files from (repeatable, tried in order; default: the
-    /// environment variable CNN_GPU_MNIST_MIRROR, else the built-in mirrors).
+    /// Where to download missing files from (repeatable, tried in order; default: the
+    /// environment variable CNN_GPU_MNIST_MIRROR or CNN_GPU_FASHION_MNIST_MIRROR, else the
+    /// built-in mirrors).
     #[arg(long = "mirror", value_name = "URL")]
     pub(crate) mirrors: Vec<String>,
-    /// Never download: fail when MNIST files are missing.
+    /// Never download: fail when files are missing.
     #[arg(long)]
     pub(crate) no_download: bool,
 }
 
+/// `--dataset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DatasetChoice {
+    /// Handwritten digits.
+    Mnist,
+    /// Zalando's Fashion-MNIST: ten kinds of clothes in the same format.
+    FashionMnist,
+}
+
 impl DataArgs {
+    pub(crate) fn kind(&self) -> DatasetKind {
+        match self.dataset {
+            DatasetChoice::Mnist => DatasetKind::Mnist,
+            DatasetChoice::FashionMnist => DatasetKind::FashionMnist,
+        }
+    }
+
     /// Finds the dataset (downloading missing files unless --no-download) and loads it.
     pub(crate) fn load(&self) -> Result<Mnist, Failure> {
-        let dir = resolve_data_dir(self.data_dir.as_deref());
+        let kind = self.kind();
+        let dir = resolve_data_dir(self.data_dir.as_deref(), kind);
         if !self.no_download {
-            fetch_missing(&dir, &self.mirrors)?;
+            fetch_missing(&dir, &self.mirrors, kind)?;
         }
         load_mnist(&dir).map_err(|e| Failure::usage(format!("{e:#}")))
     }
 }
 
-/// Downloads the MNIST files missing from `dir`, if any, showing progress on stderr. Files that
+/// Downloads `kind`'s files missing from `dir`, if any, showing progress on stderr. Files that
 /// are present but unusable are left to `load_mnist` to report.
-fn fetch_missing(dir: &Path, mirror_flags: &[String]) -> Result<(), Failure> {
+fn fetch_missing(dir: &Path, mirror_flags: &[String], kind: DatasetKind) -> Result<(), Failure> {
     let missing = missing_files(dir);
     if missing.is_empty() {
         return Ok(());
     }
-    let files: Vec<(&str, &str)> = MNIST_SHA256
+    let files: Vec<(&str, &str)> = kind
+        .sha256()
         .iter()
         .filter(|(name, _)| missing.contains(name))
         .copied()
         .collect();
-    let mirrors = resolve_mirrors(mirror_flags);
+    let mirrors = resolve_mirrors(mirror_flags, kind);
     eprintln!(
-        "MNIST not found in {}: downloading {} \
-         (--no-download forbids this; --mirror URL or {MIRROR_ENV} picks a mirror)",
+        "{} not found in {}: downloading {} \
+         (--no-download forbids this; --mirror URL or {} picks a mirror)",
+        kind.name(),
         dir.display(),
-        missing.join(", ")
+        missing.join(", "),
+        kind.mirror_env()
     );
     let mut progress: Box<dyn Progress> = if std::io::stderr().is_terminal() {
         Box::new(BarProgress { bar: None })

@@ -1,13 +1,16 @@
 //! `cnn-gpu train`.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use cnn_gpu::backend::Backend;
 use cnn_gpu::checkpoint::{self, Checkpoint, TrainState};
+use cnn_gpu::data::augment::Augment;
+use cnn_gpu::metrics::{MetricsReporter, MetricsWriter};
 use cnn_gpu::model::{Model, ModelSpec};
-use cnn_gpu::train::{self, PrintReporter, TrainConfig};
+use cnn_gpu::train::{self, PrintReporter, Reporter, TrainConfig};
 
 use super::{open_backend, run_failure, Chosen, DataArgs, DeviceArgs, Failure};
 
@@ -54,6 +57,57 @@ pub(crate) struct TrainArgs {
     /// same batches and losses as an uninterrupted run.
     #[arg(long, value_name = "PATH")]
     pub(crate) resume: Option<PathBuf>,
+    /// Write metrics as JSON lines here: one per log interval and one per epoch (with a
+    /// test-set evaluation after every epoch). `cnn-gpu plot` draws them.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) metrics: Option<PathBuf>,
+    /// Visit the training images in the files' order every epoch instead of shuffling them.
+    #[arg(long)]
+    pub(crate) no_shuffle: bool,
+    /// Augment the training images: a random rotation, shift and zoom per image and epoch,
+    /// applied while each batch is gathered (defaults ±10°, ±2 px, 0.9:1.1; the flags below
+    /// change one range each and imply --augment).
+    #[arg(long)]
+    pub(crate) augment: bool,
+    /// Largest rotation, in degrees.
+    #[arg(long, value_name = "DEG", allow_negative_numbers = true)]
+    pub(crate) augment_rotate: Option<f32>,
+    /// Largest shift along each axis, in pixels.
+    #[arg(long, value_name = "PX", allow_negative_numbers = true)]
+    pub(crate) augment_translate: Option<f32>,
+    /// Zoom range, MIN:MAX (e.g. 0.9:1.1).
+    #[arg(long, value_name = "MIN:MAX", value_parser = parse_scale)]
+    pub(crate) augment_scale: Option<(f32, f32)>,
+}
+
+/// `--augment-scale MIN:MAX`.
+fn parse_scale(s: &str) -> Result<(f32, f32), String> {
+    let bad = || format!("expected MIN:MAX such as 0.9:1.1, got {s:?}");
+    let (lo, hi) = s.split_once(':').ok_or_else(bad)?;
+    Ok((
+        lo.trim().parse().map_err(|_| bad())?,
+        hi.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+impl TrainArgs {
+    /// The augmentation the flags ask for, if any.
+    fn augment(&self) -> Option<Augment> {
+        let any = self.augment
+            || self.augment_rotate.is_some()
+            || self.augment_translate.is_some()
+            || self.augment_scale.is_some();
+        any.then(|| {
+            let d = Augment::default();
+            let (scale_min, scale_max) = self.augment_scale.unwrap_or((d.scale_min, d.scale_max));
+            Augment {
+                rotate_deg: self.augment_rotate.unwrap_or(d.rotate_deg),
+                translate_px: self.augment_translate.unwrap_or(d.translate_px),
+                scale_min,
+                scale_max,
+            }
+        })
+    }
 }
 
 pub(crate) fn train_command(args: &TrainArgs) -> Result<(), Failure> {
@@ -70,6 +124,9 @@ pub(crate) fn train_command(args: &TrainArgs) -> Result<(), Failure> {
         seed: args.seed,
         log_interval: args.log_interval,
         max_steps: args.max_steps,
+        eval_every_epoch: args.metrics.is_some(),
+        augment: args.augment(),
+        shuffle: !args.no_shuffle,
         ..TrainConfig::default()
     };
     if let Some((_, state)) = &resume {
@@ -82,9 +139,12 @@ pub(crate) fn train_command(args: &TrainArgs) -> Result<(), Failure> {
     if args.save_every == Some(0) {
         return Err(Failure::usage("--save-every must be at least 1"));
     }
-    // A bad checkpoint path fails now, not after training.
+    // A bad checkpoint or metrics path fails now, not after training.
     if let Some(path) = &args.save {
-        checkpoint::check_writable(path).map_err(Failure::usage)?;
+        checkpoint::check_writable(path, "checkpoint").map_err(Failure::usage)?;
+    }
+    if let Some(path) = &args.metrics {
+        checkpoint::check_writable(path, "metrics file").map_err(Failure::usage)?;
     }
     let init = match (&args.init, resume) {
         (Some(path), _) => {
@@ -94,8 +154,11 @@ pub(crate) fn train_command(args: &TrainArgs) -> Result<(), Failure> {
         (None, None) => None,
     };
     match open_backend(&args.device)? {
-        Chosen::Cpu(b) => train_on(&b, args, &cfg, init.as_ref()),
-        Chosen::Gpu(b) => train_on(&b, args, &cfg, init.as_ref()),
+        Chosen::Cpu(b) => train_on(&b, None, args, &cfg, init.as_ref()),
+        Chosen::Gpu(b) => {
+            let adapter = b.describe();
+            train_on(&b, Some(adapter), args, &cfg, init.as_ref())
+        }
     }
 }
 
@@ -113,9 +176,11 @@ pub(crate) fn load_resume(path: &Path) -> Result<(Checkpoint, TrainState), Failu
     }
 }
 
-/// Loads MNIST, trains SimpleCNN on `b` and prints the results.
+/// Loads MNIST, trains SimpleCNN on `b` (the GPU `adapter`, or the CPU when None) and prints
+/// the results.
 pub(crate) fn train_on<B: Backend>(
     b: &B,
+    adapter: Option<String>,
     args: &TrainArgs,
     cfg: &TrainConfig,
     init: Option<&Checkpoint>,
@@ -123,7 +188,16 @@ pub(crate) fn train_on<B: Backend>(
     let mnist = args.data.load()?;
     cfg.validate_for(mnist.train.labels.len())
         .map_err(Failure::config)?;
-    let mut reporter = PrintReporter;
+    let printer = if std::io::stdout().is_terminal() {
+        PrintReporter::with_progress_bar(cfg.batch_size)
+    } else {
+        PrintReporter::plain()
+    };
+    // Created only now that the data loaded: a failed start leaves no empty metrics file.
+    let metrics_writer = match &args.metrics {
+        Some(path) => Some(MetricsWriter::create(path).map_err(Failure::usage)?),
+        None => None,
+    };
     let spec = ModelSpec::simple_cnn();
     let mut model = match init {
         Some(ckpt) => Model::with_params(b, spec, &ckpt.params),
@@ -178,16 +252,28 @@ pub(crate) fn train_on<B: Backend>(
             _ => Ok(()),
         }
     };
-    let summary = train::train_with(
-        b,
-        &mut model,
-        &mnist.train,
-        &mnist.test,
-        cfg,
-        &mut reporter,
-        &mut on_epoch,
-    )
-    .map_err(run_failure)?;
+    let mut run = |reporter: &mut dyn Reporter| {
+        train::train_with(
+            b,
+            &mut model,
+            &mnist.train,
+            &mnist.test,
+            cfg,
+            reporter,
+            &mut on_epoch,
+        )
+        .map_err(run_failure)
+    };
+    let summary = match metrics_writer {
+        Some(writer) => {
+            let kind = if adapter.is_some() { "gpu" } else { "cpu" };
+            let mut reporter = MetricsReporter::new(printer, writer, kind, adapter);
+            let summary = run(&mut reporter)?;
+            reporter.finish().map_err(Failure::other)?;
+            summary
+        }
+        None => run(&mut { printer })?,
+    };
     if let Some(path) = &args.save {
         let epoch = summary.fit.epochs.last().map_or(0, |e| e.epoch);
         let step = steps_before + summary.fit.epochs.iter().map(|e| e.steps).sum::<usize>();

@@ -16,16 +16,75 @@ use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
 use super::idx::MAX_GZ_DECOMPRESSED;
-use super::{DATA_DIR_ENV, MNIST_FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
+use super::{
+    DatasetKind, DATA_DIR_ENV, MNIST_FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
+};
 
-/// The mirrors tried, in order, when none is given; each serves `<mirror><name>.gz`.
+/// The MNIST mirrors tried, in order, when none is given; each serves `<mirror><name>.gz`.
 pub const MIRRORS: [&str; 2] = [
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 ];
 
-/// The environment variable naming a mirror when `--mirror` is not given.
+/// The Fashion-MNIST mirrors: the authors' S3 bucket, then their GitHub repository.
+pub const FASHION_MIRRORS: [&str; 2] = [
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+];
+
+/// The environment variable naming an MNIST mirror when `--mirror` is not given.
 pub const MIRROR_ENV: &str = "CNN_GPU_MNIST_MIRROR";
+/// The environment variable naming a Fashion-MNIST mirror when `--mirror` is not given.
+pub const FASHION_MIRROR_ENV: &str = "CNN_GPU_FASHION_MNIST_MIRROR";
+
+/// The SHA-256 of each Fashion-MNIST file's uncompressed content, computed with
+/// `zcat <name>.gz | sha256sum` from Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1
+/// (its gzip files are recompressed, so their MD5s differ from the upstream README's, but the
+/// content is upstream's: other projects publish the same four values).
+pub const FASHION_SHA256: [(&str, &str); 4] = [
+    (
+        TRAIN_IMAGES,
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    (
+        TRAIN_LABELS,
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    (
+        TEST_IMAGES,
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ),
+    (
+        TEST_LABELS,
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ),
+];
+
+impl DatasetKind {
+    /// The published SHA-256 of each file's uncompressed content.
+    pub fn sha256(self) -> &'static [(&'static str, &'static str); 4] {
+        match self {
+            DatasetKind::Mnist => &MNIST_SHA256,
+            DatasetKind::FashionMnist => &FASHION_SHA256,
+        }
+    }
+
+    /// The mirrors tried, in order, when none is given.
+    pub fn mirrors(self) -> &'static [&'static str] {
+        match self {
+            DatasetKind::Mnist => &MIRRORS,
+            DatasetKind::FashionMnist => &FASHION_MIRRORS,
+        }
+    }
+
+    /// The environment variable naming a mirror.
+    pub fn mirror_env(self) -> &'static str {
+        match self {
+            DatasetKind::Mnist => MIRROR_ENV,
+            DatasetKind::FashionMnist => FASHION_MIRROR_ENV,
+        }
+    }
+}
 
 /// The SHA-256 of each MNIST file's UNCOMPRESSED content (so a file recompressed by a mirror
 /// still passes). Computed from the official files with `zcat <name>.gz | sha256sum`.
@@ -108,7 +167,7 @@ pub enum FetchError {
 fn unavailable_message(dir: &Path, file: &str, missing: &[String], attempts: &[Attempt]) -> String {
     let shown = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut msg = format!(
-        "could not download MNIST ({}) into {}: no mirror delivered {file}.gz",
+        "could not download {} into {}: no mirror delivered {file}.gz",
         missing.join(", "),
         shown.display()
     );
@@ -116,26 +175,27 @@ fn unavailable_message(dir: &Path, file: &str, missing: &[String], attempts: &[A
         msg.push_str(&format!("\n  {}: {}", a.url, a.reason));
     }
     msg.push_str(&format!(
-        "\nLoading MNIST needs four files: {}, each raw or gzipped with a .gz suffix. \
+        "\nThe dataset needs four files: {}, each raw or gzipped with a .gz suffix. \
          Download them by hand into {}, or point --data-dir or {DATA_DIR_ENV} at a directory \
-         that holds them; --mirror URL or {MIRROR_ENV} picks another mirror.",
+         that holds them; --mirror URL picks another mirror.",
         MNIST_FILES.join(", "),
         shown.display()
     ));
     msg
 }
 
-/// The mirrors to try: those given on the command line if any, else the one in
-/// `CNN_GPU_MNIST_MIRROR` if set and non-empty, else [`MIRRORS`]. Each ends with `/`.
-pub fn resolve_mirrors(cli: &[String]) -> Vec<String> {
-    resolve_mirrors_from(cli, std::env::var(MIRROR_ENV).ok())
+/// The mirrors to try for `kind`: those given on the command line if any, else the one in its
+/// environment variable ([`DatasetKind::mirror_env`]) if set and non-empty, else its defaults
+/// ([`DatasetKind::mirrors`]). Each ends with `/`.
+pub fn resolve_mirrors(cli: &[String], kind: DatasetKind) -> Vec<String> {
+    resolve_mirrors_from(cli, std::env::var(kind.mirror_env()).ok(), kind.mirrors())
 }
 
-fn resolve_mirrors_from(cli: &[String], env: Option<String>) -> Vec<String> {
+fn resolve_mirrors_from(cli: &[String], env: Option<String>, defaults: &[&str]) -> Vec<String> {
     let chosen: Vec<String> = match env {
         _ if !cli.is_empty() => cli.to_vec(),
         Some(m) if !m.trim().is_empty() => vec![m.trim().to_string()],
-        _ => MIRRORS.iter().map(|m| m.to_string()).collect(),
+        _ => defaults.iter().map(|m| m.to_string()).collect(),
     };
     chosen
         .into_iter()
@@ -358,20 +418,28 @@ mod tests {
         let cli = vec!["http://a/x".to_string(), "http://b/".to_string()];
         let env = Some("http://env".to_string());
         assert_eq!(
-            resolve_mirrors_from(&cli, env.clone()),
+            resolve_mirrors_from(&cli, env.clone(), &MIRRORS),
             ["http://a/x/", "http://b/"]
         );
-        assert_eq!(resolve_mirrors_from(&[], env), ["http://env/"]);
-        assert_eq!(resolve_mirrors_from(&[], Some(" ".into())), MIRRORS);
-        assert_eq!(resolve_mirrors_from(&[], None), MIRRORS);
+        assert_eq!(resolve_mirrors_from(&[], env, &MIRRORS), ["http://env/"]);
+        assert_eq!(
+            resolve_mirrors_from(&[], Some(" ".into()), &MIRRORS),
+            MIRRORS
+        );
+        assert_eq!(
+            resolve_mirrors_from(&[], None, &FASHION_MIRRORS),
+            FASHION_MIRRORS
+        );
     }
 
     #[test]
     fn the_hash_table_covers_the_four_files() {
-        let names: Vec<&str> = MNIST_SHA256.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, MNIST_FILES);
-        for (_, h) in MNIST_SHA256 {
-            assert!(h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        for kind in [DatasetKind::Mnist, DatasetKind::FashionMnist] {
+            let names: Vec<&str> = kind.sha256().iter().map(|(n, _)| *n).collect();
+            assert_eq!(names, MNIST_FILES);
+            for (_, h) in kind.sha256() {
+                assert!(h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            }
         }
     }
 

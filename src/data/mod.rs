@@ -11,6 +11,7 @@
 //! [`missing_files`] tells files that are absent (which [`fetch::fetch_files`] can download,
 //! hash-checked) from files that are present but unusable (which are the user's to fix).
 
+pub mod augment;
 pub mod fetch;
 mod idx;
 
@@ -34,10 +35,75 @@ pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 /// The four files [`load_mnist`] needs, each raw or with a `.gz` suffix.
 pub const MNIST_FILES: [&str; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
 
-/// The environment variable naming the data directory when `--data-dir` is not given.
+/// The environment variable naming the MNIST directory when `--data-dir` is not given.
 pub const DATA_DIR_ENV: &str = "CNN_GPU_DATA_DIR";
-/// Where the data is looked for, relative to the working directory, by default.
+/// The environment variable naming the Fashion-MNIST directory when `--data-dir` is not given.
+pub const FASHION_DATA_DIR_ENV: &str = "CNN_GPU_FASHION_DATA_DIR";
+/// Where MNIST is looked for, relative to the working directory, by default.
 pub const DEFAULT_DATA_DIR: &str = "data/mnist";
+
+/// Which MNIST-format dataset. Both have the same four file names, format and sizes; they differ
+/// in where they are found and fetched from, their hashes ([`fetch`]) and their class names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DatasetKind {
+    /// Handwritten digits (LeCun et al.).
+    #[default]
+    Mnist,
+    /// Zalando's pictures of clothes (Xiao et al., 2017).
+    FashionMnist,
+}
+
+impl DatasetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetKind::Mnist => "MNIST",
+            DatasetKind::FashionMnist => "Fashion-MNIST",
+        }
+    }
+
+    /// The directory, relative to the working directory, where it is looked for and fetched to.
+    pub fn default_dir(self) -> &'static str {
+        match self {
+            DatasetKind::Mnist => DEFAULT_DATA_DIR,
+            DatasetKind::FashionMnist => "data/fashion-mnist",
+        }
+    }
+
+    /// The environment variable that names its directory.
+    pub fn dir_env(self) -> &'static str {
+        match self {
+            DatasetKind::Mnist => DATA_DIR_ENV,
+            DatasetKind::FashionMnist => FASHION_DATA_DIR_ENV,
+        }
+    }
+
+    /// Where system packages install it: Debian's `dataset-fashion-mnist` package.
+    pub fn system_dirs(self) -> &'static [&'static str] {
+        match self {
+            DatasetKind::Mnist => &[],
+            DatasetKind::FashionMnist => &["/usr/share/datasets/fashion-mnist"],
+        }
+    }
+
+    /// The name of each label, 0 to 9.
+    pub fn class_names(self) -> [&'static str; NUM_CLASSES] {
+        match self {
+            DatasetKind::Mnist => ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+            DatasetKind::FashionMnist => [
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ],
+        }
+    }
+}
 /// MNIST-family labels are digits (or classes) 0–9.
 pub const NUM_CLASSES: usize = 10;
 
@@ -140,17 +206,36 @@ pub fn shuffled_indices(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
     indices
 }
 
-/// Where to look for the data: the `--data-dir` value if given, else the `CNN_GPU_DATA_DIR`
-/// environment variable if set and non-empty, else `data/mnist` under the working directory.
-pub fn resolve_data_dir(cli: Option<&Path>) -> PathBuf {
-    resolve_data_dir_from(cli, std::env::var_os(DATA_DIR_ENV))
+/// Where to look for `kind`'s files: the `--data-dir` value if given, else its environment
+/// variable ([`DatasetKind::dir_env`]) if set and non-empty, else its directory under the
+/// working directory ([`DatasetKind::default_dir`]) when that holds all four files, else a system
+/// directory that does ([`DatasetKind::system_dirs`]), else the default directory (where missing
+/// files are fetched to).
+pub fn resolve_data_dir(cli: Option<&Path>, kind: DatasetKind) -> PathBuf {
+    let system: Vec<PathBuf> = kind.system_dirs().iter().map(PathBuf::from).collect();
+    resolve_data_dir_from(
+        cli,
+        std::env::var_os(kind.dir_env()),
+        Path::new(kind.default_dir()),
+        &system,
+    )
 }
 
-fn resolve_data_dir_from(cli: Option<&Path>, env: Option<OsString>) -> PathBuf {
+fn resolve_data_dir_from(
+    cli: Option<&Path>,
+    env: Option<OsString>,
+    default: &Path,
+    system: &[PathBuf],
+) -> PathBuf {
     match (cli, env) {
         (Some(dir), _) => dir.to_path_buf(),
         (None, Some(dir)) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from(DEFAULT_DATA_DIR),
+        _ if missing_files(default).is_empty() => default.to_path_buf(),
+        _ => system
+            .iter()
+            .find(|dir| missing_files(dir).is_empty())
+            .unwrap_or(&default.to_path_buf())
+            .clone(),
     }
 }
 
@@ -473,18 +558,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn data_dir_precedence_is_cli_then_env_then_default() {
+    fn data_dir_precedence_is_cli_then_env_then_default_then_system() {
         let cli = Path::new("/from/cli");
         let env = Some(OsString::from("/from/env"));
-        assert_eq!(resolve_data_dir_from(Some(cli), env.clone()), cli);
-        assert_eq!(resolve_data_dir_from(None, env), Path::new("/from/env"));
+        let default = Path::new("/nonexistent/default");
+        let root = tempfile::tempdir().unwrap();
+        let (full, partial) = (root.path().join("full"), root.path().join("partial"));
+        for (dir, files) in [(&full, &MNIST_FILES[..]), (&partial, &MNIST_FILES[..3])] {
+            std::fs::create_dir(dir).unwrap();
+            for f in files {
+                std::fs::write(dir.join(format!("{f}.gz")), b"").unwrap();
+            }
+        }
+        let system = [partial.clone(), full.clone()];
+        let resolve = |cli, env| resolve_data_dir_from(cli, env, default, &system);
+        assert_eq!(resolve(Some(cli), env.clone()), cli);
+        assert_eq!(resolve(None, env), Path::new("/from/env"));
+        // The default directory lacks files: the first system directory holding all four.
+        assert_eq!(resolve(None, Some(OsString::new())), full);
+        assert_eq!(resolve(None, None), full);
+        // The default directory wins when complete; with no complete directory it is the
+        // download target.
+        assert_eq!(resolve_data_dir_from(None, None, &full, &[]), full);
         assert_eq!(
-            resolve_data_dir_from(None, Some(OsString::new())),
-            Path::new(DEFAULT_DATA_DIR)
-        );
-        assert_eq!(
-            resolve_data_dir_from(None, None),
-            Path::new(DEFAULT_DATA_DIR)
+            resolve_data_dir_from(None, None, default, &system[..1]),
+            default
         );
     }
 }

@@ -15,7 +15,9 @@ pub mod loss;
 pub mod optim;
 pub mod pool;
 
-use super::{expect_len, Backend, Channels, Conv2d, Gather, Matmul, Pool2d, Sgd, SoftmaxXent};
+use super::{
+    expect_len, Backend, Channels, Conv2d, Gather, GatherAffine, Matmul, Pool2d, Sgd, SoftmaxXent,
+};
 use crate::{Error, Result};
 
 /// Element-wise ops shorter than this run on the calling thread: splitting them costs more
@@ -186,6 +188,22 @@ impl Backend for CpuBackend {
         let (images, labels, perm) = (images.as_u32(), labels.as_u32(), perm.as_u32());
         let y = bytemuck::cast_slice_mut(&mut y.data);
         self.run(|| gather::gather_batch(p, images, labels, perm, &mut x.data, y))
+    }
+
+    fn gather_batch_affine(
+        &self,
+        p: &GatherAffine,
+        images: &CpuBuffer,
+        labels: &CpuBuffer,
+        perm: &CpuBuffer,
+        affine: &CpuBuffer,
+        x: &mut CpuBuffer,
+        y: &mut CpuBuffer,
+    ) -> Result<()> {
+        let (images, labels, perm) = (images.as_u32(), labels.as_u32(), perm.as_u32());
+        let y = bytemuck::cast_slice_mut(&mut y.data);
+        let affine = &affine.data;
+        self.run(|| gather::gather_batch_affine(p, images, labels, perm, affine, &mut x.data, y))
     }
 
     // ---- convolution --------------------------------------------------------------------
