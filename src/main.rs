@@ -48,6 +48,8 @@ enum Command {
     Featuremaps(cli::featuremaps::FeatureMapsArgs),
     /// Convolve (or pool) an image or a small matrix on a backend; print it, draw it with -o.
     Convolve(cli::convolve::ConvolveArgs),
+    /// Plot the training loss and test accuracy from a `train --metrics` file as a PNG.
+    Plot(cli::plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Filters(args) => cli::filters::filters_command(&args),
         Command::Featuremaps(args) => cli::featuremaps::featuremaps_command(&args),
         Command::Convolve(args) => cli::convolve::convolve_command(&args),
+        Command::Plot(args) => cli::plot::plot_command(&args),
         Command::Info => {
             cli::info::info_command();
             Ok(())

@@ -292,3 +292,145 @@ pub fn matrices_picture(matrices: &[(String, &crate::matrix::Matrix)]) -> RgbIma
         .collect();
     compose(&panels, Arrange::Row).0
 }
+
+/// The training loss's colour in [`curves_picture`].
+pub const LOSS_COLOUR: RGBColor = RGBColor(31, 119, 180);
+/// The test accuracy's colour in [`curves_picture`].
+pub const ACCURACY_COLOUR: RGBColor = RGBColor(214, 39, 40);
+
+/// Training curves drawn by [`curves_picture`], with where each data point landed.
+pub struct Curves {
+    pub image: RgbImage,
+    /// The pixel of each (step, loss) point, in the order of the records.
+    pub loss_points: Vec<(i32, i32)>,
+    /// The pixel of each (epoch, test accuracy) point.
+    pub accuracy_points: Vec<(i32, i32)>,
+}
+
+/// Two charts side by side on a `width`×`height` picture: the training loss against the step
+/// (each log interval's mean; the epochs' means when the file has no log lines) and the test
+/// accuracy against the epoch.
+pub fn curves_picture(
+    records: &[crate::metrics::Record],
+    width: u32,
+    height: u32,
+) -> Result<Curves> {
+    use crate::metrics::Record;
+    let logs: Vec<(f64, f64)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Log { step, loss, .. } => Some((*step as f64, *loss)),
+            _ => None,
+        })
+        .collect();
+    let losses = if logs.is_empty() {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Epoch { step, loss, .. } => Some((*step as f64, *loss)),
+                _ => None,
+            })
+            .collect()
+    } else {
+        logs
+    };
+    let accuracy: Vec<(f64, f64)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Epoch {
+                epoch,
+                test_accuracy,
+                ..
+            } => Some((*epoch as f64, *test_accuracy)),
+            _ => None,
+        })
+        .collect();
+
+    ensure_font();
+    let mut image = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+    let fail = |e: &dyn std::fmt::Display| Error::InvalidParams(format!("cannot draw: {e}"));
+    let (loss_points, accuracy_points) = {
+        let root = BitMapBackend::with_buffer(image.as_mut(), (width, height)).into_drawing_area();
+        let (left, right) = root.split_horizontally(width / 2);
+        let font = |size: u32| (FONT_FAMILY, size).into_font();
+
+        let max_step = losses.iter().fold(1.0f64, |m, p| m.max(p.0));
+        let max_loss = losses.iter().fold(0.0f64, |m, p| m.max(p.1)).max(1e-3) * 1.05;
+        let mut chart = ChartBuilder::on(&left)
+            .caption("training loss", font(18))
+            .margin(10)
+            .x_label_area_size(34)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0.0..max_step, 0.0..max_loss)
+            .map_err(|e| fail(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .label_style(font(12))
+            .axis_desc_style(font(13))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .draw()
+            .map_err(|e| fail(&e))?;
+        chart
+            .draw_series(LineSeries::new(
+                losses.iter().copied(),
+                LOSS_COLOUR.stroke_width(2),
+            ))
+            .map_err(|e| fail(&e))?;
+        let loss_points: Vec<(i32, i32)> = losses.iter().map(|p| chart.backend_coord(p)).collect();
+
+        let (x0, x1) = match (accuracy.first(), accuracy.last()) {
+            (Some(f), Some(l)) if l.0 > f.0 => (f.0, l.0),
+            (Some(f), _) => (f.0 - 0.5, f.0 + 0.5),
+            _ => (0.5, 1.5),
+        };
+        let min_acc = accuracy.iter().fold(100.0f64, |m, p| m.min(p.1));
+        let y0 = (min_acc - 1.0).floor().clamp(0.0, 99.0);
+        let mut chart = ChartBuilder::on(&right)
+            .caption("test accuracy (%)", font(18))
+            .margin(10)
+            .x_label_area_size(34)
+            .y_label_area_size(48)
+            .build_cartesian_2d(x0..x1, y0..100.0)
+            .map_err(|e| fail(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .label_style(font(12))
+            .axis_desc_style(font(13))
+            .x_labels(((x1 - x0) as usize + 1).min(10))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .draw()
+            .map_err(|e| fail(&e))?;
+        if accuracy.is_empty() {
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    "no epoch finished",
+                    (x0 + 0.05 * (x1 - x0), 50.0),
+                    font(14),
+                )))
+                .map_err(|e| fail(&e))?;
+        }
+        chart
+            .draw_series(LineSeries::new(
+                accuracy.iter().copied(),
+                ACCURACY_COLOUR.stroke_width(2),
+            ))
+            .map_err(|e| fail(&e))?;
+        chart
+            .draw_series(
+                accuracy
+                    .iter()
+                    .map(|&p| Circle::new(p, 4, ACCURACY_COLOUR.filled())),
+            )
+            .map_err(|e| fail(&e))?;
+        let accuracy_points = accuracy.iter().map(|p| chart.backend_coord(p)).collect();
+        root.present().map_err(|e| fail(&e))?;
+        (loss_points, accuracy_points)
+    };
+    Ok(Curves {
+        image,
+        loss_points,
+        accuracy_points,
+    })
+}

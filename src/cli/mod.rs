@@ -17,6 +17,7 @@ pub(crate) mod featuremaps;
 pub(crate) mod files;
 pub(crate) mod filters;
 pub(crate) mod info;
+pub(crate) mod plot;
 pub(crate) mod predict;
 pub(crate) mod time;
 pub(crate) mod train;
