@@ -35,7 +35,7 @@ pub const BACKGROUND: Rgb<u8> = Rgb([235, 235, 235]);
 /// Pixels between a panel and the picture's edge, and between panels.
 pub const MARGIN: u32 = 8;
 /// Pixels between the cells of a grid.
-pub const GAP: u32 = 2;
+pub const GAP: u32 = 3;
 /// Height of a panel's title line.
 pub const TITLE_H: u32 = 22;
 const TITLE_PX: u32 = 15;
@@ -99,12 +99,13 @@ impl Panel<'_> {
     fn cell(&self) -> (u32, u32) {
         (self.w as u32 * self.scale, self.h as u32 * self.scale)
     }
-    /// Pixel size (width, height) including the title line.
+    /// Pixel size (width, height) including the title line: as wide as the grid or the title,
+    /// whichever is wider.
     pub fn size(&self) -> (u32, u32) {
         let (cw, ch) = self.cell();
         let (c, r) = (self.grid_cols(), self.grid_rows());
         (
-            c * cw + (c - 1) * GAP,
+            (c * cw + (c - 1) * GAP).max(title_width(&self.title)),
             TITLE_H + r * ch + r.saturating_sub(1) * GAP,
         )
     }
@@ -177,6 +178,15 @@ pub fn compose(panels: &[Panel], arrange: Arrange) -> (RgbImage, Vec<(u32, u32)>
         .collect();
     draw_texts(&mut img, &titles);
     (img, origins)
+}
+
+/// The width in pixels of a title line (0 if the font cannot measure it).
+pub fn title_width(text: &str) -> u32 {
+    ensure_font();
+    (FONT_FAMILY, TITLE_PX)
+        .into_font()
+        .box_size(text)
+        .map_or(0, |(w, _)| w + 4)
 }
 
 /// Draws each text with its top-left corner at its point, in black.
