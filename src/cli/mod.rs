@@ -13,6 +13,7 @@ use cnn_gpu::data::{load_mnist, missing_files, resolve_data_dir, DatasetKind, Mn
 
 pub(crate) mod convolve;
 pub(crate) mod eval;
+pub(crate) mod fault;
 pub(crate) mod featuremaps;
 pub(crate) mod files;
 pub(crate) mod filters;

@@ -203,19 +203,30 @@ pub fn read<B: Backend>(b: &B, buf: &B::Buffer) -> Vec<f32> {
 
 /// Runs the `cnn-gpu` binary as a user would, away from any developer's MNIST and the network.
 pub fn cnn_gpu(args: &[&str]) -> Output {
+    cnn_gpu_command(args).output().expect("run cnn-gpu")
+}
+
+/// The binary with `args`, in the tests' environment (see [`test_env`]).
+pub fn cnn_gpu_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cnn-gpu"));
+    test_env(&mut cmd);
+    cmd.args(args);
+    cmd
+}
+
+/// The environment every run of the binary gets.
+pub fn test_env(cmd: &mut Command) {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         // Without it libwayland, probed by the Vulkan loader, prints its own "error: …" lines,
         // which would hide whether ours is the only one.
         cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
-    cmd.args(args)
-        // Keep the tests independent of where a developer keeps MNIST.
-        .env_remove("CNN_GPU_DATA_DIR")
+    // Keep the tests independent of where a developer keeps MNIST.
+    cmd.env_remove("CNN_GPU_DATA_DIR")
+        // Only the tests that ask for a test-only fault get one.
+        .env_remove("CNN_GPU_FAULT")
         // Missing data is downloaded: any test that gets that far must not reach the internet.
-        .env("CNN_GPU_MNIST_MIRROR", "http://127.0.0.1:9/")
-        .output()
-        .expect("run cnn-gpu")
+        .env("CNN_GPU_MNIST_MIRROR", "http://127.0.0.1:9/");
 }
 
 pub fn stderr(out: &Output) -> String {
