@@ -18,8 +18,7 @@
 //! file.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
@@ -398,82 +397,13 @@ pub fn load_model<B: Backend>(
     Ok((model, ckpt))
 }
 
-/// The directory a file at `path` goes in (`.` for a bare file name).
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
+/// Checks that a `what` (say "checkpoint") can be written to `path` (see
+/// [`crate::output::check_writable`]): a bad path then fails before training, not after it.
+pub use crate::output::check_writable;
 
-/// Checks that a `what` (say "checkpoint") can be written to `path`, by creating and deleting
-/// a temporary file in its directory: a bad path then fails before training, not after it.
-pub fn check_writable(path: &Path, what: &str) -> Result<()> {
-    if path.is_dir() {
-        return Err(Error::data(
-            path,
-            format!("is a directory; give the {what}'s file name"),
-        ));
-    }
-    let dir = parent_dir(path);
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| {
-        Error::data(
-            path,
-            format!("cannot write a {what} in {}: {}", dir.display(), plain(&e)),
-        )
-    })?;
-    tmp.close().map_err(|e| {
-        Error::data(
-            path,
-            format!(
-                "cannot remove a test file in {}: {}",
-                dir.display(),
-                plain(&e)
-            ),
-        )
-    })
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, written,
-/// synced, then renamed over `path`. On failure nothing is left behind.
+/// Writes `bytes` to `path` atomically (see [`crate::output::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent_dir(path);
-    let fail = |what: &str, e: std::io::Error| {
-        Error::data(
-            path,
-            format!(
-                "cannot write the checkpoint ({what} in {}): {}",
-                dir.display(),
-                plain(&e)
-            ),
-        )
-    };
-    // tempfile creates 0600 files; a checkpoint gets the usual 0666 less the umask, as any
-    // file the user writes.
-    let mut builder = tempfile::Builder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder
-        .tempfile_in(&dir)
-        .map_err(|e| fail("creating a temporary file", e))?;
-    tmp.write_all(bytes).map_err(|e| fail("writing", e))?;
-    tmp.as_file().sync_all().map_err(|e| fail("syncing", e))?;
-    tmp.persist(path)
-        .map_err(|e| fail("renaming into place", e.error))?;
-    Ok(())
-}
-
-/// An I/O error without the temporary file's name that tempfile adds (the message names the
-/// directory instead).
-fn plain(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.split_once(" at path ") {
-        Some((head, _)) => head.to_string(),
-        None => s,
-    }
+    crate::output::write_atomic(path, bytes, "checkpoint")
 }
 
 fn le_bytes(data: &[f32]) -> Vec<u8> {

@@ -42,6 +42,17 @@ enum Command {
     Time(cli::time::TimeArgs),
     /// Evaluate a checkpoint on the MNIST test set: accuracy, loss, per class, confusion matrix.
     Eval(cli::eval::EvalArgs),
+    /// Classify digit images (PNG/JPEG, any size) with a checkpoint: the top classes with
+    /// their probabilities.
+    Predict(cli::predict::PredictArgs),
+    /// Draw conv1's learned 3×3 kernels as a PNG grid.
+    Filters(cli::filters::FiltersArgs),
+    /// Draw one image's conv1 and conv2 activations (after ReLU) as a PNG.
+    Featuremaps(cli::featuremaps::FeatureMapsArgs),
+    /// Convolve (or pool) an image or a small matrix on a backend; print it, draw it with -o.
+    Convolve(cli::convolve::ConvolveArgs),
+    /// Plot the training loss and test accuracy from a `train --metrics` file as a PNG.
+    Plot(cli::plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +109,11 @@ fn run() -> ExitCode {
             Command::Train(args) => cli::train::train_command(&args, fault),
             Command::Time(args) => cli::time::time_command(&args),
             Command::Eval(args) => cli::eval::eval_command(&args),
+            Command::Predict(args) => cli::predict::predict_command(&args),
+            Command::Filters(args) => cli::filters::filters_command(&args),
+            Command::Featuremaps(args) => cli::featuremaps::featuremaps_command(&args),
+            Command::Convolve(args) => cli::convolve::convolve_command(&args),
+            Command::Plot(args) => cli::plot::plot_command(&args),
             Command::Info => {
                 cli::info::info_command();
                 Ok(())

@@ -711,6 +711,19 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
+    /// Activation `i` of the last forward pass on `ws`: 0 is the input, `i + 1` the output of
+    /// layer `i`, [N, shape] as [`Self::shapes`] gives it.
+    pub fn activation<'w>(&self, ws: &'w Workspace<B>, i: usize) -> Result<&'w B::Buffer> {
+        self.check_workspace(ws)?;
+        let slot = *self.slots.get(i).ok_or_else(|| {
+            Error::InvalidParams(format!(
+                "activation {i} of a model with {} layers",
+                self.spec.layers.len()
+            ))
+        })?;
+        Ok(&ws.acts[slot])
+    }
+
     /// Softmax cross-entropy of the logits against `ws`'s labels: adds the batch mean to
     /// `loss_sum[0]` and writes the logits' gradient into `ws` (ready for [`Self::backward`]).
     pub fn loss(&self, b: &B, ws: &mut Workspace<B>, loss_sum: &mut B::Buffer) -> Result<()> {

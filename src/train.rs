@@ -833,6 +833,70 @@ impl<B: Backend> EvalPass<B> {
     }
 }
 
+/// Runs `model` forward over a resident dataset in batches of `batch` (as the evaluation does)
+/// and hands `visit` each batch's offset and workspace after its forward pass, to read back what
+/// it needs (the logits, activations): inference on images that are not a test set.
+pub fn forward_batches<B: Backend>(
+    b: &B,
+    model: &Model<B>,
+    data: &ResidentDataset<B>,
+    batch: usize,
+    mut visit: impl FnMut(usize, &Workspace<B>) -> Result<()>,
+) -> Result<()> {
+    let Some(mut pass) = EvalPass::new(b, model, data, batch)? else {
+        return Ok(());
+    };
+    for offset in (0..data.len).step_by(pass.batch) {
+        let ws = pass.gather(b, data, offset)?;
+        model.forward(b, ws)?;
+        visit(offset, ws)?;
+    }
+    Ok(())
+}
+
+/// Uploads `pixels` (u8 images of `model`'s input size, one after another) without labels
+/// (all 0), for [`forward_batches`].
+pub fn upload_unlabelled<B: Backend>(
+    b: &B,
+    model: &Model<B>,
+    pixels: &[u8],
+) -> Result<ResidentDataset<B>> {
+    let (c, h, w) = model.spec().input;
+    if c != 1 || pixels.is_empty() || !pixels.len().is_multiple_of(h * w) {
+        return Err(Error::InvalidParams(format!(
+            "{} pixels are not whole {h}×{w} grey images for a [{c}, {h}, {w}] model input",
+            pixels.len()
+        )));
+    }
+    let n = pixels.len() / (h * w);
+    let ds = Dataset::new(pixels.to_vec(), vec![0; n], h, w)?;
+    ResidentDataset::upload(b, &ds, model.classes(), "images")
+}
+
+/// The class probabilities (softmax of the logits, computed in f64) of each of the u8 images
+/// in `pixels` (see [`upload_unlabelled`]), one row per image.
+pub fn classify<B: Backend>(b: &B, model: &Model<B>, pixels: &[u8]) -> Result<Vec<Vec<f64>>> {
+    let data = upload_unlabelled(b, model, pixels)?;
+    let classes = model.classes();
+    let mut probs = Vec::with_capacity(data.len);
+    forward_batches(b, model, &data, data.len, |_, ws| {
+        let logits = b.read_f32(ws.logits())?;
+        probs.extend(logits.chunks_exact(classes).map(softmax));
+        Ok(())
+    })?;
+    Ok(probs)
+}
+
+/// exp(x_i − max) / Σ exp(x_j − max), in f64.
+pub fn softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+    let e: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.iter().map(|v| v / sum).collect()
+}
+
 /// Counts the correctly classified images of a resident dataset, in batches of `batch`
 /// (the remainder in one smaller batch). One readback at the end.
 pub fn evaluate<B: Backend>(

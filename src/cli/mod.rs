@@ -11,9 +11,15 @@ use cnn_gpu::backend::gpu::{list_adapters, GpuBackend, GpuOptions};
 use cnn_gpu::data::fetch::{fetch_files, resolve_mirrors, Progress};
 use cnn_gpu::data::{load_mnist, missing_files, resolve_data_dir, DatasetKind, Mnist};
 
+pub(crate) mod convolve;
 pub(crate) mod eval;
 pub(crate) mod fault;
+pub(crate) mod featuremaps;
+pub(crate) mod files;
+pub(crate) mod filters;
 pub(crate) mod info;
+pub(crate) mod plot;
+pub(crate) mod predict;
 pub(crate) mod time;
 pub(crate) mod train;
 

@@ -3,6 +3,8 @@
 //! test body into a CPU and a GPU test.
 #![allow(dead_code)]
 
+use std::process::{Command, Output};
+
 use cnn_gpu::backend::cpu::CpuBackend;
 use cnn_gpu::backend::gpu::{GpuBackend, GpuOptions, RuntimeChecks};
 use cnn_gpu::backend::Backend;
@@ -195,4 +197,62 @@ pub fn zeros<B: Backend>(b: &B, len: usize, label: &str) -> B::Buffer {
 
 pub fn read<B: Backend>(b: &B, buf: &B::Buffer) -> Vec<f32> {
     b.read_f32(buf).expect("read back")
+}
+
+// ---- the binary ----------------------------------------------------------------------------
+
+/// Runs the `cnn-gpu` binary as a user would, away from any developer's MNIST and the network.
+pub fn cnn_gpu(args: &[&str]) -> Output {
+    cnn_gpu_command(args).output().expect("run cnn-gpu")
+}
+
+/// The binary with `args`, in the tests' environment (see [`test_env`]).
+pub fn cnn_gpu_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cnn-gpu"));
+    test_env(&mut cmd);
+    cmd.args(args);
+    cmd
+}
+
+/// The environment every run of the binary gets.
+pub fn test_env(cmd: &mut Command) {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // Without it libwayland, probed by the Vulkan loader, prints its own "error: …" lines,
+        // which would hide whether ours is the only one.
+        cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    // Keep the tests independent of where a developer keeps MNIST.
+    cmd.env_remove("CNN_GPU_DATA_DIR")
+        // Only the tests that ask for a test-only fault get one.
+        .env_remove("CNN_GPU_FAULT")
+        // Missing data is downloaded: any test that gets that far must not reach the internet.
+        .env("CNN_GPU_MNIST_MIRROR", "http://127.0.0.1:9/");
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Exit code 2, nothing on stdout, and exactly one `error: …` line that mentions `what`.
+#[track_caller]
+pub fn assert_refused(args: &[&str], what: &str) {
+    let out = cnn_gpu(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{args:?}: one error line in {err:?}");
+    assert!(
+        errors[0].contains(what),
+        "{args:?}: {:?} should mention {what:?}",
+        errors[0]
+    );
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert!(
+        stdout(&out).is_empty(),
+        "{args:?}: no work before the refusal"
+    );
 }
