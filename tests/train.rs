@@ -934,6 +934,70 @@ impl<B: Backend> Backend for Counting<'_, B> {
     ) -> cnn_gpu::Result<()> {
         self.inner.relu_backward(len, y, dy, dx)
     }
+    fn dropout_forward(
+        &self,
+        p: &cnn_gpu::backend::Dropout,
+        step: &B::Buffer,
+        x: &B::Buffer,
+        y: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.dropout_forward(p, step, x, y)
+    }
+    fn dropout_backward(
+        &self,
+        p: &cnn_gpu::backend::Dropout,
+        step: &B::Buffer,
+        dy: &B::Buffer,
+        dx: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.dropout_backward(p, step, dy, dx)
+    }
+    fn batch_norm_stats(
+        &self,
+        p: &cnn_gpu::backend::BatchNorm,
+        x: &B::Buffer,
+        stats: &mut B::Buffer,
+        running: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.batch_norm_stats(p, x, stats, running)
+    }
+    fn batch_norm_forward(
+        &self,
+        p: &cnn_gpu::backend::BatchNorm,
+        x: &B::Buffer,
+        stats: &B::Buffer,
+        weight: &B::Buffer,
+        bias: &B::Buffer,
+        y: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.batch_norm_forward(p, x, stats, weight, bias, y)
+    }
+    fn batch_norm_backward_params(
+        &self,
+        p: &cnn_gpu::backend::BatchNorm,
+        x: &B::Buffer,
+        dy: &B::Buffer,
+        stats: &B::Buffer,
+        dweight: &mut B::Buffer,
+        dbias: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner
+            .batch_norm_backward_params(p, x, dy, stats, dweight, dbias)
+    }
+    fn batch_norm_backward_input(
+        &self,
+        p: &cnn_gpu::backend::BatchNorm,
+        x: &B::Buffer,
+        dy: &B::Buffer,
+        stats: &B::Buffer,
+        weight: &B::Buffer,
+        dweight: &B::Buffer,
+        dbias: &B::Buffer,
+        dx: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner
+            .batch_norm_backward_input(p, x, dy, stats, weight, dweight, dbias, dx)
+    }
     fn matmul(
         &self,
         p: &cnn_gpu::backend::Matmul,

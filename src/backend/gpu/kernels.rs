@@ -14,6 +14,8 @@ pub(crate) enum Shader {
     Loss,
     Optim,
     Data,
+    Dropout,
+    BatchNorm,
 }
 
 impl Shader {
@@ -27,6 +29,8 @@ impl Shader {
             Shader::Loss => "loss.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Data => "data.wgsl",
+            Shader::Dropout => "dropout.wgsl",
+            Shader::BatchNorm => "batchnorm.wgsl",
         }
     }
 
@@ -45,6 +49,8 @@ impl Shader {
             Shader::Loss => shader!("loss.wgsl"),
             Shader::Optim => shader!("optim.wgsl"),
             Shader::Data => shader!("data.wgsl"),
+            Shader::Dropout => shader!("dropout.wgsl"),
+            Shader::BatchNorm => shader!("batchnorm.wgsl"),
         }
     }
 }
@@ -85,6 +91,13 @@ pub(crate) const SOFTMAX_XENT: Kernel = Kernel::new(Shader::Loss, "softmax_xent"
 pub(crate) const COUNT_CORRECT: Kernel = Kernel::new(Shader::Loss, "count_correct");
 pub(crate) const SGD_MOMENTUM: Kernel = Kernel::new(Shader::Optim, "sgd_momentum");
 pub(crate) const GATHER_BATCH: Kernel = Kernel::new(Shader::Data, "gather_batch");
+pub(crate) const DROPOUT: Kernel = Kernel::new(Shader::Dropout, "dropout");
+pub(crate) const BN_STATS: Kernel = Kernel::new(Shader::BatchNorm, "batch_norm_stats");
+pub(crate) const BN_FORWARD: Kernel = Kernel::new(Shader::BatchNorm, "batch_norm_forward");
+pub(crate) const BN_BACKWARD_PARAMS: Kernel =
+    Kernel::new(Shader::BatchNorm, "batch_norm_backward_params");
+pub(crate) const BN_BACKWARD_INPUT: Kernel =
+    Kernel::new(Shader::BatchNorm, "batch_norm_backward_input");
 
 /// Threads per workgroup of every 1-d kernel.
 pub(crate) const WORKGROUP: usize = 256;
@@ -170,4 +183,24 @@ pub(crate) struct GatherParams {
     pub image_len: u32,
     pub offset: u32,
     pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct DropoutParams {
+    pub len: u32,
+    pub threshold: u32,
+    pub scale: f32,
+    pub seed: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct BnParams {
+    pub outer: u32,
+    pub channels: u32,
+    pub inner: u32,
+    pub eps: f32,
+    pub momentum: f32,
+    pub _pad: [u32; 3],
 }
