@@ -4,7 +4,8 @@
 //!
 //! The pieces: [`backend`] (the [`backend::Backend`] trait and its CPU and GPU implementations),
 //! [`data`] (MNIST-family IDX files), [`model`] (sequential models of layers, the SimpleCNN
-//! preset) and [`train`] (the training loop and evaluation).
+//! and LeNet-5 presets), [`modelfile`] (their TOML descriptions) and [`train`] (the training
+//! loop and evaluation).
 
 pub mod backend;
 pub mod checkpoint;
@@ -12,6 +13,7 @@ pub mod data;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod modelfile;
 pub mod profile;
 pub mod train;
 
