@@ -451,3 +451,154 @@ fn resume_reproduces_an_uninterrupted_run() {
     let args = [&common[..], &["--resume", weights.to_str().unwrap()]].concat();
     assert_refused(&args, "--save-optimizer");
 }
+
+/// Trains `model` on a small MNIST-like set through the CLI (CPU, batch 16, `extra` flags),
+/// saving a checkpoint, then evaluates it with `eval` and no `--model` (the model comes from
+/// the checkpoint's metadata). Returns the directory, the checkpoint and `train`'s stdout.
+fn train_then_eval(model: &str, extra: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = mnist_like_dir(48, 20);
+    let d = dir.path().to_str().unwrap().to_string();
+    let ckpt = dir.path().join("model.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let mut args = vec![
+        "train",
+        "--backend",
+        "cpu",
+        "--model",
+        model,
+        "--data-dir",
+        &d,
+        "--batch-size",
+        "16",
+        "--save",
+        c,
+    ];
+    args.extend(extra);
+    let out = cnn_gpu(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("Accuracy of the network on the 20 test images: "),
+        "{text}"
+    );
+    let out = cnn_gpu(&[
+        "eval",
+        "--backend",
+        "cpu",
+        "--data-dir",
+        &d,
+        "--checkpoint",
+        c,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Accuracy of the network on the 20 test images: "),
+        "{}",
+        stdout(&out)
+    );
+    (dir, ckpt, text)
+}
+
+/// `--model lenet5`: a short run trains LeNet-5 (61,706 parameters) and saves it; `eval` takes
+/// the model from the checkpoint's metadata without `--model`, and refuses the checkpoint for
+/// `--model simple-cnn`; `time --model lenet5` times its twelve layers.
+#[test]
+fn lenet5_short_run_through_the_cli() {
+    let (dir, ckpt, text) = train_then_eval("lenet5", &["--log-interval", "1", "--max-steps", "3"]);
+    assert!(text.contains("48 images, 61706 parameters"), "{text}");
+    assert_eq!(loss_lines(&text).len(), 3, "{text}");
+    let names = tensor_names(&ckpt);
+    assert!(names.contains(&"fc3.weight".to_string()), "{names:?}");
+    let d = dir.path().to_str().unwrap();
+    assert_refused(
+        &[
+            "eval",
+            "--backend",
+            "cpu",
+            "--data-dir",
+            d,
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--model",
+            "simple-cnn",
+        ],
+        "another architecture",
+    );
+
+    let out = cnn_gpu(&[
+        "time",
+        "--backend",
+        "cpu",
+        "--model",
+        "lenet5",
+        "--batch-size",
+        "4",
+        "--iterations",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("lenet5, batch 4, 2 steps on cpu"),
+        "{text}"
+    );
+    assert!(text.contains("Linear(84→10)"), "{text}");
+}
+
+/// `--model` refusals: an unknown name lists the presets; a model file that does not fit names
+/// the file, the layer and why; a model whose output is not 10 classes is refused; all exit 2
+/// before any work.
+#[test]
+fn bad_models_are_refused() {
+    assert_refused(
+        &["train", "--model", "lenet7", "--backend", "cpu"],
+        "--model lenet7: no such preset or file; give simple-cnn, lenet5",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[layer]]\nkind = \"flatten\"\n[[layer]]\nkind = \"linear\"\nin_features = 748\n\
+         out_features = 10\n",
+    )
+    .unwrap();
+    let b = bad.to_str().unwrap();
+    assert_refused(
+        &["train", "--model", b, "--backend", "cpu"],
+        "layer 1 (Linear(748→10)): expects 748 input features, got 784",
+    );
+    assert_refused(&["time", "--model", b, "--backend", "cpu"], "bad.toml");
+    let seven = dir.path().join("seven.toml");
+    std::fs::write(
+        &seven,
+        "[[layer]]\nkind = \"flatten\"\n[[layer]]\nkind = \"linear\"\nin_features = 784\n\
+         out_features = 7\n",
+    )
+    .unwrap();
+    assert_refused(
+        &[
+            "train",
+            "--model",
+            seven.to_str().unwrap(),
+            "--backend",
+            "cpu",
+        ],
+        "the model gives 7 outputs per image, but the MNIST-format datasets have 10 classes",
+    );
+}
+
+/// The committed batch-norm + dropout example trains an epoch through the CLI, its checkpoint
+/// holds the batch norms' buffers under nn.Sequential names, and it evaluates.
+#[test]
+fn bn_cnn_model_file_trains_and_evaluates() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/bn-cnn.toml");
+    let (_dir, ckpt, _) = train_then_eval(model, &["--epochs", "1"]);
+    let names = tensor_names(&ckpt);
+    for n in [
+        "layers.1.running_mean",
+        "layers.10.num_batches_tracked",
+        "layers.13.bias",
+    ] {
+        assert!(names.contains(&n.to_string()), "{n} in {names:?}");
+    }
+}

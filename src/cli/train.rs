@@ -11,7 +11,7 @@ use cnn_gpu::metrics::{MetricsReporter, MetricsWriter};
 use cnn_gpu::model::{Model, ModelSpec};
 use cnn_gpu::train::{self, PrintReporter, Reporter, TrainConfig};
 
-use super::{open_backend, run_failure, Chosen, DataArgs, DeviceArgs, Failure};
+use super::{open_backend, run_failure, Chosen, DataArgs, DeviceArgs, Failure, ModelArgs};
 
 #[derive(Args, Debug)]
 pub(crate) struct TrainArgs {
@@ -19,6 +19,8 @@ pub(crate) struct TrainArgs {
     pub(crate) device: DeviceArgs,
     #[command(flatten)]
     pub(crate) data: DataArgs,
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
     #[arg(long, default_value_t = 5)]
     pub(crate) epochs: usize,
     #[arg(long, default_value_t = 64)]
@@ -64,8 +66,11 @@ pub(crate) struct TrainArgs {
 
 pub(crate) fn train_command(args: &TrainArgs) -> Result<(), Failure> {
     // Refuse bad values before any work.
+    let spec = args
+        .model
+        .resolve(args.init.as_deref().or(args.resume.as_deref()))?;
     let resume = match &args.resume {
-        Some(path) => Some(load_resume(path)?),
+        Some(path) => Some(load_resume(path, &spec)?),
         None => None,
     };
     let mut cfg = TrainConfig {
@@ -97,24 +102,25 @@ pub(crate) fn train_command(args: &TrainArgs) -> Result<(), Failure> {
         checkpoint::check_writable(path, "metrics file").map_err(Failure::usage)?;
     }
     let init = match (&args.init, resume) {
-        (Some(path), _) => {
-            Some(checkpoint::load(path, &ModelSpec::simple_cnn()).map_err(Failure::usage)?)
-        }
+        (Some(path), _) => Some(checkpoint::load(path, &spec).map_err(Failure::usage)?),
         (None, Some((ckpt, _))) => Some(ckpt),
         (None, None) => None,
     };
     match open_backend(&args.device)? {
-        Chosen::Cpu(b) => train_on(&b, None, args, &cfg, init.as_ref()),
+        Chosen::Cpu(b) => train_on(&b, None, args, spec, &cfg, init.as_ref()),
         Chosen::Gpu(b) => {
             let adapter = b.describe();
-            train_on(&b, Some(adapter), args, &cfg, init.as_ref())
+            train_on(&b, Some(adapter), args, spec, &cfg, init.as_ref())
         }
     }
 }
 
 /// A checkpoint to resume from: it must hold the momentum buffers and the training state.
-pub(crate) fn load_resume(path: &Path) -> Result<(Checkpoint, TrainState), Failure> {
-    let ckpt = checkpoint::load(path, &ModelSpec::simple_cnn()).map_err(Failure::usage)?;
+pub(crate) fn load_resume(
+    path: &Path,
+    spec: &ModelSpec,
+) -> Result<(Checkpoint, TrainState), Failure> {
+    let ckpt = checkpoint::load(path, spec).map_err(Failure::usage)?;
     let state = ckpt.train_state();
     match (&ckpt.velocity, state) {
         (Some(_), Some(state)) => Ok((ckpt, state)),
@@ -132,6 +138,7 @@ pub(crate) fn train_on<B: Backend>(
     b: &B,
     adapter: Option<String>,
     args: &TrainArgs,
+    spec: ModelSpec,
     cfg: &TrainConfig,
     init: Option<&Checkpoint>,
 ) -> Result<(), Failure> {
@@ -148,15 +155,16 @@ pub(crate) fn train_on<B: Backend>(
         Some(path) => Some(MetricsWriter::create(path).map_err(Failure::usage)?),
         None => None,
     };
-    let spec = ModelSpec::simple_cnn();
     let mut model = match init {
-        Some(ckpt) => Model::with_params(b, spec, &ckpt.params),
+        Some(ckpt) => Model::from_checkpoint(b, spec, ckpt),
         None => Model::new(b, spec, cfg.seed),
     }
     .map_err(run_failure)?;
     // Resuming: the momentum too, and the steps already taken, which must end an epoch.
     let steps_per_epoch = mnist.train.labels.len().div_ceil(cfg.batch_size);
     let steps_before = (cfg.first_epoch - 1) * steps_per_epoch;
+    // Dropout masks follow the seed and the step, so a resumed run draws the same ones.
+    model.set_rng(cfg.seed, steps_before as u64);
     if cfg.first_epoch > 1 {
         let ckpt = init.expect("resuming has a checkpoint");
         let state = ckpt.train_state().expect("checked when loaded");
