@@ -733,6 +733,23 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// Refuses a training batch that gives a batch norm one value per channel (no variance;
+    /// PyTorch refuses it too), before any step: a training workspace checks it when built.
+    fn check_train_batch(&self, batch: usize) -> Result<()> {
+        for (i, layer) in self.spec.layers.iter().enumerate() {
+            if let Some(p) = layer.batch_norm_params(self.shapes[i], batch) {
+                if p.per_channel() < 2 {
+                    return Err(Error::InvalidParams(format!(
+                        "a training batch of {batch} gives layer {i} ({layer}) one value per \
+                         channel, which has no variance; use a batch size that leaves no batch \
+                         of 1 (the last batch of an epoch holds what remains)"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn norm_params(&self, layer: usize, batch: usize) -> BatchNorm {
         self.spec.layers[layer]
             .batch_norm_params(self.shapes[layer], batch)
@@ -1256,6 +1273,9 @@ impl<B: Backend> Workspace<B> {
             return Err(Error::InvalidParams(
                 "a workspace needs a batch of at least 1".into(),
             ));
+        }
+        if train {
+            model.check_train_batch(batch)?;
         }
         let mut acts = Vec::new();
         let mut grads = Vec::new();

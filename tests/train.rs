@@ -1298,3 +1298,34 @@ fn bn_dropout_training_matches_between_backends() {
         }
     });
 }
+
+/// A batch norm cannot train on one value per channel: a training set whose last batch holds
+/// one image (33 = 2·16 + 1) is refused before any step, naming the layer; evaluation at batch
+/// 1 is fine (running statistics).
+fn batch_of_one_is_refused_before_training<B: Backend>(b: &B) {
+    let data = synthetic_images(1, 33, 8, 8);
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 16,
+        ..TrainConfig::default()
+    };
+    let mut model = Model::new(b, bn_dropout_cnn(), 0).unwrap();
+    let err = cnn_gpu::train::train(b, &mut model, &data, &data, &cfg, &mut QuietReporter)
+        .expect_err("a last batch of 1");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("a training batch of 1 gives layer 6 (BatchNorm1d(16)) one value per channel"),
+        "{msg}"
+    );
+    assert_eq!(
+        model.read_norm_buffers(b).unwrap()[0].num_batches_tracked,
+        0,
+        "no step ran"
+    );
+    let res = ResidentDataset::upload(b, &data, 3, "test").unwrap();
+    assert_eq!(evaluate(b, &model, &res, 1).unwrap().total, 33);
+}
+backend_test!(
+    batch_of_one_is_refused_t,
+    batch_of_one_is_refused_before_training
+);
