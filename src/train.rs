@@ -7,7 +7,8 @@
 
 use std::time::Instant;
 
-use crate::backend::{Backend, Gather, SoftmaxXent};
+use crate::backend::{Backend, Gather, GatherAffine, SoftmaxXent, AFFINE_LEN};
+use crate::data::augment::Augment;
 use crate::data::{shuffled_indices, Dataset};
 use crate::model::{Model, ModelSpec, Workspace};
 use crate::{Error, Result};
@@ -34,6 +35,12 @@ pub struct TrainConfig {
     /// Evaluate on the test set after every epoch and report it
     /// ([`Reporter::epoch_eval`]); off by default (it costs a pass over the test set).
     pub eval_every_epoch: bool,
+    /// Resample every training image through a random affine transform, drawn per image and
+    /// epoch from these ranges ([`Augment`]); None trains on the images as they are.
+    pub augment: Option<Augment>,
+    /// Visit the training set in a new random order every epoch (PyTorch's `shuffle=True`);
+    /// false keeps the file's order.
+    pub shuffle: bool,
 }
 
 impl Default for TrainConfig {
@@ -49,6 +56,8 @@ impl Default for TrainConfig {
             max_steps: None,
             first_epoch: 1,
             eval_every_epoch: false,
+            augment: None,
+            shuffle: true,
         }
     }
 }
@@ -88,6 +97,9 @@ impl TrainConfig {
         }
         if self.log_interval == 0 {
             return bad("log interval must be at least 1".into());
+        }
+        if let Some(aug) = &self.augment {
+            aug.validate()?;
         }
         Ok(())
     }
@@ -293,6 +305,8 @@ pub struct ResidentDataset<B: Backend> {
     pub len: usize,
     /// Pixels per image.
     pub image_len: usize,
+    /// Pixels per image row.
+    pub cols: usize,
 }
 
 impl<B: Backend> ResidentDataset<B> {
@@ -320,6 +334,7 @@ impl<B: Backend> ResidentDataset<B> {
             labels: b.upload_u32(&labels, &format!("{label}.labels"))?,
             len,
             image_len,
+            cols: ds.cols,
         })
     }
 }
@@ -467,6 +482,10 @@ fn fit_inner<B: Backend>(
     };
     let mut perm = b.zeros(n, "permutation")?;
     let mut loss_sum = b.zeros(1, "loss_sum")?;
+    let mut affine = match cfg.augment {
+        Some(_) => Some(b.zeros(n * AFFINE_LEN, "augment.affine")?),
+        None => None,
+    };
 
     rep.start(&b.describe(), n, model.num_params());
     let mut summary = FitSummary {
@@ -482,8 +501,15 @@ fn fit_inner<B: Backend>(
         let t0 = Instant::now();
         // Stream `epoch` (1-based) of the seed's ChaCha8 generator: stream 0 drew the initial
         // parameters (`ModelSpec::init_params`), so no shuffle reuses those bits.
-        let order = shuffled_indices(n, cfg.seed, epoch);
-        b.write_u32(&mut perm, &order)?;
+        if cfg.shuffle {
+            b.write_u32(&mut perm, &shuffled_indices(n, cfg.seed, epoch))?;
+        } else if epoch == cfg.first_epoch {
+            b.write_u32(&mut perm, &(0..n as u32).collect::<Vec<_>>())?;
+        }
+        if let (Some(aug), Some(buf)) = (&cfg.augment, &mut affine) {
+            let rows = data.image_len / data.cols;
+            b.write_f32(buf, &aug.transforms(n, rows, data.cols, cfg.seed, epoch))?;
+        }
         b.fill_zero(&mut loss_sum)?;
         rep.epoch_start(epoch, steps, (epoch - 1) * steps);
         // The sum of the per-step mean losses read back so far this epoch.
@@ -492,7 +518,15 @@ fn fit_inner<B: Backend>(
         let mut images = 0;
         let mut steps_done = 0;
         for step in 0..steps {
-            let ws = gather_batch(b, data, &perm, step * bs, &mut ws_full, &mut ws_tail)?;
+            let ws = gather_batch(
+                b,
+                data,
+                &perm,
+                affine.as_ref(),
+                step * bs,
+                &mut ws_full,
+                &mut ws_tail,
+            )?;
             model.train_step(b, ws, &mut loss_sum, cfg.lr, cfg.momentum)?;
             b.flush()?;
             in_interval += 1;
@@ -561,11 +595,13 @@ fn fit_inner<B: Backend>(
 }
 
 /// Gathers the batch that starts at `offset` of the permutation into its workspace, `full`, or
-/// `tail` for the last, partial batch, and returns that workspace.
+/// `tail` for the last, partial batch, and returns that workspace. With `affine`, each image is
+/// resampled through its transform (augmentation).
 fn gather_batch<'w, B: Backend>(
     b: &B,
     data: &ResidentDataset<B>,
     perm: &B::Buffer,
+    affine: Option<&B::Buffer>,
     offset: usize,
     full: &'w mut Workspace<B>,
     tail: &'w mut Option<Workspace<B>>,
@@ -581,7 +617,16 @@ fn gather_batch<'w, B: Backend>(
         offset,
     };
     let (x, y) = ws.input_and_labels_mut();
-    b.gather_batch(&g, &data.images, &data.labels, perm, x, y)?;
+    match affine {
+        Some(affine) => {
+            let p = GatherAffine {
+                gather: g,
+                cols: data.cols,
+            };
+            b.gather_batch_affine(&p, &data.images, &data.labels, perm, affine, x, y)?
+        }
+        None => b.gather_batch(&g, &data.images, &data.labels, perm, x, y)?,
+    }
     Ok(ws)
 }
 
@@ -635,7 +680,15 @@ impl<B: Backend> EvalPass<B> {
         data: &ResidentDataset<B>,
         offset: usize,
     ) -> Result<&mut Workspace<B>> {
-        gather_batch(b, data, &self.perm, offset, &mut self.full, &mut self.tail)
+        gather_batch(
+            b,
+            data,
+            &self.perm,
+            None,
+            offset,
+            &mut self.full,
+            &mut self.tail,
+        )
     }
 }
 

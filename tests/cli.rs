@@ -66,6 +66,10 @@ fn nonsense_values_are_refused_before_any_work() {
         ("--log-interval", "0", "log interval"),
         ("--max-steps", "0", "max steps"),
         ("--threads", "0", "--threads"),
+        ("--augment-rotate", "-5", "--augment-rotate"),
+        ("--augment-translate", "-1", "--augment-translate"),
+        ("--augment-scale", "1.2:1.1", "--augment-scale"),
+        ("--augment-scale", "0.9", "--augment-scale"),
     ] {
         let mut args = cpu.to_vec();
         args.extend([flag, value]);

@@ -7,7 +7,10 @@
 mod common;
 
 use cnn_gpu::backend::gpu::GpuOptions;
-use cnn_gpu::backend::{Backend, Channels, Conv2d, Gather, Matmul, Pool2d, Sgd, SoftmaxXent};
+use cnn_gpu::backend::{
+    Backend, Channels, Conv2d, Gather, GatherAffine, Matmul, Pool2d, Sgd, SoftmaxXent,
+};
+use cnn_gpu::data::augment::Augment;
 use common::{assert_close, cpu, rand_vec, with_gpu, with_gpu_options};
 
 type Outputs = Vec<(&'static str, Vec<f32>)>;
@@ -432,4 +435,61 @@ fn grids_past_the_dispatch_limit_gpu_match_cpu() {
             0.0,
         );
     });
+}
+
+/// Augmented gathering of random 28×28 and 9×13 images through strong random transforms
+/// (±45°, ±4 px, ×0.7–1.4), batch 37 at an offset, on both backends.
+fn gather_affine_run<B: Backend>(b: &B, rows: usize, cols: usize, seed: u64) -> Outputs {
+    let (n, batch, offset) = (50, 37, 9);
+    let image_len = rows * cols;
+    let pixels: Vec<u32> = rand_vec(seed, n * image_len / 4 + 1, 0.0, 4.0e9)
+        .iter()
+        .map(|&v| v as u32)
+        .collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
+    let perm: Vec<u32> = (0..n as u32).rev().collect();
+    let aug = Augment {
+        rotate_deg: 45.0,
+        translate_px: 4.0,
+        scale_min: 0.7,
+        scale_max: 1.4,
+    };
+    let affine = aug.transforms(n, rows, cols, seed, 3);
+    let p = GatherAffine {
+        gather: Gather {
+            batch,
+            image_len,
+            offset,
+        },
+        cols,
+    };
+    let images = b.upload_u32(&pixels, "images").unwrap();
+    let labels = b.upload_u32(&labels, "labels").unwrap();
+    let perm = b.upload_u32(&perm, "perm").unwrap();
+    let affine = b.upload_f32(&affine, "affine").unwrap();
+    let (mut x, mut y) = (
+        b.zeros(batch * image_len, "x").unwrap(),
+        b.zeros(batch, "y").unwrap(),
+    );
+    b.gather_batch_affine(&p, &images, &labels, &perm, &affine, &mut x, &mut y)
+        .unwrap();
+    let y: Vec<f32> = b.read_u32(&y).unwrap().iter().map(|&l| l as f32).collect();
+    vec![("x", b.read_f32(&x).unwrap()), ("y", y)]
+}
+
+#[test]
+fn gather_affine_gpu_matches_cpu() {
+    for (rows, cols, seed) in [(28, 28, 1), (9, 13, 2)] {
+        // Bilinear weights of 0–255 values: a fused multiply-add on the GPU moves the result
+        // by a few ulps of 255 before normalising.
+        gpu_matches_cpu!(
+            format!("gather_affine {rows}×{cols}"),
+            1e-4,
+            0.0,
+            gather_affine_run,
+            rows,
+            cols,
+            seed
+        );
+    }
 }

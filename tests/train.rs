@@ -11,7 +11,9 @@ use cnn_gpu::backend::Backend;
 use cnn_gpu::data::{load_mnist, Dataset, DATA_DIR_ENV};
 use cnn_gpu::metrics::{read_metrics, MetricsReporter, MetricsWriter, Record};
 use cnn_gpu::model::{Layer, Model, ModelSpec, NamedTensor, Naming, Shape, Workspace};
-use cnn_gpu::train::{evaluate, fit, QuietReporter, ResidentDataset, TrainConfig, TrainSummary};
+use cnn_gpu::train::{
+    evaluate, evaluate_detailed, fit, QuietReporter, ResidentDataset, TrainConfig, TrainSummary,
+};
 use cnn_gpu::Error;
 use common::*;
 use rand::Rng;
@@ -422,6 +424,8 @@ fn train_lines<B: Backend>(b: &B, spec: ModelSpec, loss_ratio: f32) -> (Model<B>
         max_steps: None,
         first_epoch: 1,
         eval_every_epoch: false,
+        augment: None,
+        shuffle: true,
     };
     let mut model = Model::new(b, spec, cfg.seed).unwrap();
     let summary =
@@ -562,6 +566,49 @@ fn max_steps_stops_mid_epoch<B: Backend>(b: &B) {
     assert_eq!(summary.eval.total, 100);
 }
 backend_test!(max_steps_stops_mid_epoch_t, max_steps_stops_mid_epoch);
+
+/// Without shuffling, the first step trains on the file's first batch: its logged loss is the
+/// untrained model's mean loss over exactly those images (and, shuffled, over others).
+fn no_shuffle_takes_the_files_order<B: Backend>(b: &B) {
+    let train = synthetic_images(3, 100, 8, 8);
+    let first = Dataset::new(
+        train.images[..16 * 64].to_vec(),
+        train.labels[..16].to_vec(),
+        8,
+        8,
+    )
+    .unwrap();
+    let model = Model::new(b, small_cnn(), 2).unwrap();
+    let res = ResidentDataset::upload(b, &first, 3, "first batch").unwrap();
+    let want = evaluate_detailed(b, &model, &res, 16).unwrap().mean_loss as f32;
+    let first_loss = |shuffle: bool| {
+        let cfg = TrainConfig {
+            epochs: 1,
+            batch_size: 16,
+            log_interval: 1,
+            max_steps: Some(1),
+            shuffle,
+            ..TrainConfig::default()
+        };
+        let mut model = Model::new(b, small_cnn(), 2).unwrap();
+        let data = ResidentDataset::upload(b, &train, 3, "train").unwrap();
+        fit(b, &mut model, &data, &cfg, &mut QuietReporter)
+            .unwrap()
+            .losses[0]
+            .loss
+    };
+    let unshuffled = first_loss(false);
+    assert!((unshuffled - want).abs() < 1e-5, "{unshuffled} vs {want}");
+    let shuffled = first_loss(true);
+    assert!(
+        (shuffled - want).abs() > 1e-4,
+        "a shuffled first batch is another one"
+    );
+}
+backend_test!(
+    no_shuffle_takes_the_files_order_t,
+    no_shuffle_takes_the_files_order
+);
 
 /// The count of correct answers does not depend on how the evaluation set is batched.
 fn evaluation_batching_does_not_matter<B: Backend>(b: &B) {
@@ -864,6 +911,19 @@ impl<B: Backend> Backend for Counting<'_, B> {
         y: &mut B::Buffer,
     ) -> cnn_gpu::Result<()> {
         self.inner.gather_batch(p, images, labels, perm, x, y)
+    }
+    fn gather_batch_affine(
+        &self,
+        p: &cnn_gpu::backend::GatherAffine,
+        images: &B::Buffer,
+        labels: &B::Buffer,
+        perm: &B::Buffer,
+        affine: &B::Buffer,
+        x: &mut B::Buffer,
+        y: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner
+            .gather_batch_affine(p, images, labels, perm, affine, x, y)
     }
     fn conv2d_forward(
         &self,

@@ -44,6 +44,35 @@ pub fn gather_batch(
     expect_len(OP, "y", y, p.batch)
 }
 
+pub fn gather_batch_affine(
+    p: &GatherAffine,
+    images: usize,
+    labels: usize,
+    perm: usize,
+    affine: usize,
+    x: usize,
+    y: usize,
+) -> Result<()> {
+    const OP: &str = "gather_batch_affine";
+    gather_batch(&p.gather, images, labels, perm, x, y)?;
+    if p.cols == 0 || !p.gather.image_len.is_multiple_of(p.cols) {
+        return Err(Error::InvalidParams(format!(
+            "images of {} pixels are not rows of {} columns",
+            p.gather.image_len, p.cols
+        )));
+    }
+    if affine < perm * AFFINE_LEN {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "affine holds {affine} values, {AFFINE_LEN} per permutation entry need {}",
+                perm * AFFINE_LEN
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn conv2d_forward(p: &Conv2d, x: usize, w: usize, bias: usize, out: usize) -> Result<()> {
     const OP: &str = "conv2d_forward";
     p.validate()?;

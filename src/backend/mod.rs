@@ -83,6 +83,25 @@ pub trait Backend {
         y: &mut Self::Buffer,
     ) -> Result<()>;
 
+    /// [`Backend::gather_batch`] through a per-image affine resampling, for data
+    /// augmentation. Sample `i` is item `j = perm[o]`, `o = p.gather.offset + i`, resampled:
+    /// output pixel (u, v) (column, row) reads the source point (sx, sy) =
+    /// (a·u + b·v + c, d·u + e·v + f), `[a…f] = affine[o·6 .. o·6 + 6]`, bilinearly from the four
+    /// pixels around it (those outside the image count as 0, the background), and
+    /// `x[i, v·cols + u] = (value / 255 − 0.5) / 0.5`. The identity map gives
+    /// [`Backend::gather_batch`]'s values (to rounding). `affine`: [≥ perm.len · 6] f32.
+    #[allow(clippy::too_many_arguments)] // the gather's buffers, and the transforms
+    fn gather_batch_affine(
+        &self,
+        p: &GatherAffine,
+        images: &Self::Buffer,
+        labels: &Self::Buffer,
+        perm: &Self::Buffer,
+        affine: &Self::Buffer,
+        x: &mut Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()>;
+
     // ---- convolution --------------------------------------------------------------------
 
     /// `out[n,co,oh,ow] = bias[co] + Σ_{ci,kh,kw} w[co,ci,kh,kw] · x[n,ci,oh·s−pad+kh,ow·s−pad+kw]`

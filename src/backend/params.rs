@@ -186,6 +186,19 @@ pub struct Gather {
     pub offset: usize,
 }
 
+/// Values per permutation entry in the affine buffer of [`GatherAffine`]: the inverse map
+/// `[a, b, c, d, e, f]` that takes output pixel (u, v) (column, row) to the source point
+/// (a·u + b·v + c, d·u + e·v + f).
+pub const AFFINE_LEN: usize = 6;
+
+/// Gathering through a per-image affine resampling (augmentation): [`Gather`] plus the image
+/// width, which the sampling needs (the height is `image_len / cols`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatherAffine {
+    pub gather: Gather,
+    pub cols: usize,
+}
+
 /// Inverted dropout over `len` elements (see [`super::Backend::dropout_forward`]): each element
 /// is kept with probability 1 − p and scaled by 1/(1 − p), or zeroed. Which elements are kept
 /// depends only on (`seed`, the step in the step buffer, the element's index), through

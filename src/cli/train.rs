@@ -7,6 +7,7 @@ use clap::Args;
 
 use cnn_gpu::backend::Backend;
 use cnn_gpu::checkpoint::{self, Checkpoint, TrainState};
+use cnn_gpu::data::augment::Augment;
 use cnn_gpu::metrics::{MetricsReporter, MetricsWriter};
 use cnn_gpu::model::{Model, ModelSpec};
 use cnn_gpu::train::{self, PrintReporter, Reporter, TrainConfig};
@@ -62,6 +63,53 @@ pub(crate) struct TrainArgs {
     /// test-set evaluation after every epoch). `cnn-gpu plot` draws them.
     #[arg(long, value_name = "PATH")]
     pub(crate) metrics: Option<PathBuf>,
+    /// Visit the training images in the files' order every epoch instead of shuffling them.
+    #[arg(long)]
+    pub(crate) no_shuffle: bool,
+    /// Augment the training images: a random rotation, shift and zoom per image and epoch,
+    /// applied while each batch is gathered (defaults ±10°, ±2 px, 0.9:1.1; the flags below
+    /// change one range each and imply --augment).
+    #[arg(long)]
+    pub(crate) augment: bool,
+    /// Largest rotation, in degrees.
+    #[arg(long, value_name = "DEG", allow_negative_numbers = true)]
+    pub(crate) augment_rotate: Option<f32>,
+    /// Largest shift along each axis, in pixels.
+    #[arg(long, value_name = "PX", allow_negative_numbers = true)]
+    pub(crate) augment_translate: Option<f32>,
+    /// Zoom range, MIN:MAX (e.g. 0.9:1.1).
+    #[arg(long, value_name = "MIN:MAX", value_parser = parse_scale)]
+    pub(crate) augment_scale: Option<(f32, f32)>,
+}
+
+/// `--augment-scale MIN:MAX`.
+fn parse_scale(s: &str) -> Result<(f32, f32), String> {
+    let bad = || format!("expected MIN:MAX such as 0.9:1.1, got {s:?}");
+    let (lo, hi) = s.split_once(':').ok_or_else(bad)?;
+    Ok((
+        lo.trim().parse().map_err(|_| bad())?,
+        hi.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+impl TrainArgs {
+    /// The augmentation the flags ask for, if any.
+    fn augment(&self) -> Option<Augment> {
+        let any = self.augment
+            || self.augment_rotate.is_some()
+            || self.augment_translate.is_some()
+            || self.augment_scale.is_some();
+        any.then(|| {
+            let d = Augment::default();
+            let (scale_min, scale_max) = self.augment_scale.unwrap_or((d.scale_min, d.scale_max));
+            Augment {
+                rotate_deg: self.augment_rotate.unwrap_or(d.rotate_deg),
+                translate_px: self.augment_translate.unwrap_or(d.translate_px),
+                scale_min,
+                scale_max,
+            }
+        })
+    }
 }
 
 pub(crate) fn train_command(args: &TrainArgs) -> Result<(), Failure> {
@@ -82,6 +130,8 @@ pub(crate) fn train_command(args: &TrainArgs) -> Result<(), Failure> {
         log_interval: args.log_interval,
         max_steps: args.max_steps,
         eval_every_epoch: args.metrics.is_some(),
+        augment: args.augment(),
+        shuffle: !args.no_shuffle,
         ..TrainConfig::default()
     };
     if let Some((_, state)) = &resume {

@@ -11,6 +11,7 @@
 //! [`missing_files`] tells files that are absent (which [`fetch::fetch_files`] can download,
 //! hash-checked) from files that are present but unusable (which are the user's to fix).
 
+pub mod augment;
 pub mod fetch;
 mod idx;
 

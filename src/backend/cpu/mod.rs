@@ -17,8 +17,8 @@ pub mod optim;
 pub mod pool;
 
 use super::{
-    expect_len, Backend, BatchNorm, Channels, Conv2d, Dropout, Gather, Matmul, Pool2d, Sgd,
-    SoftmaxXent,
+    expect_len, Backend, BatchNorm, Channels, Conv2d, Dropout, Gather, GatherAffine, Matmul,
+    Pool2d, Sgd, SoftmaxXent,
 };
 use crate::{Error, Result};
 
@@ -190,6 +190,22 @@ impl Backend for CpuBackend {
         let (images, labels, perm) = (images.as_u32(), labels.as_u32(), perm.as_u32());
         let y = bytemuck::cast_slice_mut(&mut y.data);
         self.run(|| gather::gather_batch(p, images, labels, perm, &mut x.data, y))
+    }
+
+    fn gather_batch_affine(
+        &self,
+        p: &GatherAffine,
+        images: &CpuBuffer,
+        labels: &CpuBuffer,
+        perm: &CpuBuffer,
+        affine: &CpuBuffer,
+        x: &mut CpuBuffer,
+        y: &mut CpuBuffer,
+    ) -> Result<()> {
+        let (images, labels, perm) = (images.as_u32(), labels.as_u32(), perm.as_u32());
+        let y = bytemuck::cast_slice_mut(&mut y.data);
+        let affine = &affine.data;
+        self.run(|| gather::gather_batch_affine(p, images, labels, perm, affine, &mut x.data, y))
     }
 
     // ---- convolution --------------------------------------------------------------------

@@ -91,6 +91,7 @@ pub(crate) const SOFTMAX_XENT: Kernel = Kernel::new(Shader::Loss, "softmax_xent"
 pub(crate) const COUNT_CORRECT: Kernel = Kernel::new(Shader::Loss, "count_correct");
 pub(crate) const SGD_MOMENTUM: Kernel = Kernel::new(Shader::Optim, "sgd_momentum");
 pub(crate) const GATHER_BATCH: Kernel = Kernel::new(Shader::Data, "gather_batch");
+pub(crate) const GATHER_BATCH_AFFINE: Kernel = Kernel::new(Shader::Data, "gather_batch_affine");
 pub(crate) const DROPOUT: Kernel = Kernel::new(Shader::Dropout, "dropout");
 pub(crate) const BN_STATS: Kernel = Kernel::new(Shader::BatchNorm, "batch_norm_stats");
 pub(crate) const BN_FORWARD: Kernel = Kernel::new(Shader::BatchNorm, "batch_norm_forward");
@@ -182,7 +183,8 @@ pub(crate) struct GatherParams {
     pub batch: u32,
     pub image_len: u32,
     pub offset: u32,
-    pub _pad: u32,
+    /// Image width: gather_batch_affine only.
+    pub cols: u32,
 }
 
 #[repr(C)]

@@ -24,7 +24,8 @@ use std::collections::HashMap;
 use bytemuck::Pod;
 
 use super::{
-    check, Backend, BatchNorm, Channels, Conv2d, Dropout, Gather, Matmul, Pool2d, Sgd, SoftmaxXent,
+    check, Backend, BatchNorm, Channels, Conv2d, Dropout, Gather, GatherAffine, Matmul, Pool2d,
+    Sgd, SoftmaxXent,
 };
 use crate::{Error, Result};
 use context::Context;
@@ -784,7 +785,7 @@ impl Backend for GpuBackend {
             batch: to_u32("batch", p.batch)?,
             image_len: to_u32("image_len", p.image_len)?,
             offset: to_u32("offset", p.offset)?,
-            _pad: 0,
+            cols: 0,
         };
         let bufs = [
             (1, images),
@@ -799,6 +800,42 @@ impl Backend for GpuBackend {
             &params,
             &bufs,
             self.grid(p.batch * p.image_len)?,
+        )
+    }
+
+    fn gather_batch_affine(
+        &self,
+        p: &GatherAffine,
+        images: &GpuBuffer,
+        labels: &GpuBuffer,
+        perm: &GpuBuffer,
+        affine: &GpuBuffer,
+        x: &mut GpuBuffer,
+        y: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::gather_batch_affine(
+            p, images.len, labels.len, perm.len, affine.len, x.len, y.len,
+        )?;
+        let g = &p.gather;
+        let params = GatherParams {
+            batch: to_u32("batch", g.batch)?,
+            image_len: to_u32("image_len", g.image_len)?,
+            offset: to_u32("offset", g.offset)?,
+            cols: to_u32("cols", p.cols)?,
+        };
+        let bufs = [
+            (1, images),
+            (2, labels),
+            (3, perm),
+            (5, &*x),
+            (6, &*y),
+            (7, affine),
+        ];
+        self.dispatch(
+            GATHER_BATCH_AFFINE,
+            &params,
+            &bufs,
+            self.grid(g.batch * g.image_len)?,
         )
     }
 
