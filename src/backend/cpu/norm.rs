@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::dense::sum;
 use super::PAR_MIN_LEN;
 use crate::backend::{check, dropout_hash, BatchNorm, Dropout};
 use crate::Result;
@@ -29,14 +30,13 @@ pub fn dropout(
     Ok(())
 }
 
-/// The values of channel `c` of x seen as [outer, channels, inner].
-fn channel<'a>(p: &BatchNorm, x: &'a [f32], c: usize) -> impl Iterator<Item = f32> + 'a {
+/// Σ over the [inner] rows of channel `c` (of a tensor seen as [outer, channels, inner]) of
+/// `f(row offset)`: each row's value is taken in f32 (so it vectorises), the rows add in f64.
+fn over_rows(p: &BatchNorm, c: usize, f: impl Fn(usize) -> f32) -> f64 {
     let s = p.shape;
-    (0..s.outer).flat_map(move |o| {
-        x[(o * s.channels + c) * s.inner..][..s.inner]
-            .iter()
-            .copied()
-    })
+    (0..s.outer)
+        .map(|o| f((o * s.channels + c) * s.inner) as f64)
+        .sum()
 }
 
 /// Writes `stats = [mean; biased var]` and updates `running` (see the trait).
@@ -51,11 +51,12 @@ pub fn batch_norm_stats(
     let per: Vec<(f64, f64)> = (0..c_n)
         .into_par_iter()
         .map(|c| {
-            let mean = channel(p, x, c).map(f64::from).sum::<f64>() / m;
-            let var = channel(p, x, c)
-                .map(|v| (v as f64 - mean).powi(2))
-                .sum::<f64>()
-                / m;
+            let row = |at: usize| &x[at..at + p.shape.inner];
+            let mean = over_rows(p, c, |at| sum(row(at))) / m;
+            let m32 = mean as f32;
+            let var = over_rows(p, c, |at| {
+                row(at).iter().map(|&v| (v - m32) * (v - m32)).sum()
+            }) / m;
             (mean, var)
         })
         .collect();
@@ -131,11 +132,14 @@ pub fn batch_norm_backward_params(
         .into_par_iter()
         .map(|c| {
             let (mean, invstd) = mean_invstd(p, stats, c);
-            channel(p, x, c)
-                .zip(channel(p, dy, c))
-                .fold((0.0, 0.0), |(sw, sb), (x, d)| {
-                    (sw + (d * (x - mean) * invstd) as f64, sb + d as f64)
-                })
+            let inner = p.shape.inner;
+            let sw = over_rows(p, c, |at| {
+                let xs = x[at..at + inner].iter();
+                xs.zip(&dy[at..at + inner])
+                    .map(|(&x, &d)| d * (x - mean) * invstd)
+                    .sum()
+            });
+            (sw, over_rows(p, c, |at| sum(&dy[at..at + inner])))
         })
         .collect();
     for (c, (sw, sb)) in sums.into_iter().enumerate() {
