@@ -54,22 +54,26 @@ fn synthetic_batch() -> Vec<f32> {
         .collect()
 }
 
+/// `model`'s evaluation-mode logits on the synthetic batch are `expected`'s
+/// `synthetic_logits` (PyTorch's), to 1e-4.
+fn assert_pytorch_logits<B: Backend>(b: &B, model: &Model<B>, expected: &Value, name: &str) {
+    let mut ws = Workspace::inference(b, model, 4).unwrap();
+    b.write_f32(ws.input_and_labels_mut().0, &synthetic_batch())
+        .unwrap();
+    model.forward(b, &mut ws).unwrap();
+    let want: Vec<f32> = expected["synthetic_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(want.len(), 40);
+    assert_close(&read(b, ws.logits()), &want, 1e-4, 1e-4, name);
+}
+
 fn logits_match_pytorch<B: Backend>(b: &B) {
     for name in FIXTURES {
-        let model = load_model(b, name);
-        let mut ws = Workspace::inference(b, &model, 4).unwrap();
-        b.write_f32(ws.input_and_labels_mut().0, &synthetic_batch())
-            .unwrap();
-        model.forward(b, &mut ws).unwrap();
-        let got = read(b, ws.logits());
-        let want: Vec<f32> = expected(name)["synthetic_logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        assert_eq!(want.len(), 40);
-        assert_close(&got, &want, 1e-4, 1e-4, name);
+        assert_pytorch_logits(b, &load_model(b, name), &expected(name), name);
     }
 }
 backend_test!(logits_match_pytorch_t, logits_match_pytorch);
@@ -133,18 +137,7 @@ fn bn_logits_match_pytorch<B: Backend>(b: &B) {
                 n.name
             );
         }
-        let mut ws = Workspace::inference(b, &model, 4).unwrap();
-        b.write_f32(ws.input_and_labels_mut().0, &synthetic_batch())
-            .unwrap();
-        model.forward(b, &mut ws).unwrap();
-        let want: Vec<f32> = all[name]["synthetic_logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        assert_eq!(want.len(), 40);
-        assert_close(&read(b, ws.logits()), &want, 1e-4, 1e-4, name);
+        assert_pytorch_logits(b, &model, &all[name], name);
     }
 }
 backend_test!(bn_logits_match_pytorch_t, bn_logits_match_pytorch);
