@@ -142,3 +142,23 @@ fn cpu_and_gpu_outputs_are_identical() {
         assert_eq!(differ, 0, "{differ} elements differ between CPU and GPU");
     });
 }
+
+/// The same with at most 3 workgroups per dimension: 2,000 elements need 8 workgroups, folded
+/// into a 3 × 3 grid whose last workgroup is past the end.
+#[test]
+fn folded_grid_matches_cpu() {
+    let len = 2000;
+    let x = rand_vec(6, len, -2.0, 2.0);
+    let d = Dropout {
+        len,
+        p: 0.2,
+        seed: 77,
+    };
+    let cpu = forward(&common::cpu(), &d, 3, &x);
+    let options = cnn_gpu::backend::gpu::GpuOptions {
+        max_workgroups_per_dimension: Some(3),
+        runtime_checks: cnn_gpu::backend::gpu::RuntimeChecks::On,
+        ..Default::default()
+    };
+    common::with_gpu_options(options, |g| assert_eq!(forward(g, &d, 3, &x), cpu));
+}
