@@ -606,3 +606,58 @@ fn bn_cnn_model_file_trains_and_evaluates() {
         assert!(names.contains(&n.to_string()), "{n} in {names:?}");
     }
 }
+
+/// Resuming a batch-norm + dropout model (tests/fixtures/bn_small.toml) reproduces the
+/// uninterrupted run: the same loss lines (the dropout masks follow the seed and the step) and
+/// the same test accuracy (evaluation uses the running statistics the checkpoint restored). The
+/// resumed run takes its model from the checkpoint, without --model.
+#[test]
+fn resume_with_batch_norm_and_dropout_reproduces_an_uninterrupted_run() {
+    let dir = mnist_like_dir(72, 20);
+    let d = dir.path().to_str().unwrap();
+    let ckpt = dir.path().join("run.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bn_small.toml");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--backend",
+            "cpu",
+            "--data-dir",
+            d,
+            "--batch-size",
+            "16",
+            "--log-interval",
+            "2",
+            "--lr",
+            "0.05",
+            "--seed",
+            "5",
+        ];
+        args.extend(extra);
+        let out = cnn_gpu(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let text = stdout(&out);
+        let accuracy = text
+            .lines()
+            .find(|l| l.starts_with("Accuracy of the network"))
+            .unwrap()
+            .to_string();
+        (loss_lines(&text), accuracy)
+    };
+    let (whole, whole_accuracy) = run(&["--model", model, "--epochs", "3"]);
+    let (first, _) = run(&[
+        "--model",
+        model,
+        "--epochs",
+        "1",
+        "--save",
+        c,
+        "--save-optimizer",
+    ]);
+    let (rest, rest_accuracy) = run(&["--epochs", "3", "--resume", c]);
+    assert_eq!(whole.len(), 6);
+    assert_eq!(first, whole[..2]);
+    assert_eq!(rest, whole[2..], "epochs 2 and 3 after resuming");
+    assert_eq!(rest_accuracy, whole_accuracy);
+}
