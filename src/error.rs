@@ -29,6 +29,11 @@ pub enum Error {
     #[error("GPU error: {0}")]
     Gpu(String),
 
+    /// Training stopped after a step because its hook asked (Ctrl-C): the hook saw
+    /// [`crate::train::Event::Stopped`] first.
+    #[error("interrupted after step {step} of epoch {epoch}")]
+    Interrupted { epoch: usize, step: usize },
+
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

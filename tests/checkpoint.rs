@@ -11,6 +11,7 @@ use std::path::Path;
 use cnn_gpu::backend::Backend;
 use cnn_gpu::checkpoint::{self, TrainState};
 use cnn_gpu::model::{Layer, Model, ModelSpec, NamedTensor, Workspace};
+use cnn_gpu::train::LossWindow;
 use cnn_gpu::Error;
 use common::*;
 use safetensors::tensor::{Dtype, TensorView};
@@ -33,6 +34,12 @@ fn state() -> TrainState {
         seed: 7,
         lr: 0.001,
         momentum: 0.9,
+        loss_window: Some(LossWindow {
+            sum: 1.2345678,
+            steps: 7,
+        }),
+        batch_size: Some(64),
+        train_images: Some(60000),
     }
 }
 

@@ -14,6 +14,7 @@ use cnn_gpu::data::{load_mnist, missing_files, resolve_data_dir, DatasetKind, Mn
 use cnn_gpu::model::ModelSpec;
 
 pub(crate) mod eval;
+pub(crate) mod fault;
 pub(crate) mod info;
 pub(crate) mod time;
 pub(crate) mod train;
