@@ -32,7 +32,9 @@ mod common;
 use std::time::Instant;
 
 use cnn_gpu::backend::cpu::CpuBackend;
-use cnn_gpu::backend::{Backend, Channels, Conv2d, Gather, Matmul, Pool2d, Sgd, SoftmaxXent};
+use cnn_gpu::backend::{
+    Backend, Channels, Conv2d, Gather, Matmul, Pool2d, Sgd, SoftmaxXent, StepScalars,
+};
 use cnn_gpu::model::{Layer, ModelSpec, Shape};
 use cnn_gpu::Result;
 use common::{fmt_time, Filter, Sizes};
@@ -478,15 +480,18 @@ impl<'a, B: Backend> Bench<'a, B> {
             let b = self.b;
             let p = Sgd {
                 len,
-                lr: 1e-3,
                 momentum: 0.9,
+                nesterov: false,
+                weight_decay: 0.0,
+                max_norm: None,
             };
+            let scalars = b.upload_f32(&StepScalars::sgd(1e-3).words(), "scalars")?;
             let mut param = self.rand_f32(len, 0.1, "param")?;
             let grad = self.rand_f32(len, 0.1, "grad")?;
             let mut vel = b.zeros(len, "velocity")?;
             // param, grad and velocity read; param and velocity written.
             self.case("sgd_momentum", &shape, Work::Bytes(20 * len), || {
-                b.sgd_momentum(&p, &mut param, &grad, &mut vel)
+                b.sgd_step(&p, &scalars, &mut param, &grad, &mut vel)
             })?;
         }
         Ok(())

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cnn_gpu::backend::cpu::{CpuBackend, CpuBuffer};
-use cnn_gpu::backend::{Backend, Channels, Conv2d, Gather, Matmul, Pool2d, Sgd, SoftmaxXent};
+use cnn_gpu::backend::{
+    Backend, Channels, Conv2d, Gather, Matmul, Pool2d, Sgd, SoftmaxXent, StepScalars,
+};
 use cnn_gpu::Result;
 use rand::{Rng, SeedableRng};
 
@@ -142,6 +144,7 @@ fn main() -> Result<()> {
         .iter()
         .map(|&l| b.zeros(l, "velocity"))
         .collect::<Result<_>>()?;
+    let scalars = b.upload_f32(&StepScalars::sgd(0.01).words(), "step scalars")?;
 
     // Activations and their gradients.
     let z = |len: usize| b.zeros(len, "activation");
@@ -283,10 +286,12 @@ fn main() -> Result<()> {
         for ((param, grad), vel) in params.iter_mut().zip(&grads).zip(&mut vels) {
             let sgd = Sgd {
                 len: b.len(param),
-                lr: 0.01,
                 momentum: 0.9,
+                nesterov: false,
+                weight_decay: 0.0,
+                max_norm: None,
             };
-            t.op("sgd", || b.sgd_momentum(&sgd, param, grad, vel))?;
+            t.op("sgd", || b.sgd_step(&sgd, &scalars, param, grad, vel))?;
         }
         Ok(())
     };

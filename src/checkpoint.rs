@@ -3,12 +3,15 @@
 //! `model.load_state_dict(safetensors.torch.load_file(path))` loads the weights in PyTorch and a
 //! file made that way loads here.
 //!
-//! A file written by [`save`] may also hold SGD's momentum buffers, as
-//! `optimizer.<name>.momentum_buffer`, and a `__metadata__` map: `format` = `cnn-gpu`,
-//! `architecture` (see [`architecture`]), `model` (the model's TOML description, see
-//! [`ModelSpec::to_toml`], from which `eval` and `time` rebuild the model), and with a
-//! [`TrainState`] `epoch`, `step`, `seed`, `lr` and `momentum` (and, for a checkpoint written
-//! inside an epoch, `loss_window_sum` and `loss_window_steps`).
+//! A file written by [`save`] may also hold the optimiser's state under PyTorch's state names:
+//! SGD's momentum buffers as `optimizer.<name>.momentum_buffer`, or Adam's moments as
+//! `optimizer.<name>.exp_avg` and `optimizer.<name>.exp_avg_sq` (Adam's step count is the
+//! `step` below); and a `__metadata__` map: `format` = `cnn-gpu`, `architecture` (see
+//! [`architecture`]), `model` (the model's TOML description, see [`ModelSpec::to_toml`], from
+//! which `eval` and `train --init/--resume` rebuild the model), and with a [`TrainState`]
+//! `epoch`, `step`, `seed`, `lr`, the optimiser settings (see [`OptimConfig::to_metadata`]),
+//! `batch_size`, `train_images` and, for a checkpoint written inside an epoch,
+//! `loss_window_sum` and `loss_window_steps`.
 //!
 //! Batch-norm layers add PyTorch's buffers: `<name>.running_mean` and `<name>.running_var`
 //! (F32 [features]) and `<name>.num_batches_tracked`, an I64 scalar (shape []) as PyTorch
@@ -29,15 +32,20 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::backend::Backend;
 use crate::model::{Model, ModelSpec, NamedTensor, Naming, NormBuffers};
+use crate::optim::OptimConfig;
 use crate::train::LossWindow;
 use crate::{Error, Result};
 
 /// The `format` metadata value of files this crate writes.
 pub const FORMAT: &str = "cnn-gpu";
 
-/// The prefix and suffix of a momentum buffer's tensor name around its parameter's name.
-const MOMENTUM_PREFIX: &str = "optimizer.";
+/// The prefix of an optimiser state tensor's name, before its parameter's name.
+const STATE_PREFIX: &str = "optimizer.";
+/// The suffixes after it: SGD's momentum buffer, Adam's first and second moments.
 const MOMENTUM_SUFFIX: &str = ".momentum_buffer";
+const EXP_AVG_SUFFIX: &str = ".exp_avg";
+const EXP_AVG_SQ_SUFFIX: &str = ".exp_avg_sq";
+const STATE_SUFFIXES: [&str; 3] = [MOMENTUM_SUFFIX, EXP_AVG_SUFFIX, EXP_AVG_SQ_SUFFIX];
 
 /// Where training stood when a checkpoint was written (saved as metadata).
 #[derive(Clone, Debug, PartialEq)]
@@ -47,8 +55,10 @@ pub struct TrainState {
     /// Training steps completed in all.
     pub step: usize,
     pub seed: u64,
+    /// The base learning rate.
     pub lr: f32,
-    pub momentum: f32,
+    /// The optimiser, schedule and clipping.
+    pub optim: OptimConfig,
     /// The running loss window of a checkpoint written inside an epoch (on Ctrl-C): with it a
     /// resumed run prints the loss lines of an uninterrupted one.
     pub loss_window: Option<LossWindow>,
@@ -63,8 +73,11 @@ pub struct TrainState {
 pub struct Checkpoint {
     /// Every parameter, in [`ModelSpec::param_shapes`] order.
     pub params: Vec<NamedTensor>,
-    /// Every parameter's momentum buffer (named like the parameter), when the file has them.
+    /// Every parameter's momentum buffer (SGD) or first moment (Adam's exp_avg), named like the
+    /// parameter, when the file has them.
     pub velocity: Option<Vec<NamedTensor>>,
+    /// Every parameter's second moment (Adam's exp_avg_sq), when the file has them.
+    pub exp_avg_sq: Option<Vec<NamedTensor>>,
     /// The `__metadata__` map (empty for a file without one, e.g. from PyTorch).
     pub metadata: HashMap<String, String>,
     /// Every batch-norm layer's running statistics, in layer order.
@@ -92,7 +105,7 @@ impl Checkpoint {
             step: get("step")?.parse().ok()?,
             seed: get("seed")?.parse().ok()?,
             lr: get("lr")?.parse().ok()?,
-            momentum: get("momentum")?.parse().ok()?,
+            optim: OptimConfig::from_metadata(&self.metadata)?,
             loss_window,
             batch_size: optional("batch_size")?,
             train_images: optional("train_images")?,
@@ -141,14 +154,23 @@ const RUNNING_MEAN: &str = ".running_mean";
 const RUNNING_VAR: &str = ".running_var";
 const TRACKED: &str = ".num_batches_tracked";
 
-/// Writes `params` (and `velocity`, the momentum buffers, when given) of a model of `spec` to
+/// An optimiser's state tensors, each list named like the parameters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OptimizerTensors<'a> {
+    /// SGD's momentum buffers, or Adam's first moments when `exp_avg_sq` is given.
+    pub velocity: Option<&'a [NamedTensor]>,
+    /// Adam's second moments.
+    pub exp_avg_sq: Option<&'a [NamedTensor]>,
+}
+
+/// Writes `params` (and the optimiser's state tensors, when given) of a model of `spec` to
 /// `path`, atomically, with any batch-norm statistics at PyTorch's initial values (see
 /// [`save_with_norms`]). `state` adds the training state to the metadata.
 pub fn save(
     path: &Path,
     spec: &ModelSpec,
     params: &[NamedTensor],
-    velocity: Option<&[NamedTensor]>,
+    optimizer: OptimizerTensors<'_>,
     state: Option<&TrainState>,
 ) -> Result<()> {
     let norms: Vec<NormBuffers> = spec
@@ -156,7 +178,7 @@ pub fn save(
         .iter()
         .map(|(name, features)| NormBuffers::initial(name, *features))
         .collect();
-    save_with_norms(path, spec, params, velocity, &norms, state)
+    save_with_norms(path, spec, params, optimizer, &norms, state)
 }
 
 /// [`save`] with the batch-norm layers' statistics (one per batch-norm layer of `spec`).
@@ -164,7 +186,7 @@ pub fn save_with_norms(
     path: &Path,
     spec: &ModelSpec,
     params: &[NamedTensor],
-    velocity: Option<&[NamedTensor]>,
+    optimizer: OptimizerTensors<'_>,
     norms: &[NormBuffers],
     state: Option<&TrainState>,
 ) -> Result<()> {
@@ -192,8 +214,20 @@ pub fn save_with_norms(
         Ok(())
     };
     check(params, "parameters")?;
-    if let Some(v) = velocity {
-        check(v, "momentum buffers")?;
+    let first_suffix = if optimizer.exp_avg_sq.is_some() {
+        EXP_AVG_SUFFIX
+    } else {
+        MOMENTUM_SUFFIX
+    };
+    let states: Vec<(&[NamedTensor], &str)> = [
+        (optimizer.velocity, first_suffix),
+        (optimizer.exp_avg_sq, EXP_AVG_SQ_SUFFIX),
+    ]
+    .into_iter()
+    .filter_map(|(ts, suffix)| Some((ts?, suffix)))
+    .collect();
+    for (ts, suffix) in &states {
+        check(ts, &format!("optimizer state {}", &suffix[1..]))?;
     }
     let expected_norms = spec.buffer_names();
     let norms_match = norms.len() == expected_norms.len()
@@ -211,10 +245,10 @@ pub fn save_with_norms(
         .iter()
         .map(|t| (t.name.clone(), le_bytes(&t.data), t.shape.clone()))
         .collect();
-    if let Some(v) = velocity {
-        named.extend(v.iter().map(|t| {
+    for (ts, suffix) in &states {
+        named.extend(ts.iter().map(|t| {
             (
-                format!("{MOMENTUM_PREFIX}{}{MOMENTUM_SUFFIX}", t.name),
+                format!("{STATE_PREFIX}{}{suffix}", t.name),
                 le_bytes(&t.data),
                 t.shape.clone(),
             )
@@ -263,7 +297,7 @@ pub fn save_with_norms(
         meta.insert("step".to_string(), s.step.to_string());
         meta.insert("seed".to_string(), s.seed.to_string());
         meta.insert("lr".to_string(), s.lr.to_string());
-        meta.insert("momentum".to_string(), s.momentum.to_string());
+        s.optim.to_metadata(&mut meta);
         for (key, value) in [
             ("batch_size", s.batch_size),
             ("train_images", s.train_images),
@@ -283,8 +317,9 @@ pub fn save_with_norms(
     write_atomic(path, &bytes)
 }
 
-/// Reads `model`'s parameters (and, with `with_velocity`, its momentum buffers) and saves them
-/// to `path` (see [`save`]).
+/// Reads `model`'s parameters (and, with `with_velocity`, its optimiser state: the momentum
+/// buffers, and Adam's second moments when the model has them) and saves them to `path` (see
+/// [`save`]).
 pub fn save_model<B: Backend>(
     b: &B,
     model: &Model<B>,
@@ -293,20 +328,17 @@ pub fn save_model<B: Backend>(
     state: Option<&TrainState>,
 ) -> Result<()> {
     let params = model.read_params(b)?;
-    let velocity = if with_velocity {
-        Some(model.read_velocity(b)?)
+    let (velocity, exp_avg_sq) = if with_velocity {
+        (Some(model.read_velocity(b)?), model.read_exp_avg_sq(b)?)
     } else {
-        None
+        (None, None)
+    };
+    let optimizer = OptimizerTensors {
+        velocity: velocity.as_deref(),
+        exp_avg_sq: exp_avg_sq.as_deref(),
     };
     let norms = model.read_norm_buffers(b)?;
-    save_with_norms(
-        path,
-        model.spec(),
-        &params,
-        velocity.as_deref(),
-        &norms,
-        state,
-    )
+    save_with_norms(path, model.spec(), &params, optimizer, &norms, state)
 }
 
 /// Reads and checks a checkpoint for a model of `spec`. Every problem is an [`Error::Data`]
@@ -356,10 +388,11 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
     for name in &names {
         let known = is_param(name)
             || is_buffer(name)
-            || name
-                .strip_prefix(MOMENTUM_PREFIX)
-                .and_then(|n| n.strip_suffix(MOMENTUM_SUFFIX))
-                .is_some_and(is_param);
+            || name.strip_prefix(STATE_PREFIX).is_some_and(|n| {
+                STATE_SUFFIXES
+                    .iter()
+                    .any(|s| n.strip_suffix(s).is_some_and(is_param))
+            });
         if !known {
             return Err(bad(format!(
                 "unexpected tensor `{name}` (the model's parameters are {}{})",
@@ -421,25 +454,42 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
     };
 
     let mut params = Vec::with_capacity(expected.len());
-    let mut velocity = Vec::new();
     for (name, shape) in &expected {
         let t =
             read(name, shape)?.ok_or_else(|| bad(format!("missing parameter tensor `{name}`")))?;
         params.push(t);
-        let vname = format!("{MOMENTUM_PREFIX}{name}{MOMENTUM_SUFFIX}");
-        if let Some(mut v) = read(&vname, shape)? {
-            v.name = name.clone();
-            velocity.push(v);
-        }
     }
-    let velocity = match velocity.len() {
-        0 => None,
-        n if n == expected.len() => Some(velocity),
-        n => {
-            return Err(bad(format!(
-                "the checkpoint has momentum buffers for {n} of the {} parameters",
+    // Each kind of state must be there for every parameter or for none.
+    let state = |suffix: &str| -> Result<Option<Vec<NamedTensor>>> {
+        let mut found = Vec::new();
+        for (name, shape) in &expected {
+            if let Some(mut t) = read(&format!("{STATE_PREFIX}{name}{suffix}"), shape)? {
+                t.name = name.clone();
+                found.push(t);
+            }
+        }
+        match found.len() {
+            0 => Ok(None),
+            n if n == expected.len() => Ok(Some(found)),
+            n => Err(bad(format!(
+                "the checkpoint has `{}` buffers for {n} of the {} parameters",
+                &suffix[1..],
                 expected.len()
-            )))
+            ))),
+        }
+    };
+    let momentum = state(MOMENTUM_SUFFIX)?;
+    let exp_avg = state(EXP_AVG_SUFFIX)?;
+    let exp_avg_sq = state(EXP_AVG_SQ_SUFFIX)?;
+    let velocity = match (momentum, exp_avg, &exp_avg_sq) {
+        (m, None, None) => m,
+        (None, Some(m), Some(_)) => Some(m),
+        _ => {
+            return Err(bad(
+                "the checkpoint's optimizer state is inconsistent: it needs either \
+                 `momentum_buffer` (SGD) or both `exp_avg` and `exp_avg_sq` (Adam)"
+                    .into(),
+            ))
         }
     };
     let mut norms = Vec::with_capacity(norm_names.len());
@@ -472,6 +522,7 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
     Ok(Checkpoint {
         params,
         velocity,
+        exp_avg_sq,
         metadata,
         norms,
     })

@@ -33,6 +33,19 @@ pub enum Error {
     /// [`crate::train::Event::Stopped`] first.
     #[error("interrupted after step {step} of epoch {epoch}")]
     Interrupted { epoch: usize, step: usize },
+    /// Training diverged: the loss of a step was NaN or infinite.
+    #[error(
+        "the loss became {value} at step {step} (epoch {epoch}, batch {batch}); lower --lr, or \
+         add --warmup-steps or --clip-grad-norm"
+    )]
+    Diverged {
+        /// 1-based, counted over the whole run.
+        step: usize,
+        epoch: usize,
+        batch: usize,
+        /// "NaN" or "infinite".
+        value: &'static str,
+    },
 
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -14,6 +14,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod modelfile;
+pub mod optim;
 pub mod profile;
 pub mod train;
 

@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train the tutorial's SimpleCNN on MNIST and report the test accuracy.
-    Train(cli::train::TrainArgs),
+    Train(Box<cli::train::TrainArgs>),
     /// List every GPU adapter with the limits that matter, and which one `--backend auto` picks.
     Info,
     /// Time each layer's forward and backward pass of a training step (GPU timestamps).

@@ -1,9 +1,9 @@
 //! Sequential models built from layers: a [`ModelSpec`] (input shape + [`Layer`]s, with shape
-//! inference), a [`Model`] holding every parameter's value, gradient and momentum buffer on a
+//! inference), a [`Model`] holding every parameter's value, gradient and optimiser state on a
 //! backend, and a [`Workspace`] per batch size holding every activation and activation gradient.
 //!
 //! Everything is allocated once; [`Model::forward`], [`Model::loss`], [`Model::backward`] and
-//! [`Model::sgd_step`] only record backend ops, so a training step allocates nothing and reads
+//! [`Model::update`] only record backend ops, so a training step allocates nothing and reads
 //! nothing back.
 //!
 //! Parameter names follow PyTorch's `state_dict` (see [`Naming`]): with [`Naming::Numbered`]
@@ -24,8 +24,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{
-    pcg_hash, Backend, BatchNorm, Channels, Conv2d, Dropout, Matmul, Pool2d, Sgd, SoftmaxXent,
+    pcg_hash, Backend, BatchNorm, Channels, Conv2d, Dropout, Matmul, Pool2d, SoftmaxXent,
 };
+use crate::optim::{OptimConfig, Optimizer};
 use crate::{Error, Result};
 
 /// One layer of a sequential model. Sizes are per sample; the batch size comes from the
@@ -516,13 +517,17 @@ pub struct NamedTensor {
 }
 
 /// One parameter tensor on the backend: its value, its gradient (overwritten by every
-/// backward pass) and its momentum buffer.
+/// backward pass) and its optimiser state.
 pub struct Param<B: Backend> {
     pub name: String,
     pub shape: Vec<usize>,
     pub value: B::Buffer,
     pub grad: B::Buffer,
+    /// SGD's momentum buffer, or Adam's first moment (exp_avg).
     pub velocity: B::Buffer,
+    /// Adam's second moment (exp_avg_sq): allocated, zero, by the first Adam update or
+    /// [`Model::set_exp_avg_sq`]; None until then.
+    pub exp_avg_sq: Option<B::Buffer>,
 }
 
 impl<B: Backend> Param<B> {
@@ -656,6 +661,7 @@ impl<B: Backend> Model<B> {
                     value: b.upload_f32(&src.data, &name)?,
                     grad: b.zeros(len, &format!("{name}.grad"))?,
                     velocity: b.zeros(len, &format!("{name}.velocity"))?,
+                    exp_avg_sq: None,
                     name,
                     shape,
                 });
@@ -858,7 +864,37 @@ impl<B: Backend> Model<B> {
             .collect()
     }
 
-    /// Reads every momentum buffer (SGD's velocity) back to the host, named like its parameter.
+    /// Reads every second-moment buffer (Adam's exp_avg_sq) back to the host, named like its
+    /// parameter; None when the model has none (it was never updated by Adam).
+    pub fn read_exp_avg_sq(&self, b: &B) -> Result<Option<Vec<NamedTensor>>> {
+        if self.params.iter().any(|p| p.exp_avg_sq.is_none()) {
+            return Ok(None);
+        }
+        self.read_each(b, |p| p.exp_avg_sq.as_ref().expect("checked above"))
+            .map(Some)
+    }
+
+    /// Overwrites the second-moment buffers (Adam's exp_avg_sq) of the named parameters (any
+    /// subset; each must exist with the same shape), allocating them first where needed.
+    pub fn set_exp_avg_sq(&mut self, b: &B, tensors: &[NamedTensor]) -> Result<()> {
+        self.ensure_exp_avg_sq(b)?;
+        self.write_each(b, tensors, |p| {
+            p.exp_avg_sq.as_mut().expect("allocated above")
+        })
+    }
+
+    /// Allocates every missing second-moment buffer, zero-filled.
+    fn ensure_exp_avg_sq(&mut self, b: &B) -> Result<()> {
+        for p in &mut self.params {
+            if p.exp_avg_sq.is_none() {
+                p.exp_avg_sq = Some(b.zeros(p.len(), &format!("{}.exp_avg_sq", p.name))?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every momentum buffer (SGD's velocity, Adam's exp_avg) back to the host, named
+    /// like its parameter.
     pub fn read_velocity(&self, b: &B) -> Result<Vec<NamedTensor>> {
         self.read_each(b, |p| &p.velocity)
     }
@@ -900,10 +936,13 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
-    /// Sets every momentum buffer to zero.
+    /// Sets every optimiser state buffer to zero.
     pub fn reset_velocity(&mut self, b: &B) -> Result<()> {
         for p in &mut self.params {
             b.fill_zero(&mut p.velocity)?;
+            if let Some(v) = &mut p.exp_avg_sq {
+                b.fill_zero(v)?;
+            }
         }
         Ok(())
     }
@@ -1181,32 +1220,50 @@ impl<B: Backend> Model<B> {
     }
 
     /// One training step on the batch already in `ws` (see [`Workspace::input_and_labels_mut`]):
-    /// forward, loss (added to `loss_sum[0]`), backward and an SGD-with-momentum update. Only
-    /// records ops; nothing is read back.
+    /// forward, loss (added to `loss_sum[0]`), backward and an update (see [`Self::update`]).
+    /// Only records ops; nothing is read back.
     pub fn train_step(
         &mut self,
         b: &B,
         ws: &mut Workspace<B>,
         loss_sum: &mut B::Buffer,
-        lr: f32,
-        momentum: f32,
+        optim: &OptimConfig,
+        scalars: &mut B::Buffer,
     ) -> Result<()> {
         self.forward_train(b, ws)?;
         self.loss(b, ws, loss_sum)?;
         self.backward(b, ws)?;
-        self.sgd_step(b, lr, momentum)
+        self.update(b, optim, scalars)
     }
 
-    /// One SGD-with-momentum update of every parameter from its current gradient.
-    pub fn sgd_step(&mut self, b: &B, lr: f32, momentum: f32) -> Result<()> {
+    /// One optimiser update of every parameter from its current gradient. `scalars` holds the
+    /// step's [`crate::backend::StepScalars`] (written by the host beforehand, its sum of
+    /// squares 0); with clipping, every gradient's sum of squares is added to it first, on the
+    /// backend, and the update ops scale the gradients by the global norm.
+    pub fn update(&mut self, b: &B, optim: &OptimConfig, scalars: &mut B::Buffer) -> Result<()> {
         b.scope("update");
+        let clip = optim.clip_grad_norm;
+        if clip.is_some() {
+            for p in &self.params {
+                b.sum_squares(p.len(), &p.grad, scalars)?;
+            }
+        }
+        if optim.optimizer.has_second_moment() {
+            self.ensure_exp_avg_sq(b)?;
+        }
         for p in &mut self.params {
-            let sgd = Sgd {
-                len: p.len(),
-                lr,
-                momentum,
-            };
-            b.sgd_momentum(&sgd, &mut p.value, &p.grad, &mut p.velocity)?;
+            let len = p.len();
+            match optim.optimizer {
+                Optimizer::Sgd { .. } => {
+                    let sgd = optim.optimizer.sgd_params(len, clip).expect("SGD");
+                    b.sgd_step(&sgd, scalars, &mut p.value, &p.grad, &mut p.velocity)?;
+                }
+                Optimizer::Adam { .. } => {
+                    let adam = optim.optimizer.adam_params(len, clip).expect("Adam");
+                    let v = p.exp_avg_sq.as_mut().expect("allocated above");
+                    b.adam_step(&adam, scalars, &mut p.value, &p.grad, &mut p.velocity, v)?;
+                }
+            }
         }
         Ok(())
     }

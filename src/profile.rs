@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::backend::Backend;
 use crate::model::{scope_names, Model, ModelSpec, Workspace};
+use crate::optim::{OptimConfig, RunLength};
 use crate::train::max_batch;
 use crate::{Error, Result};
 
@@ -79,21 +80,27 @@ pub fn time_layers<B: Backend>(
     b.write_u32(ys, &y)?;
     let mut loss_sum = b.zeros(1, "loss_sum")?;
     // A tiny step keeps repeated updates on the same random batch finite.
-    let (lr, momentum) = (1e-4, 0.9);
+    // The tutorial's SGD; the step scalars stay as written (constant lr, no clipping).
+    let optim = OptimConfig::default();
+    let run = RunLength {
+        steps_per_epoch: 1,
+        total_steps: 1,
+    };
+    let mut scalars = b.upload_f32(&optim.scalars(1e-4, 1, run).words(), "step scalars")?;
 
-    model.train_step(b, &mut ws, &mut loss_sum, lr, momentum)?;
+    model.train_step(b, &mut ws, &mut loss_sum, &optim, &mut scalars)?;
     b.read_f32(&loss_sum)?;
 
     b.start_profile()?;
     for _ in 0..iterations {
-        model.train_step(b, &mut ws, &mut loss_sum, lr, momentum)?;
+        model.train_step(b, &mut ws, &mut loss_sum, &optim, &mut scalars)?;
         b.flush()?;
     }
     let scopes = b.finish_profile()?;
 
     let t0 = Instant::now();
     for _ in 0..iterations {
-        model.train_step(b, &mut ws, &mut loss_sum, lr, momentum)?;
+        model.train_step(b, &mut ws, &mut loss_sum, &optim, &mut scalars)?;
         b.flush()?;
     }
     b.read_f32(&loss_sum)?;

@@ -1,16 +1,20 @@
 //! The training loop and evaluation, generic over the backend.
 //!
 //! The datasets are uploaded once ([`ResidentDataset`]); each epoch writes one permutation into
-//! a resident buffer, and each step only records ops: gather → forward → loss → backward → SGD →
-//! flush. The loss is accumulated on the backend and read back only at log intervals (and once
-//! per epoch, to time it). Printing goes through a [`Reporter`], so the math never prints.
+//! a resident buffer, and each step writes its learning rate (and Adam's bias corrections) into a
+//! small resident buffer and records ops: gather → forward → loss → backward → update → flush.
+//! The loss is accumulated on the backend and read back only at log intervals (and once per
+//! epoch, to time it); a NaN or infinite loss stops the run with [`Error::Diverged`], naming the
+//! first such step, which the backend records as it goes. Printing goes through a [`Reporter`],
+//! so the math never prints.
 
 use std::time::Instant;
 
-use crate::backend::{Backend, Gather, GatherAffine, SoftmaxXent, AFFINE_LEN};
+use crate::backend::{Backend, Gather, GatherAffine, SoftmaxXent, StepScalars, AFFINE_LEN};
 use crate::data::augment::Augment;
 use crate::data::{shuffled_indices, Dataset};
 use crate::model::{Model, ModelSpec, Workspace};
+use crate::optim::{OptimConfig, RunLength};
 use crate::{Error, Result};
 
 /// Hyper-parameters of a training run. [`Default`] gives the tutorial's values.
@@ -18,8 +22,10 @@ use crate::{Error, Result};
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
+    /// The base learning rate (the schedule in `optim` scales it per step).
     pub lr: f32,
-    pub momentum: f32,
+    /// The optimiser, learning-rate schedule and gradient clipping.
+    pub optim: OptimConfig,
     /// Seeds the parameter initialisation and every epoch's shuffle.
     pub seed: u64,
     /// Print the mean loss every this many batches.
@@ -68,7 +74,7 @@ impl Default for TrainConfig {
             epochs: 5,
             batch_size: 64,
             lr: 0.001,
-            momentum: 0.9,
+            optim: OptimConfig::default(),
             seed: 0,
             log_interval: 100,
             eval_batch_size: 1000,
@@ -112,9 +118,7 @@ impl TrainConfig {
                 self.lr
             ));
         }
-        if !(0.0..1.0).contains(&self.momentum) {
-            return bad(format!("momentum must be in [0, 1), got {}", self.momentum));
-        }
+        self.optim.validate()?;
         if self.log_interval == 0 {
             return bad("log interval must be at least 1".into());
         }
@@ -146,7 +150,18 @@ impl TrainConfig {
                 )));
             }
         }
-        Ok(())
+        self.optim.validate_for(self.run_length(train_len))
+    }
+
+    /// The length of the whole run on a training set of `train_len` images: every step of
+    /// `epochs` epochs, those before `first_epoch` included. `max_steps` cuts a run short
+    /// without changing its schedule, so a run stopped early and resumed follows the same lr.
+    pub fn run_length(&self, train_len: usize) -> RunLength {
+        let steps_per_epoch = train_len.div_ceil(self.batch_size.max(1));
+        RunLength {
+            steps_per_epoch,
+            total_steps: self.epochs * steps_per_epoch,
+        }
     }
 }
 
@@ -539,6 +554,9 @@ fn fit_inner<B: Backend>(
     };
     let mut perm = b.zeros(n, "permutation")?;
     let mut loss_sum = b.zeros(1, "loss_sum")?;
+    let mut scalars = b.zeros(StepScalars::LEN, "step scalars")?;
+    let mut first_nonfinite = b.zeros(1, "first non-finite step")?;
+    let run = cfg.run_length(n);
     let mut affine = match cfg.augment {
         Some(_) => Some(b.zeros(n * AFFINE_LEN, "augment.affine")?),
         None => None,
@@ -581,6 +599,9 @@ fn fit_inner<B: Backend>(
         let mut steps_done = 0;
         let mut stop = false;
         for step in first_step..steps {
+            // The step's 1-based number over the whole run (resumed runs included).
+            let t = (epoch - 1) * steps + step + 1;
+            b.write_f32(&mut scalars, &cfg.optim.scalars(cfg.lr, t, run).words())?;
             let ws = gather_batch(
                 b,
                 data,
@@ -590,7 +611,8 @@ fn fit_inner<B: Backend>(
                 &mut ws_full,
                 &mut ws_tail,
             )?;
-            model.train_step(b, ws, &mut loss_sum, cfg.lr, cfg.momentum)?;
+            model.train_step(b, ws, &mut loss_sum, &cfg.optim, &mut scalars)?;
+            b.record_nonfinite(&loss_sum, &scalars, &mut first_nonfinite)?;
             b.flush()?;
             in_interval += 1;
             images += ws.batch();
@@ -599,12 +621,14 @@ fn fit_inner<B: Backend>(
             rep.step(epoch, step + 1, ws.batch());
 
             if epoch == cfg.first_epoch && step == first_step {
-                b.read_f32(&loss_sum)?; // wait for it
+                let sum = b.read_f32(&loss_sum)?[0]; // waits for it
+                check_finite(b, sum, &first_nonfinite, steps)?;
                 summary.first_step_seconds = t0.elapsed().as_secs_f64();
                 rep.first_step(summary.first_step_seconds);
             }
             if (step + 1) % cfg.log_interval == 0 {
                 let sum = b.read_f32(&loss_sum)?[0];
+                check_finite(b, sum, &first_nonfinite, steps)?;
                 epoch_loss += sum as f64;
                 let rec = LossRecord {
                     epoch,
@@ -628,8 +652,10 @@ fn fit_inner<B: Backend>(
                 break;
             }
         }
-        // Waits for the epoch's last step before timing it; the window is what a stop saves.
+        // Waits for the epoch's last step before timing it and before the hook saves anything;
+        // the window is what a stop saves.
         let window_sum = b.read_f32(&loss_sum)?[0];
+        check_finite(b, window_sum, &first_nonfinite, steps)?;
         epoch_loss += window_sum as f64;
         let seconds = t0.elapsed().as_secs_f64();
         let stats = EpochStats {
@@ -686,6 +712,27 @@ fn fit_inner<B: Backend>(
         0.0
     };
     Ok(summary)
+}
+
+/// Stops a diverged run: `loss_sum` (just read) holds the loss of every step since it was last
+/// reset, so it is finite unless one of them was not; then the backend's record names the
+/// first such step. `steps` is the number of steps per epoch.
+fn check_finite<B: Backend>(
+    b: &B,
+    loss_sum: f32,
+    first_nonfinite: &B::Buffer,
+    steps: usize,
+) -> Result<()> {
+    if loss_sum.is_finite() {
+        return Ok(());
+    }
+    let step = b.read_u32(first_nonfinite)?[0] as usize;
+    Err(Error::Diverged {
+        step,
+        epoch: step.saturating_sub(1) / steps + 1,
+        batch: step.saturating_sub(1) % steps + 1,
+        value: if loss_sum.is_nan() { "NaN" } else { "infinite" },
+    })
 }
 
 /// Gathers the batch that starts at `offset` of the permutation into its workspace, `full`, or

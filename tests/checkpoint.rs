@@ -11,6 +11,7 @@ use std::path::Path;
 use cnn_gpu::backend::Backend;
 use cnn_gpu::checkpoint::{self, TrainState};
 use cnn_gpu::model::{Layer, Model, ModelSpec, NamedTensor, Workspace};
+use cnn_gpu::optim::{LrSchedule, OptimConfig, Optimizer};
 use cnn_gpu::train::LossWindow;
 use cnn_gpu::Error;
 use common::*;
@@ -33,7 +34,7 @@ fn state() -> TrainState {
         step: 2811,
         seed: 7,
         lr: 0.001,
-        momentum: 0.9,
+        optim: OptimConfig::default(),
         loss_window: Some(LossWindow {
             sum: 1.2345678,
             steps: 7,
@@ -97,6 +98,98 @@ fn round_trip_is_bit_exact<B: Backend>(b: &B) {
     );
 }
 backend_test!(round_trip, round_trip_is_bit_exact);
+
+/// Random tensors shaped like the model's parameters, as optimiser state.
+fn random_like<B: Backend>(b: &B, model: &Model<B>, seed: u64) -> Vec<NamedTensor> {
+    let mut ts = model.read_params(b).unwrap();
+    for (i, t) in ts.iter_mut().enumerate() {
+        t.data = rand_vec(seed + i as u64, t.data.len(), 0.0, 0.1);
+    }
+    ts
+}
+
+/// Adam's state goes in under PyTorch's names (exp_avg, exp_avg_sq), comes back bit for bit,
+/// and the optimiser settings (AdamW, betas, eps, decay, step schedule, warm-up, clipping)
+/// round-trip through the metadata.
+fn adam_state_round_trips<B: Backend>(b: &B) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("adam.safetensors");
+    let mut model = Model::new(b, ModelSpec::simple_cnn(), 5).unwrap();
+    let (m, v) = (random_like(b, &model, 200), random_like(b, &model, 300));
+    model.set_velocity(b, &m).unwrap();
+    model.set_exp_avg_sq(b, &v).unwrap();
+    let adam = TrainState {
+        optim: OptimConfig {
+            optimizer: Optimizer::Adam {
+                beta1: 0.85,
+                beta2: 0.995,
+                eps: 1e-7,
+                weight_decay: 0.05,
+                decoupled: true,
+            },
+            schedule: LrSchedule::Step {
+                epochs: 2,
+                gamma: 0.5,
+            },
+            warmup_steps: 30,
+            clip_grad_norm: Some(2.5),
+        },
+        ..state()
+    };
+    checkpoint::save_model(b, &model, &path, true, Some(&adam)).unwrap();
+    let names: Vec<String> = header(&path).keys().cloned().collect();
+    for (n, _) in PYTORCH_NAMES {
+        for suffix in ["exp_avg", "exp_avg_sq"] {
+            let name = format!("optimizer.{n}.{suffix}");
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
+        assert!(!names.contains(&format!("optimizer.{n}.momentum_buffer")));
+    }
+    let ckpt = checkpoint::load(&path, &ModelSpec::simple_cnn()).unwrap();
+    assert_eq!(bits(ckpt.velocity.as_ref().unwrap()), bits(&m));
+    assert_eq!(bits(ckpt.exp_avg_sq.as_ref().unwrap()), bits(&v));
+    assert_eq!(ckpt.train_state(), Some(adam));
+    assert_eq!(ckpt.metadata["optimizer"], "adamw");
+
+    // An SGD model (no second moments) saves momentum_buffer only, whatever it is told.
+    let sgd = Model::new(b, ModelSpec::simple_cnn(), 5).unwrap();
+    checkpoint::save_model(b, &sgd, &path, true, Some(&state())).unwrap();
+    let ckpt = checkpoint::load(&path, &ModelSpec::simple_cnn()).unwrap();
+    assert!(ckpt.velocity.is_some() && ckpt.exp_avg_sq.is_none());
+    assert_eq!(ckpt.train_state(), Some(state()));
+}
+backend_test!(adam_round_trip, adam_state_round_trips);
+
+/// A momentum buffer beside Adam's second moment is neither SGD's state nor Adam's: refused.
+#[test]
+fn mixed_optimizer_state_is_refused() {
+    let b = cpu();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.safetensors");
+    let model = Model::new(&b, ModelSpec::simple_cnn(), 5).unwrap();
+    let params = model.read_params(&b).unwrap();
+    let optimizer = checkpoint::OptimizerTensors {
+        velocity: Some(&params),
+        exp_avg_sq: None,
+    };
+    checkpoint::save(&path, model.spec(), &params, optimizer, None).unwrap();
+    // Rewrite with exp_avg_sq added beside momentum_buffer.
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, TensorView)> = st.tensors();
+    let extra: Vec<(String, TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".momentum_buffer"))
+        .map(|(n, t)| (n.replace(".momentum_buffer", ".exp_avg_sq"), t))
+        .collect();
+    tensors.extend(extra);
+    let mixed = safetensors::serialize(tensors, None).unwrap();
+    std::fs::write(&path, mixed).unwrap();
+    let err = checkpoint::load(&path, &ModelSpec::simple_cnn()).unwrap_err();
+    assert!(matches!(err, Error::Data { .. }), "{err}");
+    assert!(err.to_string().contains("inconsistent"), "{err}");
+}
 
 /// The header as PyTorch's loader reads it: 8-byte little-endian length, then JSON.
 fn header(path: &Path) -> serde_json::Map<String, serde_json::Value> {
@@ -163,7 +256,12 @@ fn header_has_pytorch_names<B: Backend>(b: &B) {
             ("step", "2811"),
             ("seed", "7"),
             ("lr", "0.001"),
+            ("optimizer", "sgd"),
             ("momentum", "0.9"),
+            ("nesterov", "false"),
+            ("weight_decay", "0"),
+            ("lr_schedule", "constant"),
+            ("warmup_steps", "0"),
         ] {
             assert_eq!(meta[k], v, "{k}");
         }
@@ -293,7 +391,14 @@ fn bad_files_are_data_errors_naming_the_file() {
         padding: 1,
     };
     let params = spec.init_params(0).unwrap();
-    checkpoint::save(&p("other.safetensors"), &spec, &params, None, None).unwrap();
+    checkpoint::save(
+        &p("other.safetensors"),
+        &spec,
+        &params,
+        Default::default(),
+        None,
+    )
+    .unwrap();
     assert_refused(&p("other.safetensors"), "another architecture");
     let err = checkpoint::load(&p("other.safetensors"), &ModelSpec::simple_cnn())
         .unwrap_err()
@@ -312,7 +417,7 @@ fn writes_are_atomic_and_name_the_path() {
 
     // A directory that does not exist.
     let path = dir.path().join("no/such/dir/m.safetensors");
-    let err = checkpoint::save(&path, &spec, &params, None, None).unwrap_err();
+    let err = checkpoint::save(&path, &spec, &params, Default::default(), None).unwrap_err();
     assert!(matches!(err, Error::Data { .. }), "{err:?}");
     assert!(
         err.to_string().contains(&path.display().to_string()),
@@ -328,7 +433,7 @@ fn writes_are_atomic_and_name_the_path() {
     use std::os::unix::fs::PermissionsExt;
     perms.set_mode(0o555);
     std::fs::set_permissions(&ro, perms.clone()).unwrap();
-    let result = checkpoint::save(&path, &spec, &params, None, None);
+    let result = checkpoint::save(&path, &spec, &params, Default::default(), None);
     let root_writes = std::fs::File::create(ro.join("probe")).is_ok();
     if root_writes {
         eprintln!("skipped the read-only case: this user writes into read-only directories");
@@ -351,7 +456,7 @@ fn writes_are_atomic_and_name_the_path() {
     std::fs::create_dir(&sub).unwrap();
     let target = sub.join("taken");
     std::fs::create_dir(&target).unwrap();
-    let err = checkpoint::save(&target, &spec, &params, None, None).unwrap_err();
+    let err = checkpoint::save(&target, &spec, &params, Default::default(), None).unwrap_err();
     assert!(err.to_string().contains("taken"), "{err}");
     let left: Vec<_> = std::fs::read_dir(&sub)
         .unwrap()
@@ -366,9 +471,9 @@ fn writes_are_atomic_and_name_the_path() {
 
     // Overwriting an existing checkpoint leaves only the new one, and no temporary file.
     let path = dir.path().join("m.safetensors");
-    checkpoint::save(&path, &spec, &params, None, None).unwrap();
+    checkpoint::save(&path, &spec, &params, Default::default(), None).unwrap();
     let params2 = spec.init_params(1).unwrap();
-    checkpoint::save(&path, &spec, &params2, None, None).unwrap();
+    checkpoint::save(&path, &spec, &params2, Default::default(), None).unwrap();
     assert_eq!(
         bits(&checkpoint::load(&path, &spec).unwrap().params),
         bits(&params2)
@@ -394,7 +499,14 @@ fn written_checkpoints_have_the_usual_permissions() {
     let dir = tempfile::tempdir().unwrap();
     let spec = ModelSpec::simple_cnn();
     let path = dir.path().join("m.safetensors");
-    checkpoint::save(&path, &spec, &spec.init_params(0).unwrap(), None, None).unwrap();
+    checkpoint::save(
+        &path,
+        &spec,
+        &spec.init_params(0).unwrap(),
+        Default::default(),
+        None,
+    )
+    .unwrap();
     std::fs::File::create(dir.path().join("plain")).unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&path), mode(&dir.path().join("plain")));
@@ -418,11 +530,20 @@ fn batch_norm_buffers_round_trip<B: Backend>(b: &B) {
     // Two training steps move the running statistics and count two batches.
     let mut ws = Workspace::new(b, &model, 4).unwrap();
     let mut loss = b.zeros(1, "loss").unwrap();
+    let optim = cnn_gpu::optim::OptimConfig::default();
+    let run = cnn_gpu::optim::RunLength {
+        steps_per_epoch: 2,
+        total_steps: 2,
+    };
+    let words = optim.scalars(0.01, 1, run).words();
+    let mut scalars = b.upload_f32(&words, "step scalars").unwrap();
     for step in 0..2 {
         let (x, y) = ws.input_and_labels_mut();
         b.write_f32(x, &rand_vec(step, 4 * 784, -1.0, 1.0)).unwrap();
         b.write_u32(y, &[1, 2, 3, 4]).unwrap();
-        model.train_step(b, &mut ws, &mut loss, 0.01, 0.9).unwrap();
+        model
+            .train_step(b, &mut ws, &mut loss, &optim, &mut scalars)
+            .unwrap();
     }
     checkpoint::save_model(b, &model, &path, false, None).unwrap();
 
@@ -461,7 +582,8 @@ fn bad_batch_norm_buffers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let spec = bn_cnn();
     let path = dir.path().join("bn.safetensors");
-    checkpoint::save(&path, &spec, &spec.init_params(0).unwrap(), None, None).unwrap();
+    let init = spec.init_params(0).unwrap();
+    checkpoint::save(&path, &spec, &init, Default::default(), None).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     type Tensor = (Dtype, Vec<usize>, Vec<u8>);

@@ -734,7 +734,11 @@ fn nonsense_against_the_data_and_checkpoints_is_refused() {
     }
     let params = spec.init_params(0).unwrap();
     let other = p("other.safetensors");
-    cnn_gpu::checkpoint::save(Path::new(&other), &spec, &params, Some(&params), None).unwrap();
+    let momentum = cnn_gpu::checkpoint::OptimizerTensors {
+        velocity: Some(&params),
+        exp_avg_sq: None,
+    };
+    cnn_gpu::checkpoint::save(Path::new(&other), &spec, &params, momentum, None).unwrap();
     // Without --model a resumed run rebuilds the checkpoint's own model from its metadata;
     // naming another model must be refused.
     assert_refused(
@@ -821,6 +825,199 @@ fn device_loss_fails_cleanly_and_keeps_the_last_checkpoint() {
         !stderr(&out).contains("running on the CPU"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// Impossible optimizer settings, and flags of another optimizer or schedule, exit 2 with one
+/// line naming the flag, before any work.
+#[test]
+fn optimizer_flags_are_checked_before_any_work() {
+    let cpu = ["train", "--backend", "cpu", "--data-dir", "/nonexistent"];
+    let cases: [(&[&str], &str); 13] = [
+        (&["--optimizer", "adam", "--beta1", "1"], "--beta1"),
+        (&["--optimizer", "adam", "--beta2", "-0.5"], "--beta2"),
+        (&["--optimizer", "adamw", "--eps", "0"], "--eps"),
+        (&["--clip-grad-norm", "0"], "--clip-grad-norm"),
+        (&["--clip-grad-norm", "-1"], "--clip-grad-norm"),
+        (&["--weight-decay", "-0.1"], "--weight-decay"),
+        (&["--lr-schedule", "step", "--lr-gamma", "0"], "--lr-gamma"),
+        (
+            &["--lr-schedule", "step", "--lr-step-size", "0"],
+            "--lr-step-size",
+        ),
+        (&["--beta1", "0.5"], "--beta1 applies to --optimizer adam"),
+        (
+            &["--optimizer", "adam", "--momentum", "0.5"],
+            "--momentum applies",
+        ),
+        (
+            &["--optimizer", "adamw", "--nesterov"],
+            "--nesterov applies",
+        ),
+        (
+            &["--lr-gamma", "0.5"],
+            "--lr-gamma applies to --lr-schedule step",
+        ),
+        (&["--nesterov", "--momentum", "0"], "--nesterov"),
+    ];
+    for (extra, what) in cases {
+        assert_refused(&[&cpu[..], extra].concat(), what);
+    }
+    // The run's length needs the data: 32 images in batches of 16 for 1 epoch are 2 steps.
+    let dir = mnist_like_dir(32, 8);
+    let d = dir.path().to_str().unwrap();
+    let args = [
+        "train",
+        "--backend",
+        "cpu",
+        "--data-dir",
+        d,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--warmup-steps",
+        "3",
+    ];
+    assert_refused(&args, "--warmup-steps 3 is longer than the run (2 steps)");
+}
+
+/// Adam with warm-up, a cosine schedule and clipping: its moments and step count go into the
+/// checkpoint under PyTorch's names, and `--resume` (with the checkpoint's optimizer settings)
+/// prints exactly the loss lines of an uninterrupted run.
+#[test]
+fn adam_run_resumes_like_an_uninterrupted_one() {
+    let dir = mnist_like_dir(72, 20);
+    let d = dir.path().to_str().unwrap();
+    let ckpt = dir.path().join("adam.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let common = [
+        "train",
+        "--backend",
+        "cpu",
+        "--data-dir",
+        d,
+        "--batch-size",
+        "16",
+        "--log-interval",
+        "2",
+        "--seed",
+        "5",
+    ];
+    let optim = [
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.002",
+        "--beta2",
+        "0.99",
+        "--lr-schedule",
+        "cosine",
+        "--warmup-steps",
+        "3",
+        "--clip-grad-norm",
+        "1",
+    ];
+    let run = |extra: &[&str]| {
+        let args = [&common[..], extra].concat();
+        let out = cnn_gpu(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        (loss_lines(&stdout(&out)), stdout(&out))
+    };
+    let (whole, _) = run(&[&optim[..], &["--epochs", "3"]].concat());
+    // Stopped by --max-steps at the end of epoch 1 (5 steps of 16 in 72 images): the cosine
+    // still spans the 3 epochs asked for.
+    let save = [
+        "--epochs",
+        "3",
+        "--max-steps",
+        "5",
+        "--save",
+        c,
+        "--save-optimizer",
+    ];
+    let (first, _) = run(&[&optim[..], &save[..]].concat());
+    let names = tensor_names(&ckpt);
+    assert!(
+        names.contains(&"optimizer.fc1.weight.exp_avg".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"optimizer.fc1.weight.exp_avg_sq".to_string()));
+    let (rest, text) = run(&["--epochs", "3", "--resume", c]);
+    assert!(text.contains("Resuming at epoch 2"), "{text}");
+    assert!(text.contains("adam (beta1 0.9, beta2 0.99"), "{text}");
+    assert_eq!(whole.len(), 6);
+    assert_eq!(first, whole[..2]);
+    assert_eq!(rest, whole[2..], "epochs 2 and 3 after resuming");
+    // The run's own optimizer flags repeated (as the command printed on Ctrl-C does) are fine.
+    let (again, _) = run(&[&optim[..], &["--epochs", "3", "--resume", c]].concat());
+    assert_eq!(again, whole[2..], "the same flags repeated");
+
+    let args = [
+        &common[..],
+        &[
+            "--resume",
+            c,
+            "--epochs",
+            "3",
+            "--optimizer",
+            "sgd",
+            "--clip-grad-norm",
+            "2",
+        ],
+    ]
+    .concat();
+    assert_refused(&args, "--resume");
+}
+
+/// A diverging run (an absurd lr) exits 2 naming the step, and the checkpoint it was to
+/// overwrite stays as the last good run left it.
+#[test]
+fn divergence_exits_2_and_keeps_the_last_good_checkpoint() {
+    let dir = mnist_like_dir(72, 20);
+    let d = dir.path().to_str().unwrap();
+    let ckpt = dir.path().join("good.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let train = |lr: &str| {
+        cnn_gpu(&[
+            "train",
+            "--backend",
+            "cpu",
+            "--data-dir",
+            d,
+            "--batch-size",
+            "16",
+            "--epochs",
+            "1",
+            "--lr",
+            lr,
+            "--save",
+            c,
+        ])
+    };
+    let out = train("0.001");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let good = std::fs::read(&ckpt).unwrap();
+    // Near f32's largest value: the weights overflow within a few steps.
+    let out = train("3e38");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains("the loss became") && errors[0].contains(" at step "),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        good,
+        "the good checkpoint stays"
+    );
+    let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(
+        leftovers, 5,
+        "four MNIST files and the checkpoint, no temporary file"
     );
 }
 

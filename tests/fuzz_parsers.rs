@@ -196,7 +196,7 @@ fn checkpoint_parser_never_panics_on_mutated_files() {
         step: 8,
         seed: 5,
         lr: 0.001,
-        momentum: 0.9,
+        optim: cnn_gpu::optim::OptimConfig::default(),
         loss_window: Some(cnn_gpu::train::LossWindow {
             sum: 2.25,
             steps: 1,
@@ -204,7 +204,11 @@ fn checkpoint_parser_never_panics_on_mutated_files() {
         batch_size: Some(16),
         train_images: Some(72),
     };
-    checkpoint::save(&file, &spec, &params, Some(&params), Some(&state)).unwrap();
+    let momentum = checkpoint::OptimizerTensors {
+        velocity: Some(&params),
+        exp_avg_sq: None,
+    };
+    checkpoint::save(&file, &spec, &params, momentum, Some(&state)).unwrap();
     let valid = std::fs::read(&file).unwrap();
     assert!(checkpoint::parse(&valid, path, &spec).is_ok());
     all.push(valid);

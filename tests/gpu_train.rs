@@ -7,6 +7,7 @@ use cnn_gpu::backend::gpu::{GpuOptions, RuntimeChecks};
 use cnn_gpu::backend::Backend;
 use cnn_gpu::data::Dataset;
 use cnn_gpu::model::{Model, ModelSpec, NamedTensor};
+use cnn_gpu::optim::{LrSchedule, OptimConfig, Optimizer};
 use cnn_gpu::train::{self, LossRecord, QuietReporter, TrainConfig};
 use common::{assert_close, cpu, with_gpu_options};
 
@@ -30,13 +31,18 @@ fn bars(count: usize) -> Dataset {
     Dataset::new(images, labels, 28, 28).expect("consistent synthetic set")
 }
 
-fn run<B: Backend>(b: &B, data: &Dataset) -> (Vec<LossRecord>, Vec<NamedTensor>, usize) {
+fn run<B: Backend>(
+    b: &B,
+    data: &Dataset,
+    optim: OptimConfig,
+) -> (Vec<LossRecord>, Vec<NamedTensor>, usize) {
     // 12 steps of batch 16 (the last epoch's last batch partial: 184 = 11·16 + 8).
     let cfg = TrainConfig {
         epochs: 1,
         batch_size: 16,
         log_interval: 1,
         seed: 3,
+        optim,
         ..TrainConfig::default()
     };
     let (model, summary): (Model<B>, _) = train::run(
@@ -54,19 +60,38 @@ fn run<B: Backend>(b: &B, data: &Dataset) -> (Vec<LossRecord>, Vec<NamedTensor>,
 
 #[test]
 fn gpu_training_matches_cpu() {
-    compare_training(RuntimeChecks::On);
+    compare_training(RuntimeChecks::On, OptimConfig::default());
+}
+
+/// AdamW with warm-up, a cosine schedule and gradient clipping (the norm reduced on the
+/// device): the same trajectory on both backends.
+#[test]
+fn gpu_adamw_training_matches_cpu() {
+    let optim = OptimConfig {
+        optimizer: Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            decoupled: true,
+        },
+        schedule: LrSchedule::Cosine,
+        warmup_steps: 3,
+        clip_grad_norm: Some(1.0),
+    };
+    compare_training(RuntimeChecks::On, optim);
 }
 
 /// The build real GPUs run: shader modules without naga's bounds checks, workgroup memory not
 /// zeroed. The same numbers prove the kernels never relied on either.
 #[test]
 fn unchecked_gpu_training_matches_cpu() {
-    compare_training(RuntimeChecks::Off);
+    compare_training(RuntimeChecks::Off, OptimConfig::default());
 }
 
-fn compare_training(checks: RuntimeChecks) {
+fn compare_training(checks: RuntimeChecks, optim: OptimConfig) {
     let data = bars(184);
-    let (cpu_losses, cpu_params, cpu_correct) = run(&cpu(), &data);
+    let (cpu_losses, cpu_params, cpu_correct) = run(&cpu(), &data, optim);
     assert_eq!(cpu_losses.len(), 12, "one loss record per step");
     assert!(
         cpu_losses.last().unwrap().loss < cpu_losses[0].loss,
@@ -78,7 +103,7 @@ fn compare_training(checks: RuntimeChecks) {
     };
     with_gpu_options(options, |gpu| {
         assert_eq!(gpu.runtime_checks(), checks == RuntimeChecks::On);
-        let (gpu_losses, gpu_params, gpu_correct) = run(gpu, &data);
+        let (gpu_losses, gpu_params, gpu_correct) = run(gpu, &data, optim);
         let want: Vec<f32> = cpu_losses.iter().map(|r| r.loss).collect();
         let got: Vec<f32> = gpu_losses.iter().map(|r| r.loss).collect();
         assert_close(&got, &want, 1e-4, 1e-3, "loss trajectory");

@@ -8,9 +8,10 @@ mod common;
 
 use cnn_gpu::backend::gpu::GpuOptions;
 use cnn_gpu::backend::{
-    Backend, Channels, Conv2d, Gather, GatherAffine, Matmul, Pool2d, Sgd, SoftmaxXent,
+    Backend, Channels, Conv2d, Gather, GatherAffine, Matmul, Pool2d, SoftmaxXent, StepScalars,
 };
 use cnn_gpu::data::augment::Augment;
+use cnn_gpu::optim::{OptimConfig, Optimizer, RunLength};
 use common::{assert_close, cpu, rand_vec, with_gpu, with_gpu_options};
 
 type Outputs = Vec<(&'static str, Vec<f32>)>;
@@ -294,33 +295,102 @@ fn loss_gpu_matches_cpu() {
     }
 }
 
-fn sgd_run<B: Backend>(b: &B, len: usize, seed: u64) -> Outputs {
-    let p = Sgd {
-        len,
-        lr: 0.01,
-        momentum: 0.9,
+/// Three steps of `optimizer` with gradients clipped to a global norm over two tensors
+/// (lengths `len` and `len / 3 + 1`), the lr and Adam's corrections from the step scalars.
+fn optim_run<B: Backend>(b: &B, optimizer: Optimizer, len: usize, seed: u64) -> Outputs {
+    let optim = OptimConfig {
+        optimizer,
+        clip_grad_norm: Some(0.5),
+        warmup_steps: 2,
+        ..OptimConfig::default()
     };
-    let mut param = b
-        .upload_f32(&rand_vec(seed, len, -1.0, 1.0), "param")
-        .unwrap();
-    let mut velocity = b.zeros(len, "velocity").unwrap();
-    for step in 0..3 {
-        let grad = b
-            .upload_f32(&rand_vec(seed + 1 + step, len, -1.0, 1.0), "grad")
+    let run = RunLength {
+        steps_per_epoch: 3,
+        total_steps: 3,
+    };
+    let lens = [len, len / 3 + 1];
+    let mut params: Vec<_> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| {
+            let p = b.upload_f32(&rand_vec(seed + 10 * i as u64, l, -1.0, 1.0), "param");
+            (
+                p.unwrap(),
+                b.zeros(l, "m").unwrap(),
+                b.zeros(l, "v").unwrap(),
+            )
+        })
+        .collect();
+    let mut scalars = b.zeros(StepScalars::LEN, "scalars").unwrap();
+    for t in 1..=3 {
+        b.write_f32(&mut scalars, &optim.scalars(0.01, t, run).words())
             .unwrap();
-        b.sgd_momentum(&p, &mut param, &grad, &mut velocity)
-            .unwrap();
+        let grads: Vec<_> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                let g = rand_vec(seed + 100 * t as u64 + i as u64, l, -1.0, 1.0);
+                b.upload_f32(&g, "grad").unwrap()
+            })
+            .collect();
+        for (g, &l) in grads.iter().zip(&lens) {
+            b.sum_squares(l, g, &mut scalars).unwrap();
+        }
+        for (((p, m, v), g), &l) in params.iter_mut().zip(&grads).zip(&lens) {
+            match optimizer {
+                Optimizer::Sgd { .. } => {
+                    let sgd = optimizer.sgd_params(l, optim.clip_grad_norm).unwrap();
+                    b.sgd_step(&sgd, &scalars, p, g, m).unwrap()
+                }
+                Optimizer::Adam { .. } => {
+                    let adam = optimizer.adam_params(l, optim.clip_grad_norm).unwrap();
+                    b.adam_step(&adam, &scalars, p, g, m, v).unwrap()
+                }
+            }
+        }
     }
+    let (p0, m0, v0) = &params[0];
+    let (p1, _, _) = &params[1];
     vec![
-        ("param", b.read_f32(&param).unwrap()),
-        ("velocity", b.read_f32(&velocity).unwrap()),
+        ("param 0", b.read_f32(p0).unwrap()),
+        ("state 0", b.read_f32(m0).unwrap()),
+        ("second moment 0", b.read_f32(v0).unwrap()),
+        ("param 1", b.read_f32(p1).unwrap()),
+        (
+            "grad sum of squares",
+            b.read_f32(&scalars).unwrap()[3..4].to_vec(),
+        ),
     ]
 }
 
 #[test]
-fn sgd_gpu_matches_cpu() {
-    for (i, len) in [1usize, 300, 200_705].into_iter().enumerate() {
-        gpu_matches_cpu!(format!("sgd len {len}"), 1e-6, 1e-5, sgd_run, len, i as u64);
+fn optimizers_gpu_match_cpu() {
+    let optimizers = [
+        Optimizer::Sgd {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 0.01,
+        },
+        Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            decoupled: false,
+        },
+        Optimizer::Adam {
+            beta1: 0.8,
+            beta2: 0.99,
+            eps: 1e-6,
+            weight_decay: 0.1,
+            decoupled: true,
+        },
+    ];
+    for (i, opt) in optimizers.into_iter().enumerate() {
+        for len in [1usize, 300, 200_705] {
+            let what = format!("{} len {len}", opt.name());
+            gpu_matches_cpu!(what, 1e-6, 1e-4, optim_run, opt, len, i as u64);
+        }
     }
 }
 

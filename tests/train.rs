@@ -11,8 +11,10 @@ use cnn_gpu::backend::Backend;
 use cnn_gpu::data::{load_mnist, Dataset, DATA_DIR_ENV};
 use cnn_gpu::metrics::{read_metrics, MetricsReporter, MetricsWriter, Record};
 use cnn_gpu::model::{Layer, Model, ModelSpec, NamedTensor, Naming, Shape, Workspace};
+use cnn_gpu::optim::{LrSchedule, OptimConfig, Optimizer};
 use cnn_gpu::train::{
-    evaluate, evaluate_detailed, fit, QuietReporter, ResidentDataset, TrainConfig, TrainSummary,
+    evaluate, evaluate_detailed, fit, fit_with, Event, Flow, QuietReporter, ResidentDataset,
+    TrainConfig, TrainSummary,
 };
 use cnn_gpu::Error;
 use common::*;
@@ -299,6 +301,38 @@ backend_test!(
 /// One epoch of one full batch from zero momentum is exactly p − lr·∇L(p) (the first PyTorch
 /// momentum step has v = g), whatever order the permutation puts the samples in.
 fn one_step_is_sgd_on_the_gradient<B: Backend>(b: &B) {
+    first_step_is_sgd_on_the_gradient(b, OptimConfig::default(), 1, 1.0);
+}
+backend_test!(
+    one_step_is_sgd_on_the_gradient_t,
+    one_step_is_sgd_on_the_gradient
+);
+
+/// The scheduled lr reaches the update through the step-scalars buffer: with a linear warm-up
+/// over 4 steps the first step moves by lr/4 along the gradient (PyTorch's LinearLR with
+/// start_factor 1/4); a cosine schedule over the run starts at the full lr.
+fn schedules_reach_the_update<B: Backend>(b: &B) {
+    let warmup = OptimConfig {
+        warmup_steps: 4,
+        ..OptimConfig::default()
+    };
+    first_step_is_sgd_on_the_gradient(b, warmup, 4, 0.25);
+    let cosine = OptimConfig {
+        schedule: LrSchedule::Cosine,
+        ..OptimConfig::default()
+    };
+    first_step_is_sgd_on_the_gradient(b, cosine, 2, 1.0);
+}
+backend_test!(schedules_reach_the_update_t, schedules_reach_the_update);
+
+/// Trains `epochs` epochs of one full batch with `optim` and checks the parameters after the
+/// first (read by the epoch hook) against p − factor·lr·∇L(p).
+fn first_step_is_sgd_on_the_gradient<B: Backend>(
+    b: &B,
+    optim: OptimConfig,
+    epochs: usize,
+    factor: f32,
+) {
     let spec = every_layer_spec();
     let (c, h, w) = spec.input;
     let n = 6;
@@ -323,24 +357,30 @@ fn one_step_is_sgd_on_the_gradient<B: Backend>(b: &B) {
     let g = model.read_grads(b).unwrap();
 
     let cfg = TrainConfig {
-        epochs: 1,
+        epochs,
         batch_size: n,
         lr: 0.05,
-        momentum: 0.9,
         log_interval: 1,
+        optim,
         ..TrainConfig::default()
     };
-    let summary = fit(b, &mut model, &res, &cfg, &mut QuietReporter).unwrap();
-    assert_eq!(summary.epochs.len(), 1);
+    let mut p1 = Vec::new();
+    let mut hook = |event: &Event, m: &Model<B>| {
+        if let Event::EpochEnd { epoch: 1, .. } = event {
+            p1 = m.read_params(b)?;
+        }
+        Ok(Flow::Continue)
+    };
+    let summary = fit_with(b, &mut model, &res, &cfg, &mut QuietReporter, &mut hook).unwrap();
+    assert_eq!(summary.epochs.len(), epochs);
     assert_eq!(summary.epochs[0].steps, 1);
-    assert_eq!(summary.losses.len(), 1);
-    let p1 = model.read_params(b).unwrap();
+    assert_eq!(summary.losses.len(), epochs);
     for ((a, g), after) in p0.iter().zip(&g).zip(&p1) {
         let want: Vec<f32> = a
             .data
             .iter()
             .zip(&g.data)
-            .map(|(&p, &g)| p - 0.05 * g)
+            .map(|(&p, &g)| p - factor * 0.05 * g)
             .collect();
         assert_close(
             &after.data,
@@ -351,10 +391,6 @@ fn one_step_is_sgd_on_the_gradient<B: Backend>(b: &B) {
         );
     }
 }
-backend_test!(
-    one_step_is_sgd_on_the_gradient_t,
-    one_step_is_sgd_on_the_gradient
-);
 
 // ---- (a) learning a synthetic task -----------------------------------------------------------
 
@@ -417,7 +453,7 @@ fn train_lines<B: Backend>(b: &B, spec: ModelSpec, loss_ratio: f32) -> (Model<B>
         epochs: 8,
         batch_size: 16,
         lr: 0.02,
-        momentum: 0.9,
+        optim: OptimConfig::default(),
         seed: 4,
         log_interval: 4,
         eval_batch_size: 64,
@@ -455,6 +491,99 @@ fn train_lines<B: Backend>(b: &B, spec: ModelSpec, loss_ratio: f32) -> (Model<B>
     (model, summary)
 }
 
+/// AdamW with warm-up, a cosine schedule and clipping learns the same task (every optimiser
+/// feature wired through the loop at once).
+fn learns_with_adamw<B: Backend>(b: &B) {
+    let train = synthetic_images(1, 250, 8, 8);
+    let test = synthetic_images(2, 150, 8, 8);
+    let cfg = TrainConfig {
+        epochs: 6,
+        batch_size: 16,
+        lr: 0.01,
+        optim: OptimConfig {
+            optimizer: Optimizer::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+                decoupled: true,
+            },
+            schedule: LrSchedule::Cosine,
+            warmup_steps: 10,
+            clip_grad_norm: Some(5.0),
+        },
+        seed: 4,
+        log_interval: 16,
+        eval_batch_size: 64,
+        ..TrainConfig::default()
+    };
+    let mut model = Model::new(b, small_cnn(), cfg.seed).unwrap();
+    let summary =
+        cnn_gpu::train::train(b, &mut model, &train, &test, &cfg, &mut QuietReporter).unwrap();
+    let losses = &summary.fit.losses;
+    let (first, last) = (losses[0].loss, losses.last().unwrap().loss);
+    assert!(last < 0.25 * first, "loss fell from {first} to only {last}");
+    assert!(
+        summary.eval.accuracy_percent() >= 95.0,
+        "accuracy {}%",
+        summary.eval.accuracy_percent()
+    );
+}
+backend_test!(learns_with_adamw_t, learns_with_adamw);
+
+/// An absurd lr makes the loss NaN or infinite: the run stops with `Error::Diverged` naming
+/// the first such step. With a loss read after every step the host sees that step itself;
+/// read only at the end of the epoch (log interval 100), the backend's record names the same
+/// step. The epoch hook (which saves checkpoints) never sees the diverged epoch.
+fn divergence_names_the_step<B: Backend>(b: &B) {
+    let data = synthetic_images(1, 100, 8, 8); // 7 steps an epoch
+    let res = ResidentDataset::upload(b, &data, 3, "train").unwrap();
+    let diverged = |log_interval: usize| {
+        let cfg = TrainConfig {
+            epochs: 2,
+            batch_size: 16,
+            lr: 1e30,
+            log_interval,
+            ..TrainConfig::default()
+        };
+        let mut model = Model::new(b, small_cnn(), 0).unwrap();
+        let mut hooked = Vec::new();
+        let mut hook = |event: &Event, _: &Model<B>| {
+            if let Event::EpochEnd { epoch, .. } = event {
+                hooked.push(*epoch);
+            }
+            Ok(Flow::Continue)
+        };
+        let err = fit_with(b, &mut model, &res, &cfg, &mut QuietReporter, &mut hook)
+            .expect_err("lr 1e30 diverges");
+        (err, hooked)
+    };
+    let (every_step, hooked) = diverged(1);
+    let Error::Diverged {
+        step, epoch, batch, ..
+    } = every_step
+    else {
+        panic!("expected Diverged, got {every_step:?}")
+    };
+    assert!(
+        (2..=7).contains(&step),
+        "step 1's loss is of the initial weights: {step}"
+    );
+    assert_eq!((epoch, batch), (1, step), "{every_step}");
+    assert!(hooked.is_empty(), "no epoch hook after divergence");
+    let msg = every_step.to_string();
+    assert!(
+        msg.contains(&format!("at step {step} ")) && msg.contains("--lr"),
+        "{msg}"
+    );
+    let (at_epoch_end, hooked) = diverged(100);
+    assert!(
+        matches!(at_epoch_end, Error::Diverged { step: s, .. } if s == step),
+        "the record names step {step}: {at_epoch_end}"
+    );
+    assert!(hooked.is_empty());
+}
+backend_test!(divergence_names_the_step_t, divergence_names_the_step);
 /// `--metrics`: one log record per interval carrying the loop's own losses and global step,
 /// and one epoch record per epoch whose mean loss is the mean of that epoch's intervals (the
 /// intervals cover every step here) and whose test accuracy, after the last epoch, is the final
@@ -668,6 +797,14 @@ backend_test!(
 
 // ---- (d) configuration -----------------------------------------------------------------------
 
+/// The default optimiser settings with SGD momentum `momentum`.
+fn sgd(momentum: f32) -> OptimConfig {
+    OptimConfig {
+        optimizer: Optimizer::sgd(momentum),
+        ..OptimConfig::default()
+    }
+}
+
 #[test]
 fn config_validation() {
     let ok = TrainConfig::default();
@@ -676,10 +813,10 @@ fn config_validation() {
             ok.epochs,
             ok.batch_size,
             ok.lr,
-            ok.momentum,
+            ok.optim.optimizer,
             ok.log_interval
         ),
-        (5, 64, 0.001, 0.9, 100)
+        (5, 64, 0.001, Optimizer::sgd(0.9), 100)
     );
     ok.validate().unwrap();
     ok.validate_for(60_000).unwrap();
@@ -737,21 +874,21 @@ fn config_validation() {
         ),
         (
             TrainConfig {
-                momentum: 1.0,
+                optim: sgd(1.0),
                 ..ok.clone()
             },
             "momentum",
         ),
         (
             TrainConfig {
-                momentum: -0.1,
+                optim: sgd(-0.1),
                 ..ok.clone()
             },
             "momentum",
         ),
         (
             TrainConfig {
-                momentum: f32::NAN,
+                optim: sgd(f32::NAN),
                 ..ok.clone()
             },
             "momentum",
@@ -770,6 +907,32 @@ fn config_validation() {
             },
             "max steps",
         ),
+        (
+            TrainConfig {
+                optim: OptimConfig {
+                    clip_grad_norm: Some(0.0),
+                    ..OptimConfig::default()
+                },
+                ..ok.clone()
+            },
+            "--clip-grad-norm",
+        ),
+        (
+            TrainConfig {
+                optim: OptimConfig {
+                    optimizer: Optimizer::Adam {
+                        beta1: 0.9,
+                        beta2: 1.0,
+                        eps: 1e-8,
+                        weight_decay: 0.0,
+                        decoupled: false,
+                    },
+                    ..OptimConfig::default()
+                },
+                ..ok.clone()
+            },
+            "--beta2",
+        ),
     ];
     for (cfg, what) in cases {
         let err = cfg.validate().expect_err(what).to_string();
@@ -777,7 +940,7 @@ fn config_validation() {
         assert!(!err.contains('\n'), "one line: {err}");
     }
     TrainConfig {
-        momentum: 0.0,
+        optim: sgd(0.0),
         ..ok.clone()
     }
     .validate()
@@ -788,6 +951,28 @@ fn config_validation() {
         "{err}"
     );
     assert!(ok.validate_for(0).is_err());
+    // Warm-up longer than the run: 2 epochs of 64 images in batches of 64, or 1 max step.
+    let warm = TrainConfig {
+        epochs: 2,
+        optim: OptimConfig {
+            warmup_steps: 3,
+            ..OptimConfig::default()
+        },
+        ..ok.clone()
+    };
+    let err = warm.validate_for(64).unwrap_err().to_string();
+    assert!(
+        err.contains("--warmup-steps 3 is longer than the run (2 steps)"),
+        "{err}"
+    );
+    warm.validate_for(65).unwrap();
+    let short = TrainConfig {
+        max_steps: Some(1),
+        ..warm
+    };
+    short
+        .validate_for(65)
+        .expect("max steps cuts the run short without changing its schedule");
 }
 
 // ---- (e) real MNIST --------------------------------------------------------------------------
@@ -1116,14 +1301,42 @@ impl<B: Backend> Backend for Counting<'_, B> {
     ) -> cnn_gpu::Result<()> {
         self.inner.count_correct(p, logits, labels, correct)
     }
-    fn sgd_momentum(
+    fn sgd_step(
         &self,
         p: &cnn_gpu::backend::Sgd,
+        scalars: &B::Buffer,
         param: &mut B::Buffer,
         grad: &B::Buffer,
         velocity: &mut B::Buffer,
     ) -> cnn_gpu::Result<()> {
-        self.inner.sgd_momentum(p, param, grad, velocity)
+        self.inner.sgd_step(p, scalars, param, grad, velocity)
+    }
+    fn adam_step(
+        &self,
+        p: &cnn_gpu::backend::Adam,
+        scalars: &B::Buffer,
+        param: &mut B::Buffer,
+        grad: &B::Buffer,
+        m: &mut B::Buffer,
+        v: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.adam_step(p, scalars, param, grad, m, v)
+    }
+    fn sum_squares(
+        &self,
+        len: usize,
+        x: &B::Buffer,
+        scalars: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.sum_squares(len, x, scalars)
+    }
+    fn record_nonfinite(
+        &self,
+        loss_sum: &B::Buffer,
+        scalars: &B::Buffer,
+        record: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.record_nonfinite(loss_sum, scalars, record)
     }
 }
 

@@ -146,17 +146,86 @@ pub fn softmax_xent(op: &'static str, p: &SoftmaxXent, logits: usize, labels: us
     expect_len(op, "labels", labels, p.batch)
 }
 
-pub fn sgd(p: &Sgd, param: usize, grad: usize, velocity: usize) -> Result<()> {
-    const OP: &str = "sgd_momentum";
-    if !(p.lr.is_finite() && p.lr > 0.0 && (0.0..1.0).contains(&p.momentum)) {
-        return Err(Error::InvalidParams(format!(
-            "sgd needs a finite lr > 0 and momentum in [0, 1), got lr {} momentum {}",
-            p.lr, p.momentum
-        )));
+pub(crate) fn positive_finite(what: &str, v: f32) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidParams(format!(
+            "{what} must be a positive finite number, got {v}"
+        )))
     }
+}
+
+pub(crate) fn in_unit(what: &str, v: impl Into<f64>) -> Result<()> {
+    let v = v.into();
+    if (0.0..1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::InvalidParams(format!(
+            "{what} must be in [0, 1), got {v}"
+        )))
+    }
+}
+
+pub(crate) fn non_negative(what: &str, v: f32) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidParams(format!(
+            "{what} must be a finite number ≥ 0, got {v}"
+        )))
+    }
+}
+
+fn clip(max_norm: Option<f32>) -> Result<()> {
+    max_norm.map_or(Ok(()), |m| positive_finite("the gradient-clipping norm", m))
+}
+
+/// sgd_step: the hyper-parameters, then every buffer.
+pub fn sgd(p: &Sgd, scalars: usize, param: usize, grad: usize, velocity: usize) -> Result<()> {
+    const OP: &str = "sgd_step";
+    in_unit("SGD momentum", p.momentum)?;
+    non_negative("SGD weight decay", p.weight_decay)?;
+    clip(p.max_norm)?;
+    if p.nesterov && p.momentum == 0.0 {
+        return Err(Error::InvalidParams(
+            "Nesterov momentum needs a momentum above 0".into(),
+        ));
+    }
+    expect_len(OP, "scalars", scalars, StepScalars::LEN)?;
     expect_len(OP, "param", param, p.len)?;
     expect_len(OP, "grad", grad, p.len)?;
     expect_len(OP, "velocity", velocity, p.len)
+}
+
+/// adam_step: the hyper-parameters, then every buffer.
+pub fn adam(p: &Adam, scalars: usize, param: usize, grad: usize, m: usize, v: usize) -> Result<()> {
+    const OP: &str = "adam_step";
+    in_unit("Adam beta1", p.beta1)?;
+    in_unit("Adam beta2", p.beta2)?;
+    positive_finite("Adam eps", p.eps)?;
+    non_negative("Adam weight decay", p.weight_decay)?;
+    clip(p.max_norm)?;
+    expect_len(OP, "scalars", scalars, StepScalars::LEN)?;
+    expect_len(OP, "param", param, p.len)?;
+    expect_len(OP, "grad", grad, p.len)?;
+    expect_len(OP, "exp_avg", m, p.len)?;
+    expect_len(OP, "exp_avg_sq", v, p.len)
+}
+
+/// sum_squares: a non-empty tensor and a scalars buffer.
+pub fn sum_squares(len: usize, x: usize, scalars: usize) -> Result<()> {
+    const OP: &str = "sum_squares";
+    expect_len(OP, "x", x, len)?;
+    expect_len(OP, "scalars", scalars, StepScalars::LEN)
+}
+
+/// record_nonfinite: a one-word loss sum and record, and a scalars buffer.
+pub fn record_nonfinite(loss_sum: usize, scalars: usize, record: usize) -> Result<()> {
+    const OP: &str = "record_nonfinite";
+    expect_len(OP, "loss_sum", loss_sum, 1)?;
+    expect_len(OP, "scalars", scalars, StepScalars::LEN)?;
+    expect_len(OP, "record", record, 1)
 }
 
 pub fn dropout(op: &'static str, p: &Dropout, step: usize, src: usize, dst: usize) -> Result<()> {

@@ -289,14 +289,41 @@ pub trait Backend {
         labels: &Self::Buffer,
         correct: &mut Self::Buffer,
     ) -> Result<()>;
-    /// SGD with momentum in PyTorch's form: v ← μ·v + g; p ← p − lr·v. With v starting at zero
-    /// the first step gives v = g, as PyTorch's does.
-    fn sgd_momentum(
+    /// One SGD update (see [`Sgd`]) of `param` from `grad`, with lr and the clipping factor
+    /// from the step's [`StepScalars`] buffer. With `velocity` starting at zero the first step
+    /// gives v = g, as PyTorch's does.
+    fn sgd_step(
         &self,
         p: &Sgd,
+        scalars: &Self::Buffer,
         param: &mut Self::Buffer,
         grad: &Self::Buffer,
         velocity: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// One Adam or AdamW update (see [`Adam`]) of `param` from `grad` with the moment buffers
+    /// `m` (PyTorch's exp_avg) and `v` (exp_avg_sq), the lr, bias corrections and clipping
+    /// factor from the step's [`StepScalars`] buffer.
+    fn adam_step(
+        &self,
+        p: &Adam,
+        scalars: &Self::Buffer,
+        param: &mut Self::Buffer,
+        grad: &Self::Buffer,
+        m: &mut Self::Buffer,
+        v: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// `scalars[StepScalars::GRAD_SQ_SUM] += Σ x²` over `len` elements (accumulated): called on
+    /// every gradient, it gives the global norm that gradient clipping needs, on the device.
+    fn sum_squares(&self, len: usize, x: &Self::Buffer, scalars: &mut Self::Buffer) -> Result<()>;
+    /// If `record[0]` is 0 and `loss_sum[0]` is NaN or infinite, sets `record[0]` to the step
+    /// number in `scalars[StepScalars::STEP]`: called after every step's loss, it keeps the
+    /// first step whose loss was not finite (a running sum stays non-finite once it is) until
+    /// the host reads it with the loss. record: [1] u32.
+    fn record_nonfinite(
+        &self,
+        loss_sum: &Self::Buffer,
+        scalars: &Self::Buffer,
+        record: &mut Self::Buffer,
     ) -> Result<()>;
 }
 

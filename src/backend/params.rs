@@ -168,12 +168,115 @@ pub struct SoftmaxXent {
     pub classes: usize,
 }
 
-/// One SGD-with-momentum update over `len` parameters.
+/// One SGD update over `len` parameters, in PyTorch's form (no dampening):
+/// `g ← scale·grad + weight_decay·param; v ← momentum·v + g;
+/// param ← param − lr·(nesterov ? g + momentum·v : v)`, where `lr` and the clipping `scale`
+/// come from the step's [`StepScalars`] buffer.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sgd {
     pub len: usize,
-    pub lr: f32,
     pub momentum: f32,
+    pub nesterov: bool,
+    /// L2 penalty added to the gradient (PyTorch's SGD `weight_decay`).
+    pub weight_decay: f32,
+    /// Clip the gradients to this global norm (see [`StepScalars`]); None: no clipping.
+    pub max_norm: Option<f32>,
+}
+
+/// One Adam or AdamW update over `len` parameters, in PyTorch's form (single-tensor path):
+/// `g ← scale·grad (+ weight_decay·param for Adam); param ← param·(1 − lr·weight_decay) for
+/// AdamW; m ← m + (1 − β1)(g − m) (PyTorch's lerp); v ← β2·v + (1 − β2)·g²;
+/// param ← param − step_size · m / (√v / bias_correction2_sqrt + eps)`, where the step's
+/// [`StepScalars`] give lr, step_size = lr / (1 − β1^t) and bias_correction2_sqrt = √(1 − β2^t).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Adam {
+    pub len: usize,
+    /// β1 and β2 in f64, as PyTorch holds them (Python floats): 1 − β and the bias corrections
+    /// are computed in f64 and only then rounded to f32, so they match PyTorch's.
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// AdamW: decay the weights directly instead of adding an L2 term to the gradient.
+    pub decoupled: bool,
+    /// Clip the gradients to this global norm (see [`StepScalars`]); None: no clipping.
+    pub max_norm: Option<f32>,
+}
+
+/// What changes from one training step to the next, kept in a small resident buffer of
+/// [`StepScalars::LEN`] words that the host overwrites once per step (so no per-step uniform
+/// is ever created). Word layout (f32 unless noted):
+///
+/// | word | value |
+/// | --- | --- |
+/// | 0 | `lr`, this step's learning rate |
+/// | 1 | `step_size` = lr / (1 − β1^t) (Adam) |
+/// | 2 | `bias_correction2_sqrt` = √(1 − β2^t) (Adam) |
+/// | 3 | the sum of squares of every gradient: the host writes 0, [`super::Backend::sum_squares`] adds to it; the update ops scale gradients by min(1, max_norm / (√sum + 1e-6)) as `clip_grad_norm_` does |
+/// | 4 | the step number t (1-based), as `u32` bits |
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepScalars {
+    pub lr: f32,
+    pub step_size: f32,
+    pub bias_correction2_sqrt: f32,
+    pub step: u32,
+}
+
+impl Adam {
+    /// (1 − β1, β2, 1 − β2) as the f32 factors the update multiplies by.
+    pub fn factors(&self) -> (f32, f32, f32) {
+        (
+            (1.0 - self.beta1) as f32,
+            self.beta2 as f32,
+            (1.0 - self.beta2) as f32,
+        )
+    }
+}
+
+impl StepScalars {
+    pub const LEN: usize = 5;
+    /// The index of the gradients' sum of squares.
+    pub const GRAD_SQ_SUM: usize = 3;
+    /// The index of the step number.
+    pub const STEP: usize = 4;
+
+    /// A fixed learning rate for SGD (step 1; Adam's corrections unused).
+    pub fn sgd(lr: f32) -> Self {
+        StepScalars {
+            lr,
+            step_size: lr,
+            bias_correction2_sqrt: 1.0,
+            step: 1,
+        }
+    }
+
+    /// The words to write into the buffer (the sum of squares reset to 0).
+    pub fn words(&self) -> [f32; Self::LEN] {
+        [
+            self.lr,
+            self.step_size,
+            self.bias_correction2_sqrt,
+            0.0,
+            f32::from_bits(self.step),
+        ]
+    }
+}
+
+/// The factor `clip_grad_norm_` multiplies every gradient by, given the gradients' sum of
+/// squares: min(1, max_norm / (√sum + 1e-6)); 1 without clipping.
+pub fn clip_scale(max_norm: Option<f32>, sum_squares: f32) -> f32 {
+    match max_norm {
+        // Written as a comparison so that a NaN norm gives 1 on every backend.
+        Some(max) => {
+            let coef = max / (sum_squares.sqrt() + 1e-6);
+            if coef < 1.0 {
+                coef
+            } else {
+                1.0
+            }
+        }
+        None => 1.0,
+    }
 }
 
 /// Batch gathering from a resident dataset (see [`super::Backend::gather_batch`]).

@@ -137,12 +137,13 @@ pub(crate) fn open_gpu(args: &DeviceArgs) -> cnn_gpu::Result<GpuBackend> {
     Ok(gpu)
 }
 
-/// Library errors: limits the user can change (a smaller batch) exit 2, the rest 1.
+/// Library errors: limits the user can change (a smaller batch) and a diverged run (a smaller
+/// lr) exit 2, the rest 1.
 pub(crate) fn run_failure(e: cnn_gpu::Error) -> Failure {
     match e {
-        cnn_gpu::Error::Limit(_) | cnn_gpu::Error::InvalidParams(_) => {
-            Failure::usage(format!("{e:#}"))
-        }
+        cnn_gpu::Error::Limit(_)
+        | cnn_gpu::Error::InvalidParams(_)
+        | cnn_gpu::Error::Diverged { .. } => Failure::usage(format!("{e:#}")),
         other => Failure::other(format!("{other:#}")),
     }
 }

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use cnn_gpu::backend::Backend;
 use cnn_gpu::checkpoint::{self, Checkpoint, TrainState};
 use cnn_gpu::data::augment::Augment;
 use cnn_gpu::metrics::{MetricsReporter, MetricsWriter};
 use cnn_gpu::model::{Model, ModelSpec};
+use cnn_gpu::optim::{LrSchedule, OptimConfig, Optimizer};
 use cnn_gpu::train::{
     self, Event, Flow, LossWindow, MidEpoch, PrintReporter, Reporter, TrainConfig,
 };
@@ -32,12 +33,11 @@ pub(crate) struct TrainArgs {
     pub(crate) epochs: usize,
     #[arg(long, default_value_t = 64)]
     pub(crate) batch_size: usize,
-    /// Learning rate.
+    /// Learning rate (the schedule's starting value).
     #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
     pub(crate) lr: f32,
-    /// SGD momentum, in [0, 1).
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-    pub(crate) momentum: f32,
+    #[command(flatten)]
+    pub(crate) optim: OptimArgs,
     /// Seeds the initial weights and the shuffles.
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
@@ -53,16 +53,17 @@ pub(crate) struct TrainArgs {
     /// Also write the --save checkpoint every N epochs.
     #[arg(long, value_name = "N", requires = "save")]
     pub(crate) save_every: Option<usize>,
-    /// Also save SGD's momentum buffers (optimizer.<name>.momentum_buffer): PyTorch's strict
-    /// load_state_dict then needs them filtered out.
+    /// Also save the optimizer state (SGD: optimizer.<name>.momentum_buffer; Adam:
+    /// optimizer.<name>.exp_avg and .exp_avg_sq): PyTorch's strict load_state_dict then needs
+    /// them filtered out.
     #[arg(long, requires = "save")]
     pub(crate) save_optimizer: bool,
     /// Start from the weights of this checkpoint instead of the seeded initialisation.
     #[arg(long, value_name = "PATH", conflicts_with = "resume")]
     pub(crate) init: Option<PathBuf>,
     /// Continue the run this checkpoint stopped (one saved with --save-optimizer at the end of
-    /// an epoch, or by Ctrl-C inside one): its weights, momentum, seed, lr and momentum, from
-    /// the next step on, with the same batches and losses as an uninterrupted run.
+    /// an epoch, or by Ctrl-C inside one): its weights, optimizer state, seed, lr and optimizer
+    /// settings, from the next step on, with the same batches and losses as an uninterrupted run.
     #[arg(long, value_name = "PATH")]
     pub(crate) resume: Option<PathBuf>,
     /// Write metrics as JSON lines here: one per log interval and one per epoch (with a
@@ -118,6 +119,154 @@ impl TrainArgs {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OptimizerChoice {
+    /// SGD with momentum (--momentum, --nesterov, --weight-decay as L2).
+    Sgd,
+    /// Adam (--beta1, --beta2, --eps, --weight-decay as L2).
+    Adam,
+    /// AdamW: Adam with decoupled weight decay.
+    Adamw,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ScheduleChoice {
+    /// The same lr throughout.
+    Constant,
+    /// Multiply the lr by --lr-gamma every --lr-step-size epochs (StepLR).
+    Step,
+    /// Cosine annealing from the lr to 0 over the whole run, per step (CosineAnnealingLR).
+    Cosine,
+}
+
+/// The optimizer flags: they become one [`OptimConfig`].
+#[derive(Args, Debug)]
+pub(crate) struct OptimArgs {
+    /// The update rule.
+    #[arg(long, value_enum, default_value_t = OptimizerChoice::Sgd)]
+    pub(crate) optimizer: OptimizerChoice,
+    /// SGD momentum, in [0, 1) [default: 0.9].
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) momentum: Option<f32>,
+    /// SGD: Nesterov momentum.
+    #[arg(long)]
+    pub(crate) nesterov: bool,
+    /// Weight decay, ≥ 0: L2 added to the gradient for SGD and Adam, decoupled for AdamW
+    /// [default: 0 for SGD and Adam, 0.01 for AdamW, as PyTorch].
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) weight_decay: Option<f32>,
+    /// Adam/AdamW β1, in [0, 1) [default: 0.9].
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) beta1: Option<f64>,
+    /// Adam/AdamW β2, in [0, 1) [default: 0.999].
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) beta2: Option<f64>,
+    /// Adam/AdamW ε, > 0 [default: 1e-8].
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) eps: Option<f32>,
+    /// How the learning rate changes over the run.
+    #[arg(long, value_enum, default_value_t = ScheduleChoice::Constant)]
+    pub(crate) lr_schedule: ScheduleChoice,
+    /// --lr-schedule step: decay every this many epochs [default: 1].
+    #[arg(long, value_name = "EPOCHS")]
+    pub(crate) lr_step_size: Option<usize>,
+    /// --lr-schedule step: the decay factor, in (0, 1] [default: 0.1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) lr_gamma: Option<f32>,
+    /// Ramp the lr up linearly over the first N steps: step s (from 0) uses (s + 1)/N of it.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) warmup_steps: usize,
+    /// Clip the gradients to this global L2 norm before each update (clip_grad_norm_).
+    #[arg(long, value_name = "MAX", allow_negative_numbers = true)]
+    pub(crate) clip_grad_norm: Option<f32>,
+}
+
+impl OptimArgs {
+    /// The configuration the flags ask for. A flag of another optimizer or schedule is refused
+    /// (exit 2) rather than ignored.
+    pub(crate) fn config(&self) -> Result<OptimConfig, Failure> {
+        let only = |flag: &str, given: bool, what: &str| {
+            if given {
+                Err(Failure::usage(format!("{flag} applies to {what} only")))
+            } else {
+                Ok(())
+            }
+        };
+        let adam = |decoupled: bool, default_wd: f32| Optimizer::Adam {
+            beta1: self.beta1.unwrap_or(0.9),
+            beta2: self.beta2.unwrap_or(0.999),
+            eps: self.eps.unwrap_or(1e-8),
+            weight_decay: self.weight_decay.unwrap_or(default_wd),
+            decoupled,
+        };
+        let optimizer = match self.optimizer {
+            OptimizerChoice::Sgd => {
+                let adam_flag = [
+                    ("--beta1", self.beta1.is_some()),
+                    ("--beta2", self.beta2.is_some()),
+                    ("--eps", self.eps.is_some()),
+                ];
+                for (flag, given) in adam_flag {
+                    only(flag, given, "--optimizer adam and adamw")?;
+                }
+                Optimizer::Sgd {
+                    momentum: self.momentum.unwrap_or(0.9),
+                    nesterov: self.nesterov,
+                    weight_decay: self.weight_decay.unwrap_or(0.0),
+                }
+            }
+            choice => {
+                only("--momentum", self.momentum.is_some(), "--optimizer sgd")?;
+                only("--nesterov", self.nesterov, "--optimizer sgd")?;
+                if choice == OptimizerChoice::Adamw {
+                    adam(true, 0.01)
+                } else {
+                    adam(false, 0.0)
+                }
+            }
+        };
+        let schedule = match self.lr_schedule {
+            ScheduleChoice::Step => LrSchedule::Step {
+                epochs: self.lr_step_size.unwrap_or(1),
+                gamma: self.lr_gamma.unwrap_or(0.1),
+            },
+            other => {
+                let what = "--lr-schedule step";
+                only("--lr-step-size", self.lr_step_size.is_some(), what)?;
+                only("--lr-gamma", self.lr_gamma.is_some(), what)?;
+                if other == ScheduleChoice::Cosine {
+                    LrSchedule::Cosine
+                } else {
+                    LrSchedule::Constant
+                }
+            }
+        };
+        Ok(OptimConfig {
+            optimizer,
+            schedule,
+            warmup_steps: self.warmup_steps,
+            clip_grad_norm: self.clip_grad_norm,
+        })
+    }
+
+    /// Whether any optimizer flag differs from its default (with --resume, they must then
+    /// describe the checkpoint's settings).
+    fn any_given(&self) -> bool {
+        self.optimizer != OptimizerChoice::Sgd
+            || self.momentum.is_some()
+            || self.nesterov
+            || self.weight_decay.is_some()
+            || self.beta1.is_some()
+            || self.beta2.is_some()
+            || self.eps.is_some()
+            || self.lr_schedule != ScheduleChoice::Constant
+            || self.lr_step_size.is_some()
+            || self.lr_gamma.is_some()
+            || self.warmup_steps != 0
+            || self.clip_grad_norm.is_some()
+    }
+}
+
 pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<(), Failure> {
     // Refuse bad values before any work.
     let spec = args
@@ -131,7 +280,7 @@ pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<()
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
-        momentum: args.momentum,
+        optim: args.optim.config()?,
         seed: args.seed,
         log_interval: args.log_interval,
         max_steps: args.max_steps,
@@ -141,9 +290,19 @@ pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<()
         ..TrainConfig::default()
     };
     if let Some((_, state)) = &resume {
+        // The command Ctrl-C prints repeats the run's flags: the same settings are fine,
+        // others would silently change the run.
+        if args.optim.any_given() && cfg.optim != state.optim {
+            return Err(Failure::usage(format!(
+                "the optimizer flags given with --resume ({}) differ from the checkpoint's ({}): \
+                 drop them to continue with the checkpoint's settings",
+                cfg.optim.describe(),
+                state.optim.describe()
+            )));
+        }
         cfg.seed = state.seed;
         cfg.lr = state.lr;
-        cfg.momentum = state.momentum;
+        cfg.optim = state.optim;
         cfg.first_epoch = state.epoch + 1;
     }
     cfg.validate().map_err(Failure::config)?;
@@ -192,7 +351,8 @@ pub(crate) struct Start<'a> {
     pub(crate) init: Option<&'a Checkpoint>,
 }
 
-/// A checkpoint to resume from: it must hold the momentum buffers and the training state.
+/// A checkpoint to resume from: it must hold the training state and the optimizer state that
+/// its optimizer needs (momentum buffers, or Adam's two moments).
 pub(crate) fn load_resume(
     path: &Path,
     spec: &ModelSpec,
@@ -200,7 +360,11 @@ pub(crate) fn load_resume(
     let ckpt = checkpoint::load(path, spec).map_err(Failure::usage)?;
     let state = ckpt.train_state();
     match (&ckpt.velocity, state) {
-        (Some(_), Some(state)) => Ok((ckpt, state)),
+        (Some(_), Some(state))
+            if state.optim.optimizer.has_second_moment() == ckpt.exp_avg_sq.is_some() =>
+        {
+            Ok((ckpt, state))
+        }
         _ => Err(Failure::usage(format!(
             "{}: no optimizer state to resume from (save it with --save-optimizer), or use \
              --init to start from its weights",
@@ -294,13 +458,18 @@ pub(crate) fn train_on<B: Backend>(
         if let Some(velocity) = &ckpt.velocity {
             model.set_velocity(b, velocity).map_err(run_failure)?;
         }
+        if let Some(v) = &ckpt.exp_avg_sq {
+            model.set_exp_avg_sq(b, v).map_err(run_failure)?;
+        }
         let at = match &cfg.resume_within {
             Some(mid) => format!("epoch {}, step {}", cfg.first_epoch, mid.steps_done + 1),
             None => format!("epoch {}", cfg.first_epoch),
         };
         println!(
-            "Resuming at {at} (seed {}, lr {}, momentum {})",
-            cfg.seed, cfg.lr, cfg.momentum
+            "Resuming at {at} (seed {}, lr {}, {})",
+            cfg.seed,
+            cfg.lr,
+            cfg.optim.describe()
         );
     }
     // Dropout masks follow the seed and the step, so a resumed run draws the same ones.
@@ -310,7 +479,7 @@ pub(crate) fn train_on<B: Backend>(
         step,
         seed: cfg.seed,
         lr: cfg.lr,
-        momentum: cfg.momentum,
+        optim: cfg.optim,
         loss_window,
         batch_size: Some(cfg.batch_size),
         train_images: Some(mnist.train.len()),

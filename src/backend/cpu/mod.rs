@@ -17,7 +17,7 @@ pub mod optim;
 pub mod pool;
 
 use super::{
-    expect_len, Backend, BatchNorm, Channels, Conv2d, Dropout, Gather, GatherAffine, Matmul,
+    expect_len, Adam, Backend, BatchNorm, Channels, Conv2d, Dropout, Gather, GatherAffine, Matmul,
     Pool2d, Sgd, SoftmaxXent,
 };
 use crate::{Error, Result};
@@ -425,13 +425,53 @@ impl Backend for CpuBackend {
         let correct = bytemuck::cast_slice_mut(&mut correct.data);
         self.run(|| loss::count_correct(p, &logits.data, labels, correct))
     }
-    fn sgd_momentum(
+    fn sgd_step(
         &self,
         p: &Sgd,
+        scalars: &CpuBuffer,
         param: &mut CpuBuffer,
         grad: &CpuBuffer,
         velocity: &mut CpuBuffer,
     ) -> Result<()> {
-        self.run(|| optim::sgd_momentum(p, &mut param.data, &grad.data, &mut velocity.data))
+        self.run(|| {
+            optim::sgd_step(
+                p,
+                &scalars.data,
+                &mut param.data,
+                &grad.data,
+                &mut velocity.data,
+            )
+        })
+    }
+    fn adam_step(
+        &self,
+        p: &Adam,
+        scalars: &CpuBuffer,
+        param: &mut CpuBuffer,
+        grad: &CpuBuffer,
+        m: &mut CpuBuffer,
+        v: &mut CpuBuffer,
+    ) -> Result<()> {
+        self.run(|| {
+            optim::adam_step(
+                p,
+                &scalars.data,
+                &mut param.data,
+                &grad.data,
+                &mut m.data,
+                &mut v.data,
+            )
+        })
+    }
+    fn sum_squares(&self, len: usize, x: &CpuBuffer, scalars: &mut CpuBuffer) -> Result<()> {
+        self.run(|| optim::sum_squares(len, &x.data, &mut scalars.data))
+    }
+    fn record_nonfinite(
+        &self,
+        loss_sum: &CpuBuffer,
+        scalars: &CpuBuffer,
+        record: &mut CpuBuffer,
+    ) -> Result<()> {
+        optim::record_nonfinite(&loss_sum.data, &scalars.data, record.as_u32_mut())
     }
 }

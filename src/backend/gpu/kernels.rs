@@ -89,7 +89,10 @@ pub(crate) const BIAS_ADD: Kernel = Kernel::new(Shader::Bias, "bias_add");
 pub(crate) const CHANNEL_SUM: Kernel = Kernel::new(Shader::Bias, "channel_sum");
 pub(crate) const SOFTMAX_XENT: Kernel = Kernel::new(Shader::Loss, "softmax_xent");
 pub(crate) const COUNT_CORRECT: Kernel = Kernel::new(Shader::Loss, "count_correct");
-pub(crate) const SGD_MOMENTUM: Kernel = Kernel::new(Shader::Optim, "sgd_momentum");
+pub(crate) const SGD_STEP: Kernel = Kernel::new(Shader::Optim, "sgd_step");
+pub(crate) const ADAM_STEP: Kernel = Kernel::new(Shader::Optim, "adam_step");
+pub(crate) const SUM_SQUARES: Kernel = Kernel::new(Shader::Optim, "sum_squares");
+pub(crate) const RECORD_NONFINITE: Kernel = Kernel::new(Shader::Optim, "record_nonfinite");
 pub(crate) const GATHER_BATCH: Kernel = Kernel::new(Shader::Data, "gather_batch");
 pub(crate) const GATHER_BATCH_AFFINE: Kernel = Kernel::new(Shader::Data, "gather_batch_affine");
 pub(crate) const DROPOUT: Kernel = Kernel::new(Shader::Dropout, "dropout");
@@ -170,11 +173,19 @@ pub(crate) struct LossParams {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct SgdParams {
+pub(crate) struct OptimParams {
     pub len: u32,
-    pub lr: f32,
     pub momentum: f32,
-    pub _pad: u32,
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// 0: no clipping.
+    pub max_norm: f32,
+    /// SGD: Nesterov; Adam: decoupled weight decay (AdamW).
+    pub flag: u32,
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]

@@ -23,11 +23,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytemuck::Pod;
+use bytemuck::{Pod, Zeroable};
 
 use super::{
-    check, Backend, BatchNorm, Channels, Conv2d, Dropout, Gather, GatherAffine, Matmul, Pool2d,
-    Sgd, SoftmaxXent,
+    check, Adam, Backend, BatchNorm, Channels, Conv2d, Dropout, Gather, GatherAffine, Matmul,
+    Pool2d, Sgd, SoftmaxXent,
 };
 use crate::{Error, Result};
 use context::Context;
@@ -1222,22 +1222,75 @@ impl Backend for GpuBackend {
         )
     }
 
-    fn sgd_momentum(
+    fn sgd_step(
         &self,
         p: &Sgd,
+        scalars: &GpuBuffer,
         param: &mut GpuBuffer,
         grad: &GpuBuffer,
         velocity: &mut GpuBuffer,
     ) -> Result<()> {
-        check::sgd(p, param.len, grad.len, velocity.len)?;
-        let params = SgdParams {
+        check::sgd(p, scalars.len, param.len, grad.len, velocity.len)?;
+        let params = OptimParams {
             len: to_u32("len", p.len)?,
-            lr: p.lr,
             momentum: p.momentum,
-            _pad: 0,
+            weight_decay: p.weight_decay,
+            max_norm: p.max_norm.unwrap_or(0.0),
+            flag: p.nesterov as u32,
+            ..OptimParams::zeroed()
         };
-        let bufs = [(1, grad), (2, &*param), (3, &*velocity)];
-        self.dispatch(SGD_MOMENTUM, &params, &bufs, self.grid(p.len)?)
+        let bufs = [(1, grad), (2, &*param), (3, &*velocity), (5, scalars)];
+        self.dispatch(SGD_STEP, &params, &bufs, self.grid(p.len)?)
+    }
+
+    fn adam_step(
+        &self,
+        p: &Adam,
+        scalars: &GpuBuffer,
+        param: &mut GpuBuffer,
+        grad: &GpuBuffer,
+        m: &mut GpuBuffer,
+        v: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::adam(p, scalars.len, param.len, grad.len, m.len, v.len)?;
+        let (one_minus_beta1, beta2, one_minus_beta2) = p.factors();
+        let params = OptimParams {
+            len: to_u32("len", p.len)?,
+            one_minus_beta1,
+            beta2,
+            one_minus_beta2,
+            eps: p.eps,
+            weight_decay: p.weight_decay,
+            max_norm: p.max_norm.unwrap_or(0.0),
+            flag: p.decoupled as u32,
+            ..OptimParams::zeroed()
+        };
+        let bufs = [(1, grad), (2, &*param), (3, &*m), (4, &*v), (5, scalars)];
+        self.dispatch(ADAM_STEP, &params, &bufs, self.grid(p.len)?)
+    }
+
+    fn sum_squares(&self, len: usize, x: &GpuBuffer, scalars: &mut GpuBuffer) -> Result<()> {
+        check::sum_squares(len, x.len, scalars.len)?;
+        let params = OptimParams {
+            len: to_u32("len", len)?,
+            ..OptimParams::zeroed()
+        };
+        self.dispatch(SUM_SQUARES, &params, &[(1, x), (7, &*scalars)], [1, 1, 1])
+    }
+
+    fn record_nonfinite(
+        &self,
+        loss_sum: &GpuBuffer,
+        scalars: &GpuBuffer,
+        record: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::record_nonfinite(loss_sum.len, scalars.len, record.len)?;
+        let params = OptimParams {
+            len: 1,
+            ..OptimParams::zeroed()
+        };
+        let bufs = [(5, scalars), (8, loss_sum), (9, &*record)];
+        self.dispatch(RECORD_NONFINITE, &params, &bufs, [1, 1, 1])
     }
 }
 
