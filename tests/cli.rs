@@ -1021,6 +1021,19 @@ fn divergence_exits_2_and_keeps_the_last_good_checkpoint() {
     );
 }
 
+/// Runs `cnn-gpu args` on the CPU backend with batch size 16 and `--data-dir dir`, requires
+/// success and returns its stdout.
+fn run_cpu_ok(dir: &str, args: &[&str]) -> String {
+    let mut all = vec![args[0], "--backend", "cpu", "--data-dir", dir];
+    if args[0] == "train" {
+        all.extend(["--batch-size", "16"]);
+    }
+    all.extend(&args[1..]);
+    let out = cnn_gpu(&all);
+    assert_eq!(out.status.code(), Some(0), "{all:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
 /// Trains `model` on a small MNIST-like set through the CLI (CPU, batch 16, `extra` flags),
 /// saving a checkpoint, then evaluates it with `eval` and no `--model` (the model comes from
 /// the checkpoint's metadata). Returns the directory, the checkpoint and `train`'s stdout.
@@ -1029,41 +1042,17 @@ fn train_then_eval(model: &str, extra: &[&str]) -> (tempfile::TempDir, std::path
     let d = dir.path().to_str().unwrap().to_string();
     let ckpt = dir.path().join("model.safetensors");
     let c = ckpt.to_str().unwrap();
-    let mut args = vec![
-        "train",
-        "--backend",
-        "cpu",
-        "--model",
-        model,
-        "--data-dir",
-        &d,
-        "--batch-size",
-        "16",
-        "--save",
-        c,
-    ];
+    let mut args = vec!["train", "--model", model, "--save", c];
     args.extend(extra);
-    let out = cnn_gpu(&args);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let text = stdout(&out);
+    let text = run_cpu_ok(&d, &args);
     assert!(
         text.contains("Accuracy of the network on the 20 test images: "),
         "{text}"
     );
-    let out = cnn_gpu(&[
-        "eval",
-        "--backend",
-        "cpu",
-        "--data-dir",
-        &d,
-        "--checkpoint",
-        c,
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let eval = run_cpu_ok(&d, &["eval", "--checkpoint", c]);
     assert!(
-        stdout(&out).contains("Accuracy of the network on the 20 test images: "),
-        "{}",
-        stdout(&out)
+        eval.contains("Accuracy of the network on the 20 test images: "),
+        "{eval}"
     );
     (dir, ckpt, text)
 }
@@ -1186,12 +1175,6 @@ fn resume_with_batch_norm_and_dropout_reproduces_an_uninterrupted_run() {
     let run = |extra: &[&str]| {
         let mut args = vec![
             "train",
-            "--backend",
-            "cpu",
-            "--data-dir",
-            d,
-            "--batch-size",
-            "16",
             "--log-interval",
             "2",
             "--lr",
@@ -1200,9 +1183,7 @@ fn resume_with_batch_norm_and_dropout_reproduces_an_uninterrupted_run() {
             "5",
         ];
         args.extend(extra);
-        let out = cnn_gpu(&args);
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
-        let text = stdout(&out);
+        let text = run_cpu_ok(d, &args);
         let accuracy = text
             .lines()
             .find(|l| l.starts_with("Accuracy of the network"))
