@@ -7,9 +7,16 @@
 //! SGD's momentum buffers as `optimizer.<name>.momentum_buffer`, or Adam's moments as
 //! `optimizer.<name>.exp_avg` and `optimizer.<name>.exp_avg_sq` (Adam's step count is the
 //! `step` below); and a `__metadata__` map: `format` = `cnn-gpu`, `architecture` (see
-//! [`architecture`]), and with a [`TrainState`] `epoch`, `step`, `seed`, `lr`, the optimiser
-//! settings (see [`OptimConfig::to_metadata`]), `batch_size`, `train_images` and, for a
-//! checkpoint written inside an epoch, `loss_window_sum` and `loss_window_steps`.
+//! [`architecture`]), `model` (the model's TOML description, see [`ModelSpec::to_toml`], from
+//! which `eval` and `train --init/--resume` rebuild the model), and with a [`TrainState`]
+//! `epoch`, `step`, `seed`, `lr`, the optimiser settings (see [`OptimConfig::to_metadata`]),
+//! `batch_size`, `train_images` and, for a checkpoint written inside an epoch,
+//! `loss_window_sum` and `loss_window_steps`.
+//!
+//! Batch-norm layers add PyTorch's buffers: `<name>.running_mean` and `<name>.running_var`
+//! (F32 [features]) and `<name>.num_batches_tracked`, an I64 scalar (shape []) as PyTorch
+//! writes it. It is kept as an i64 counter on the host ([`NormBuffers`]), never converted to
+//! f32; it counts training batches and, with PyTorch's fixed momentum 0.1, changes no result.
 //!
 //! Every write is atomic (a temporary file in the same directory, synced, then renamed), so a
 //! crash never leaves a half-written checkpoint under the final name. Loading checks everything
@@ -23,7 +30,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::backend::Backend;
-use crate::model::{Model, ModelSpec, NamedTensor};
+use crate::model::{Model, ModelSpec, NamedTensor, Naming, NormBuffers};
 use crate::optim::OptimConfig;
 use crate::train::LossWindow;
 use crate::{Error, Result};
@@ -72,6 +79,8 @@ pub struct Checkpoint {
     pub exp_avg_sq: Option<Vec<NamedTensor>>,
     /// The `__metadata__` map (empty for a file without one, e.g. from PyTorch).
     pub metadata: HashMap<String, String>,
+    /// Every batch-norm layer's running statistics, in layer order.
+    pub norms: Vec<NormBuffers>,
 }
 
 impl Checkpoint {
@@ -104,7 +113,8 @@ impl Checkpoint {
 }
 
 /// A one-line description of a model's architecture: the input shape and every layer, e.g.
-/// `input [1, 28, 28] → Conv2d(1→32, 3×3, stride 1, padding 1) → ReLU → …`.
+/// `input [1, 28, 28] → Conv2d(1→32, 3×3, stride 1, padding 1) → ReLU → …`, followed by
+/// `; parameters named layers.<i>` for [`Naming::Sequential`].
 pub fn architecture(spec: &ModelSpec) -> String {
     let (c, h, w) = spec.input;
     let mut s = format!("input [{c}, {h}, {w}]");
@@ -112,8 +122,36 @@ pub fn architecture(spec: &ModelSpec) -> String {
         s.push_str(" → ");
         s.push_str(&layer.to_string());
     }
+    if spec.naming == Naming::Sequential {
+        s.push_str("; parameters named layers.<i>");
+    }
     s
 }
+
+/// The model a checkpoint describes in its `model` metadata (written by [`save`]), if any;
+/// None for files without it (PyTorch's, or older ones). Reads only the header.
+pub fn model_of(path: &Path) -> Result<Option<ModelSpec>> {
+    let bad = |msg: String| Error::data(path, msg);
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read the checkpoint: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        bad(format!(
+            "not a safetensors checkpoint ({} bytes): {e}",
+            bytes.len()
+        ))
+    })?;
+    match header.metadata().as_ref().and_then(|m| m.get("model")) {
+        Some(text) => ModelSpec::from_toml(text).map(Some).map_err(|e| {
+            bad(format!(
+                "its `model` metadata does not describe a model: {e}"
+            ))
+        }),
+        None => Ok(None),
+    }
+}
+
+const RUNNING_MEAN: &str = ".running_mean";
+const RUNNING_VAR: &str = ".running_var";
+const TRACKED: &str = ".num_batches_tracked";
 
 /// An optimiser's state tensors, each list named like the parameters.
 #[derive(Clone, Copy, Debug, Default)]
@@ -125,12 +163,30 @@ pub struct OptimizerTensors<'a> {
 }
 
 /// Writes `params` (and the optimiser's state tensors, when given) of a model of `spec` to
-/// `path`, atomically. `state` adds the training state to the metadata.
+/// `path`, atomically, with any batch-norm statistics at PyTorch's initial values (see
+/// [`save_with_norms`]). `state` adds the training state to the metadata.
 pub fn save(
     path: &Path,
     spec: &ModelSpec,
     params: &[NamedTensor],
     optimizer: OptimizerTensors<'_>,
+    state: Option<&TrainState>,
+) -> Result<()> {
+    let norms: Vec<NormBuffers> = spec
+        .buffer_names()
+        .iter()
+        .map(|(name, features)| NormBuffers::initial(name, *features))
+        .collect();
+    save_with_norms(path, spec, params, optimizer, &norms, state)
+}
+
+/// [`save`] with the batch-norm layers' statistics (one per batch-norm layer of `spec`).
+pub fn save_with_norms(
+    path: &Path,
+    spec: &ModelSpec,
+    params: &[NamedTensor],
+    optimizer: OptimizerTensors<'_>,
+    norms: &[NormBuffers],
     state: Option<&TrainState>,
 ) -> Result<()> {
     let expected = spec.param_shapes()?;
@@ -172,6 +228,17 @@ pub fn save(
     for (ts, suffix) in &states {
         check(ts, &format!("optimizer state {}", &suffix[1..]))?;
     }
+    let expected_norms = spec.buffer_names();
+    let norms_match = norms.len() == expected_norms.len()
+        && norms.iter().zip(&expected_norms).all(|(n, (name, f))| {
+            &n.name == name && n.running_mean.len() == *f && n.running_var.len() == *f
+        });
+    if !norms_match {
+        return Err(Error::InvalidParams(format!(
+            "checkpoint batch-norm statistics do not match the model's batch norms {:?}",
+            expected_norms
+        )));
+    }
 
     let mut named: Vec<(String, Vec<u8>, Vec<usize>)> = params
         .iter()
@@ -186,10 +253,35 @@ pub fn save(
             )
         }));
     }
+    let mut named: Vec<(String, Dtype, Vec<u8>, Vec<usize>)> = named
+        .into_iter()
+        .map(|(n, bytes, shape)| (n, Dtype::F32, bytes, shape))
+        .collect();
+    for n in norms {
+        let f = n.running_mean.len();
+        named.push((
+            format!("{}{RUNNING_MEAN}", n.name),
+            Dtype::F32,
+            le_bytes(&n.running_mean),
+            vec![f],
+        ));
+        named.push((
+            format!("{}{RUNNING_VAR}", n.name),
+            Dtype::F32,
+            le_bytes(&n.running_var),
+            vec![f],
+        ));
+        named.push((
+            format!("{}{TRACKED}", n.name),
+            Dtype::I64,
+            n.num_batches_tracked.to_le_bytes().to_vec(),
+            vec![],
+        ));
+    }
     let views = named
         .iter()
-        .map(|(name, bytes, shape)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
+        .map(|(name, dtype, bytes, shape)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
                 .map_err(|e| Error::data(path, format!("cannot encode tensor {name}: {e}")))
         })
@@ -198,6 +290,7 @@ pub fn save(
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("architecture".to_string(), architecture(spec));
+    meta.insert("model".to_string(), spec.to_toml());
     if let Some(s) = state {
         meta.insert("epoch".to_string(), s.epoch.to_string());
         meta.insert("step".to_string(), s.step.to_string());
@@ -243,7 +336,8 @@ pub fn save_model<B: Backend>(
         velocity: velocity.as_deref(),
         exp_avg_sq: exp_avg_sq.as_deref(),
     };
-    save(path, model.spec(), &params, optimizer, state)
+    let norms = model.read_norm_buffers(b)?;
+    save_with_norms(path, model.spec(), &params, optimizer, &norms, state)
 }
 
 /// Reads and checks a checkpoint for a model of `spec`. Every problem is an [`Error::Data`]
@@ -279,12 +373,20 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
     }
 
     let expected = spec.param_shapes()?;
+    let norm_names = spec.buffer_names();
     let is_param = |n: &str| expected.iter().any(|(e, _)| e == n);
+    let is_buffer = |n: &str| {
+        [RUNNING_MEAN, RUNNING_VAR, TRACKED].iter().any(|suffix| {
+            n.strip_suffix(suffix)
+                .is_some_and(|m| norm_names.iter().any(|(b, _)| b == m))
+        })
+    };
     // Refuse anything unknown first: a typo'd or foreign name is the likeliest mistake.
     let mut names: Vec<&str> = tensors.names();
     names.sort_unstable();
     for name in &names {
         let known = is_param(name)
+            || is_buffer(name)
             || name.strip_prefix(STATE_PREFIX).is_some_and(|n| {
                 STATE_SUFFIXES
                     .iter()
@@ -292,12 +394,24 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
             });
         if !known {
             return Err(bad(format!(
-                "unexpected tensor `{name}` (the model's parameters are {})",
+                "unexpected tensor `{name}` (the model's parameters are {}{})",
                 expected
                     .iter()
                     .map(|(n, _)| n.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                if norm_names.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", with the batch-norm buffers of {}",
+                        norm_names
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
             )));
         }
     }
@@ -377,11 +491,39 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
             ))
         }
     };
+    let mut norms = Vec::with_capacity(norm_names.len());
+    for (name, features) in &norm_names {
+        let f32s = |suffix: &str| -> Result<Vec<f32>> {
+            let t = format!("{name}{suffix}");
+            Ok(read(&t, &[*features])?
+                .ok_or_else(|| bad(format!("missing batch-norm tensor `{t}`")))?
+                .data)
+        };
+        let t = format!("{name}{TRACKED}");
+        let view = tensors
+            .tensor(&t)
+            .map_err(|_| bad(format!("missing batch-norm tensor `{t}`")))?;
+        if view.dtype() != Dtype::I64 || view.data().len() != 8 {
+            return Err(bad(format!(
+                "tensor `{t}` has dtype {:?} and shape {:?}, expected an I64 scalar (as PyTorch                  writes it)",
+                view.dtype(),
+                view.shape()
+            )));
+        }
+        let tracked = i64::from_le_bytes(view.data().try_into().expect("8 bytes"));
+        norms.push(NormBuffers {
+            name: name.clone(),
+            running_mean: f32s(RUNNING_MEAN)?,
+            running_var: f32s(RUNNING_VAR)?,
+            num_batches_tracked: tracked,
+        });
+    }
     Ok(Checkpoint {
         params,
         velocity,
         exp_avg_sq,
         metadata,
+        norms,
     })
 }
 
@@ -393,7 +535,7 @@ pub fn load_model<B: Backend>(
     path: &Path,
 ) -> Result<(Model<B>, Checkpoint)> {
     let ckpt = load(path, &spec)?;
-    let model = Model::with_params(b, spec, &ckpt.params)?;
+    let model = Model::from_checkpoint(b, spec, &ckpt)?;
     Ok((model, ckpt))
 }
 

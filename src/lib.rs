@@ -4,10 +4,11 @@
 //!
 //! The pieces: [`backend`] (the [`backend::Backend`] trait and its CPU and GPU implementations),
 //! [`data`] (MNIST-family IDX files), [`model`] (sequential models of layers, the SimpleCNN
-//! preset) and [`train`] (the training loop and evaluation). Around them: [`digit`] (digit
-//! pictures to MNIST images), [`matrix`] (one convolution or pooling of a small matrix),
-//! [`picture`] (pictures of kernels, activations and training curves) and [`output`] (atomic
-//! writes of every output file).
+//! and LeNet-5 presets), [`modelfile`] (their TOML descriptions), [`optim`] (optimizers,
+//! schedules, clipping) and [`train`] (the training loop and evaluation). Around them:
+//! [`digit`] (digit pictures to MNIST images), [`matrix`] (one convolution or pooling of a small
+//! matrix), [`picture`] (pictures of kernels, activations and training curves), [`metrics`] and
+//! [`output`] (atomic writes of every output file).
 
 pub mod backend;
 pub mod checkpoint;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod matrix;
 pub mod metrics;
 pub mod model;
+pub mod modelfile;
 pub mod optim;
 pub mod output;
 pub mod picture;

@@ -6,9 +6,16 @@
 //! [`Model::update`] only record backend ops, so a training step allocates nothing and reads
 //! nothing back.
 //!
-//! Parameter names follow PyTorch's `state_dict` of the tutorial module: convolutions are
-//! `conv1`, `conv2` …, linear layers `fc1`, `fc2` … (numbered separately, in layer order), each
-//! with `.weight` and `.bias`. Linear weights are stored `[out, in]` as PyTorch stores them, so
+//! Parameter names follow PyTorch's `state_dict` (see [`Naming`]): with [`Naming::Numbered`]
+//! (the presets) as the tutorial module's attributes, convolutions `conv1`, `conv2` …, linear
+//! layers `fc1`, `fc2` …, batch norms `bn1` … (each kind numbered separately, in layer order);
+//! with [`Naming::Sequential`] (model files) as an `nn.Sequential` held in an attribute
+//! `layers`: `layers.<layer index>`. Each has `.weight` and `.bias`; a batch norm also has the
+//! buffers `.running_mean`, `.running_var` and `.num_batches_tracked` ([`ModelSpec::buffer_names`]).
+//!
+//! Dropout and batch norm behave differently in training ([`Model::forward_train`], used by
+//! [`Model::train_step`]) and in evaluation ([`Model::forward`]), as PyTorch's `train()` and
+//! `eval()` modes. Linear weights are stored `[out, in]` as PyTorch stores them, so
 //! the forward pass is `y = x·Wᵀ + b`.
 
 use std::fmt;
@@ -16,13 +23,15 @@ use std::fmt;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{Backend, Channels, Conv2d, Matmul, Pool2d, SoftmaxXent};
+use crate::backend::{
+    pcg_hash, Backend, BatchNorm, Channels, Conv2d, Dropout, Matmul, Pool2d, SoftmaxXent,
+};
 use crate::optim::{OptimConfig, Optimizer};
 use crate::{Error, Result};
 
 /// One layer of a sequential model. Sizes are per sample; the batch size comes from the
 /// [`Workspace`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Layer {
     Conv2d {
         in_channels: usize,
@@ -46,6 +55,20 @@ pub enum Layer {
     Linear {
         in_features: usize,
         out_features: usize,
+    },
+    /// Inverted dropout: in training each value is zeroed with probability `p` and the others
+    /// scaled by 1/(1 − p); the identity in evaluation.
+    Dropout {
+        p: f32,
+    },
+    /// PyTorch's BatchNorm2d over a C,H,W map (C = `features`): batch statistics in training,
+    /// running statistics in evaluation; eps 1e-5, momentum 0.1, affine.
+    BatchNorm2d {
+        features: usize,
+    },
+    /// PyTorch's BatchNorm1d over flat features, as [`Layer::BatchNorm2d`].
+    BatchNorm1d {
+        features: usize,
     },
 }
 
@@ -98,9 +121,43 @@ impl Layer {
         }
     }
 
+    /// This layer's batch norm at `batch` (None for other layers).
+    pub fn batch_norm_params(&self, input: Shape, batch: usize) -> Option<BatchNorm> {
+        let shape = match (*self, input) {
+            (Layer::BatchNorm2d { .. }, Shape::Map { c, h, w }) => Channels {
+                outer: batch,
+                channels: c,
+                inner: h * w,
+            },
+            (Layer::BatchNorm1d { .. }, Shape::Flat(n)) => Channels {
+                outer: batch,
+                channels: n,
+                inner: 1,
+            },
+            _ => return None,
+        };
+        Some(BatchNorm::new(shape))
+    }
+
     /// Whether the layer has a weight and a bias.
     pub fn has_params(&self) -> bool {
-        matches!(self, Layer::Conv2d { .. } | Layer::Linear { .. })
+        matches!(
+            self,
+            Layer::Conv2d { .. }
+                | Layer::Linear { .. }
+                | Layer::BatchNorm2d { .. }
+                | Layer::BatchNorm1d { .. }
+        )
+    }
+
+    /// The attribute name [`Naming::Numbered`] gives this kind of layer (`conv`, `fc`, `bn`).
+    fn numbered_prefix(&self) -> Option<&'static str> {
+        match self {
+            Layer::Conv2d { .. } => Some("conv"),
+            Layer::Linear { .. } => Some("fc"),
+            Layer::BatchNorm2d { .. } | Layer::BatchNorm1d { .. } => Some("bn"),
+            _ => None,
+        }
     }
 }
 
@@ -118,6 +175,9 @@ impl fmt::Display for Layer {
             Layer::Linear { in_features, out_features } => {
                 write!(f, "Linear({in_features}→{out_features})")
             }
+            Layer::Dropout { p } => write!(f, "Dropout(p {p})"),
+            Layer::BatchNorm2d { features } => write!(f, "BatchNorm2d({features})"),
+            Layer::BatchNorm1d { features } => write!(f, "BatchNorm1d({features})"),
         }
     }
 }
@@ -150,11 +210,25 @@ impl fmt::Display for Shape {
     }
 }
 
-/// A sequential model: the per-sample input shape (C,H,W) and the layers in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How parameters are named (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Naming {
+    /// `conv1`, `fc1`, `bn1` …: each kind numbered in layer order, as the tutorial's module
+    /// names its attributes (the presets).
+    #[default]
+    Numbered,
+    /// `layers.<index>`: the layer's index in the model, as an `nn.Sequential` stored in an
+    /// attribute `layers` names it (the default for model files).
+    Sequential,
+}
+
+/// A sequential model: the per-sample input shape (C,H,W), the layers in order and how their
+/// parameters are named.
+#[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
     pub input: (usize, usize, usize),
     pub layers: Vec<Layer>,
+    pub naming: Naming,
 }
 
 impl Default for ModelSpec {
@@ -164,44 +238,34 @@ impl Default for ModelSpec {
 }
 
 impl ModelSpec {
-    /// The tutorial's SimpleCNN for 1×28×28 images and 10 classes:
+    /// The tutorial's SimpleCNN for 1×28×28 images and 10 classes (`models/simple-cnn.toml`):
     /// conv(1→32, 3×3, pad 1) → ReLU → maxpool 2 → conv(32→64, 3×3, pad 1) → ReLU → maxpool 2 →
     /// flatten → linear(3136→64) → ReLU → linear(64→10). 220,234 parameters.
     pub fn simple_cnn() -> Self {
-        let conv = |i, o| Layer::Conv2d {
-            in_channels: i,
-            out_channels: o,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride: 1,
-            padding: 1,
-        };
-        let pool = Layer::MaxPool2d {
-            kernel: 2,
-            stride: 2,
-        };
-        ModelSpec {
-            input: (1, 28, 28),
-            layers: vec![
-                conv(1, 32),
-                Layer::Relu,
-                pool,
-                conv(32, 64),
-                Layer::Relu,
-                pool,
-                Layer::Flatten,
-                Layer::Linear {
-                    in_features: 64 * 7 * 7,
-                    out_features: 64,
-                },
-                Layer::Relu,
-                Layer::Linear {
-                    in_features: 64,
-                    out_features: 10,
-                },
-            ],
+        Self::from_toml(include_str!("../models/simple-cnn.toml"))
+            .expect("models/simple-cnn.toml is a valid model (tests/model_file.rs)")
+    }
+
+    /// LeNet-5 as commonly written for 28×28 MNIST in PyTorch (`models/lenet5.toml`), with
+    /// ReLU rather than tanh: conv(1→6, 5×5, pad 2) → ReLU → maxpool 2 → conv(6→16, 5×5) →
+    /// ReLU → maxpool 2 → flatten → linear(400→120) → ReLU → linear(120→84) → ReLU →
+    /// linear(84→10). 61,706 parameters.
+    pub fn lenet5() -> Self {
+        Self::from_toml(include_str!("../models/lenet5.toml"))
+            .expect("models/lenet5.toml is a valid model (tests/model_file.rs)")
+    }
+
+    /// The preset called `name` (`simple-cnn` or `lenet5`).
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "simple-cnn" => Some(Self::simple_cnn()),
+            "lenet5" => Some(Self::lenet5()),
+            _ => None,
         }
     }
+
+    /// The names of the presets, for messages.
+    pub const PRESETS: [&'static str; 2] = ["simple-cnn", "lenet5"];
 
     /// The per-sample shapes of the input and of every layer's output (`layers.len() + 1`
     /// entries), or an error naming the first layer that does not fit its input.
@@ -227,39 +291,81 @@ impl ModelSpec {
         Ok(shapes)
     }
 
+    /// The PyTorch module name of every layer with parameters (None for the others), by
+    /// [`Self::naming`].
+    pub fn layer_names(&self) -> Vec<Option<String>> {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let prefix = layer.numbered_prefix()?;
+                Some(match self.naming {
+                    Naming::Sequential => format!("layers.{i}"),
+                    Naming::Numbered => {
+                        let n = match counts.iter_mut().find(|(p, _)| *p == prefix) {
+                            Some((_, n)) => {
+                                *n += 1;
+                                *n
+                            }
+                            None => {
+                                counts.push((prefix, 1));
+                                1
+                            }
+                        };
+                        format!("{prefix}{n}")
+                    }
+                })
+            })
+            .collect()
+    }
+
     /// Names and shapes of every parameter tensor, in initialisation order.
     pub fn param_shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
         self.infer_shapes()?;
         let mut out = Vec::new();
-        let (mut convs, mut fcs) = (0, 0);
-        for layer in &self.layers {
-            match *layer {
+        for (layer, name) in self.layers.iter().zip(self.layer_names()) {
+            let Some(name) = name else { continue };
+            let (weight, bias) = match *layer {
                 Layer::Conv2d {
                     in_channels,
                     out_channels,
                     kernel_h,
                     kernel_w,
                     ..
-                } => {
-                    convs += 1;
-                    out.push((
-                        format!("conv{convs}.weight"),
-                        vec![out_channels, in_channels, kernel_h, kernel_w],
-                    ));
-                    out.push((format!("conv{convs}.bias"), vec![out_channels]));
-                }
+                } => (
+                    vec![out_channels, in_channels, kernel_h, kernel_w],
+                    out_channels,
+                ),
                 Layer::Linear {
                     in_features,
                     out_features,
-                } => {
-                    fcs += 1;
-                    out.push((format!("fc{fcs}.weight"), vec![out_features, in_features]));
-                    out.push((format!("fc{fcs}.bias"), vec![out_features]));
+                } => (vec![out_features, in_features], out_features),
+                Layer::BatchNorm2d { features } | Layer::BatchNorm1d { features } => {
+                    (vec![features], features)
                 }
-                _ => {}
-            }
+                _ => unreachable!("only layers with parameters have names"),
+            };
+            out.push((format!("{name}.weight"), weight));
+            out.push((format!("{name}.bias"), vec![bias]));
         }
         Ok(out)
+    }
+
+    /// The module names of the batch-norm layers, whose buffers PyTorch's `state_dict` holds as
+    /// `<name>.running_mean`, `<name>.running_var` (f32 [features]) and
+    /// `<name>.num_batches_tracked` (an i64 scalar).
+    pub fn buffer_names(&self) -> Vec<(String, usize)> {
+        self.layers
+            .iter()
+            .zip(self.layer_names())
+            .filter_map(|(layer, name)| match *layer {
+                Layer::BatchNorm2d { features } | Layer::BatchNorm1d { features } => {
+                    Some((name.expect("a batch norm has a name"), features))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Total number of parameters.
@@ -271,14 +377,23 @@ impl ModelSpec {
             .sum())
     }
 
-    /// PyTorch's default initialisation, drawn on the host: every weight and bias uniform in
-    /// ±1/√fan_in (fan_in = in_channels·kh·kw or in_features), from a ChaCha8 stream seeded with
-    /// `seed`, tensor by tensor in [`Self::param_shapes`] order (weight before bias), elements in
-    /// row-major order.
+    /// PyTorch's default initialisation, drawn on the host: every convolution and linear
+    /// weight and bias uniform in ±1/√fan_in (fan_in = in_channels·kh·kw or in_features), from
+    /// a ChaCha8 stream seeded with `seed`, tensor by tensor in [`Self::param_shapes`] order
+    /// (weight before bias), elements in row-major order. Batch-norm weights are 1 and biases
+    /// 0, as PyTorch's, and draw nothing from the stream.
     pub fn init_params(&self, seed: u64) -> Result<Vec<NamedTensor>> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut out = Vec::new();
+        let norms: Vec<String> = self.buffer_names().into_iter().map(|(n, _)| n).collect();
         for (name, shape) in self.param_shapes()? {
+            let module = name.rsplit_once('.').map_or("", |(m, _)| m);
+            if norms.iter().any(|n| n == module) {
+                let value = if name.ends_with(".weight") { 1.0 } else { 0.0 };
+                let data = vec![value; shape.iter().product()];
+                out.push(NamedTensor { name, shape, data });
+                continue;
+            }
             // Weights are [out, in, (kh, kw)]: fan_in is everything after the first dimension.
             // A bias shares its layer's fan_in, which is the weight pushed just before it.
             let fan_in: usize = if name.ends_with(".bias") {
@@ -353,6 +468,27 @@ fn layer_output(layer: &Layer, input: Shape) -> std::result::Result<Shape, Strin
             })
         }
         Layer::Flatten => Ok(Shape::Flat(input.numel())),
+        Layer::Dropout { p } => {
+            if (0.0..1.0).contains(&p) {
+                Ok(input)
+            } else {
+                Err(format!("drop probability must be in [0, 1), got {p}"))
+            }
+        }
+        Layer::BatchNorm2d { features } => match input {
+            Shape::Map { c, .. } if c == features => Ok(input),
+            Shape::Map { c, .. } => Err(format!("expects {features} channels, got {c} ({input})")),
+            Shape::Flat(n) => Err(format!(
+                "needs a C,H,W input, got {n} flat features (use BatchNorm1d after a flatten)"
+            )),
+        },
+        Layer::BatchNorm1d { features } => match input {
+            Shape::Flat(n) if n == features => Ok(input),
+            Shape::Flat(n) => Err(format!("expects {features} features, got {n}")),
+            Shape::Map { .. } => Err(format!(
+                "needs flat features, got {input} (use BatchNorm2d on a feature map)"
+            )),
+        },
         Layer::Linear {
             in_features,
             out_features,
@@ -419,6 +555,47 @@ pub struct Model<B: Backend> {
     params: Vec<Param<B>>,
     /// Each layer's profiling scopes (see [`scope_names`]), built once.
     scopes: Vec<(String, String)>,
+    /// Each batch-norm layer's statistics (None for other layers).
+    norms: Vec<Option<NormState<B>>>,
+    /// Seeds the dropout masks (see [`Model::set_rng`]).
+    rng_seed: u64,
+    /// Training forward passes so far: the step that keys the next dropout mask.
+    train_steps: u64,
+    /// [1] u32: the step of the last training forward pass, read by the dropout kernels.
+    step_buf: B::Buffer,
+}
+
+/// One batch-norm layer's statistics: the running ones (PyTorch's buffers) and those of the
+/// last training batch (for the backward pass). Both are [means; variances].
+struct NormState<B: Backend> {
+    name: String,
+    features: usize,
+    running: B::Buffer,
+    batch: B::Buffer,
+    /// PyTorch's `num_batches_tracked`: training forward passes through this layer.
+    tracked: i64,
+}
+
+/// A batch-norm layer's buffers on the host, named as in PyTorch's `state_dict`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NormBuffers {
+    /// The module name, e.g. `bn1` or `layers.1`.
+    pub name: String,
+    pub running_mean: Vec<f32>,
+    pub running_var: Vec<f32>,
+    pub num_batches_tracked: i64,
+}
+
+impl NormBuffers {
+    /// PyTorch's initial values: means 0, variances 1, nothing tracked.
+    pub fn initial(name: &str, features: usize) -> Self {
+        NormBuffers {
+            name: name.to_string(),
+            running_mean: vec![0.0; features],
+            running_var: vec![1.0; features],
+            num_batches_tracked: 0,
+        }
+    }
 }
 
 /// The profiling scopes of layer `i` (`cnn-gpu time` reports per scope): "i forward" and
@@ -432,7 +609,21 @@ impl<B: Backend> Model<B> {
     /// (see [`ModelSpec::init_params`]).
     pub fn new(b: &B, spec: ModelSpec, seed: u64) -> Result<Self> {
         let init = spec.init_params(seed)?;
-        Self::with_params(b, spec, &init)
+        let mut model = Self::with_params(b, spec, &init)?;
+        model.set_rng(seed, 0);
+        Ok(model)
+    }
+
+    /// Builds the model with a checkpoint's parameters and batch-norm statistics (its momentum
+    /// buffers are left at zero).
+    pub fn from_checkpoint(
+        b: &B,
+        spec: ModelSpec,
+        ckpt: &crate::checkpoint::Checkpoint,
+    ) -> Result<Self> {
+        let mut model = Self::with_params(b, spec, &ckpt.params)?;
+        model.set_norm_buffers(b, &ckpt.norms)?;
+        Ok(model)
     }
 
     /// Builds the model with the given parameters (every tensor of [`ModelSpec::param_shapes`],
@@ -492,6 +683,27 @@ impl<B: Backend> Model<B> {
             .position(Layer::has_params)
             .expect("infer_shapes checked");
         let scopes = (0..spec.layers.len()).map(scope_names).collect();
+        let names = spec.layer_names();
+        let mut norms = Vec::with_capacity(spec.layers.len());
+        for (layer, name) in spec.layers.iter().zip(names) {
+            norms.push(match *layer {
+                Layer::BatchNorm2d { features } | Layer::BatchNorm1d { features } => {
+                    let name = name.expect("a batch norm has a name");
+                    let init = NormBuffers::initial(&name, features);
+                    Some(NormState {
+                        running: b.upload_f32(
+                            &[init.running_mean, init.running_var].concat(),
+                            &format!("{name}.running"),
+                        )?,
+                        batch: b.zeros(2 * features, &format!("{name}.batch_stats"))?,
+                        name,
+                        features,
+                        tracked: 0,
+                    })
+                }
+                _ => None,
+            });
+        }
         Ok(Model {
             spec,
             shapes,
@@ -500,7 +712,101 @@ impl<B: Backend> Model<B> {
             first_param_layer,
             params,
             scopes,
+            norms,
+            rng_seed: 0,
+            train_steps: 0,
+            step_buf: b.zeros(1, "dropout step")?,
         })
+    }
+
+    /// Keys the dropout masks: the mask of the next training step is drawn from (`seed`,
+    /// `step`, layer, element), and `step` counts up by one per training forward pass.
+    /// [`Model::new`] sets (its seed, 0); a resumed run sets the steps already taken.
+    pub fn set_rng(&mut self, seed: u64, step: u64) {
+        self.rng_seed = seed;
+        self.train_steps = step;
+    }
+
+    /// The dropout parameters of layer `i` at `batch`: its seed mixes the model's seed with
+    /// the layer index, pcg(lo ⊕ pcg(hi ⊕ pcg(i))) of the seed's 32-bit halves, so two dropout
+    /// layers never share a mask.
+    fn dropout_params(&self, i: usize, p: f32, batch: usize) -> Dropout {
+        let (lo, hi) = (self.rng_seed as u32, (self.rng_seed >> 32) as u32);
+        Dropout {
+            len: batch * self.shapes[i].numel(),
+            p,
+            seed: pcg_hash(lo ^ pcg_hash(hi ^ pcg_hash(i as u32))),
+        }
+    }
+
+    /// Refuses a training batch that gives a batch norm one value per channel (no variance;
+    /// PyTorch refuses it too), before any step: a training workspace checks it when built.
+    fn check_train_batch(&self, batch: usize) -> Result<()> {
+        for (i, layer) in self.spec.layers.iter().enumerate() {
+            if let Some(p) = layer.batch_norm_params(self.shapes[i], batch) {
+                if p.per_channel() < 2 {
+                    return Err(Error::InvalidParams(format!(
+                        "a training batch of {batch} gives layer {i} ({layer}) one value per \
+                         channel, which has no variance; use a batch size that leaves no batch \
+                         of 1 (the last batch of an epoch holds what remains)"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn norm_params(&self, layer: usize, batch: usize) -> BatchNorm {
+        self.spec.layers[layer]
+            .batch_norm_params(self.shapes[layer], batch)
+            .expect("shape inference gave a batch norm its input")
+    }
+
+    /// Every batch-norm layer's running statistics, read back.
+    pub fn read_norm_buffers(&self, b: &B) -> Result<Vec<NormBuffers>> {
+        self.norms
+            .iter()
+            .flatten()
+            .map(|n| {
+                let mut mean = b.read_f32(&n.running)?;
+                let var = mean.split_off(n.features);
+                Ok(NormBuffers {
+                    name: n.name.clone(),
+                    running_mean: mean,
+                    running_var: var,
+                    num_batches_tracked: n.tracked,
+                })
+            })
+            .collect()
+    }
+
+    /// Overwrites the named batch-norm layers' running statistics (any subset).
+    pub fn set_norm_buffers(&mut self, b: &B, buffers: &[NormBuffers]) -> Result<()> {
+        for buf in buffers {
+            let n = self
+                .norms
+                .iter_mut()
+                .flatten()
+                .find(|n| n.name == buf.name)
+                .ok_or_else(|| {
+                    Error::InvalidParams(format!("the model has no batch norm named {}", buf.name))
+                })?;
+            if buf.running_mean.len() != n.features || buf.running_var.len() != n.features {
+                return Err(Error::InvalidParams(format!(
+                    "batch norm {} has {} features, got {} means and {} variances",
+                    buf.name,
+                    n.features,
+                    buf.running_mean.len(),
+                    buf.running_var.len()
+                )));
+            }
+            b.write_f32(
+                &mut n.running,
+                &[buf.running_mean.as_slice(), &buf.running_var].concat(),
+            )?;
+            n.tracked = buf.num_batches_tracked;
+        }
+        Ok(())
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -664,8 +970,45 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
-    /// Runs every layer on `ws`'s input, leaving every activation (and the logits) in `ws`.
+    /// Runs every layer on `ws`'s input in evaluation mode (dropout is the identity, batch
+    /// norms use their running statistics), leaving every activation (and the logits) in `ws`.
     pub fn forward(&self, b: &B, ws: &mut Workspace<B>) -> Result<()> {
+        self.run_forward(b, ws, None)
+    }
+
+    /// [`Self::forward`] in training mode, as [`Self::backward`] expects: dropout draws the
+    /// mask of this step, batch norms normalise with the batch's statistics and update their
+    /// running ones. Counts one training step.
+    pub fn forward_train(&mut self, b: &B, ws: &mut Workspace<B>) -> Result<()> {
+        self.check_workspace(ws)?;
+        if self
+            .spec
+            .layers
+            .iter()
+            .any(|l| matches!(l, Layer::Dropout { .. }))
+        {
+            // Wraps after 2³² steps, which only repeats masks.
+            b.write_u32(&mut self.step_buf, &[self.train_steps as u32])?;
+        }
+        let mut norms = std::mem::take(&mut self.norms);
+        let result = self.run_forward(b, ws, Some(&mut norms));
+        self.norms = norms;
+        result?;
+        for n in self.norms.iter_mut().flatten() {
+            n.tracked += 1;
+        }
+        self.train_steps += 1;
+        Ok(())
+    }
+
+    /// The forward pass; training mode when given the batch norms' state (taken out of
+    /// `self.norms` for the pass).
+    fn run_forward(
+        &self,
+        b: &B,
+        ws: &mut Workspace<B>,
+        mut train: Option<&mut [Option<NormState<B>>]>,
+    ) -> Result<()> {
         self.check_workspace(ws)?;
         let n = ws.batch;
         for (i, layer) in self.spec.layers.iter().enumerate() {
@@ -704,6 +1047,27 @@ impl<B: Backend> Model<B> {
                         inner: 1,
                     };
                     b.bias_add(&ch, &self.params[bi].value, y)?;
+                }
+                Layer::Dropout { p } => {
+                    // In evaluation, p = 0 keeps every value with scale 1: an exact copy.
+                    let p = if train.is_some() { p } else { 0.0 };
+                    b.dropout_forward(&self.dropout_params(i, p, n), &self.step_buf, x, y)?;
+                }
+                Layer::BatchNorm2d { .. } | Layer::BatchNorm1d { .. } => {
+                    let (wi, bi) = self.layer_params[i].expect("a batch norm has params");
+                    let p = self.norm_params(i, n);
+                    let (w, bias) = (&self.params[wi].value, &self.params[bi].value);
+                    match train.as_deref_mut() {
+                        Some(norms) => {
+                            let s = norms[i].as_mut().expect("a batch norm has its state");
+                            b.batch_norm_stats(&p, x, &mut s.batch, &mut s.running)?;
+                            b.batch_norm_forward(&p, x, &s.batch, w, bias, y)?;
+                        }
+                        None => {
+                            let s = self.norms[i].as_ref().expect("a batch norm has its state");
+                            b.batch_norm_forward(&p, x, &s.running, w, bias, y)?;
+                        }
+                    }
                 }
                 Layer::Flatten => unreachable!("Flatten shares its input's slot"),
             }
@@ -753,7 +1117,8 @@ impl<B: Backend> Model<B> {
 
     /// Back-propagates the logits' gradient left by [`Self::loss`] through every layer,
     /// overwriting every parameter gradient. Needs the activations of the last
-    /// [`Self::forward`] on the same workspace.
+    /// [`Self::forward_train`] on the same workspace (or of [`Self::forward`] for a model
+    /// without dropout or batch norm).
     pub fn backward(&mut self, b: &B, ws: &mut Workspace<B>) -> Result<()> {
         self.check_workspace(ws)?;
         if ws.grads.iter().all(Option::is_none) {
@@ -840,6 +1205,27 @@ impl<B: Backend> Model<B> {
                         b.matmul(&mm, dy, &self.params[wi].value, dx)?;
                     }
                 }
+                Layer::Dropout { p } => {
+                    if let Some(dx) = dx {
+                        let d = self.dropout_params(i, p, n);
+                        b.dropout_backward(&d, &self.step_buf, dy, dx)?;
+                    }
+                }
+                Layer::BatchNorm2d { .. } | Layer::BatchNorm1d { .. } => {
+                    let (wi, bi) = self.layer_params[i].expect("a batch norm has params");
+                    let p = self.norm_params(i, n);
+                    let stats = &self.norms[i]
+                        .as_ref()
+                        .expect("a batch norm has its state")
+                        .batch;
+                    let (w, bias) = two_mut(&mut self.params, wi, bi);
+                    b.batch_norm_backward_params(&p, x, dy, stats, &mut w.grad, &mut bias.grad)?;
+                    if let Some(dx) = dx {
+                        b.batch_norm_backward_input(
+                            &p, x, dy, stats, &w.value, &w.grad, &bias.grad, dx,
+                        )?;
+                    }
+                }
                 Layer::Flatten => unreachable!("Flatten shares its input's slot"),
             }
         }
@@ -857,7 +1243,7 @@ impl<B: Backend> Model<B> {
         optim: &OptimConfig,
         scalars: &mut B::Buffer,
     ) -> Result<()> {
-        self.forward(b, ws)?;
+        self.forward_train(b, ws)?;
         self.loss(b, ws, loss_sum)?;
         self.backward(b, ws)?;
         self.update(b, optim, scalars)
@@ -908,6 +1294,13 @@ fn check_tensor(t: &NamedTensor, name: &str, shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// Borrows `v[i]` and `v[j]` exclusively (`i < j`).
+fn two_mut<T>(v: &mut [T], i: usize, j: usize) -> (&mut T, &mut T) {
+    assert!(i < j, "two_mut needs i < j");
+    let (a, b) = v.split_at_mut(j);
+    (&mut a[i], &mut b[0])
+}
+
 /// Borrows `v[r]` shared and `v[w]` exclusively (`r != w`).
 fn read_write<T>(v: &mut [T], r: usize, w: usize) -> (&T, &mut T) {
     assert_ne!(r, w, "read_write needs two different elements");
@@ -950,6 +1343,9 @@ impl<B: Backend> Workspace<B> {
             return Err(Error::InvalidParams(
                 "a workspace needs a batch of at least 1".into(),
             ));
+        }
+        if train {
+            model.check_train_batch(batch)?;
         }
         let mut acts = Vec::new();
         let mut grads = Vec::new();

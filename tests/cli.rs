@@ -688,7 +688,12 @@ fn nonsense_against_the_data_and_checkpoints_is_refused() {
         exp_avg_sq: None,
     };
     cnn_gpu::checkpoint::save(Path::new(&other), &spec, &params, momentum, None).unwrap();
-    assert_refused(&strs(&with(&["--resume", &other])), "another architecture");
+    // Without --model a resumed run rebuilds the checkpoint's own model from its metadata;
+    // naming another model must be refused.
+    assert_refused(
+        &strs(&with(&["--model", "simple-cnn", "--resume", &other])),
+        "another architecture",
+    );
 
     // A checkpoint saved inside an epoch resumes only at the batch size it was saved with.
     let out = interrupt_at(
@@ -963,4 +968,191 @@ fn divergence_exits_2_and_keeps_the_last_good_checkpoint() {
         leftovers, 5,
         "four MNIST files and the checkpoint, no temporary file"
     );
+}
+
+/// Runs `cnn-gpu args` on the CPU backend with batch size 16 and `--data-dir dir`, requires
+/// success and returns its stdout.
+fn run_cpu_ok(dir: &str, args: &[&str]) -> String {
+    let mut all = vec![args[0], "--backend", "cpu", "--data-dir", dir];
+    if args[0] == "train" {
+        all.extend(["--batch-size", "16"]);
+    }
+    all.extend(&args[1..]);
+    let out = cnn_gpu(&all);
+    assert_eq!(out.status.code(), Some(0), "{all:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// Trains `model` on a small MNIST-like set through the CLI (CPU, batch 16, `extra` flags),
+/// saving a checkpoint, then evaluates it with `eval` and no `--model` (the model comes from
+/// the checkpoint's metadata). Returns the directory, the checkpoint and `train`'s stdout.
+fn train_then_eval(model: &str, extra: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = mnist_like_dir(48, 20);
+    let d = dir.path().to_str().unwrap().to_string();
+    let ckpt = dir.path().join("model.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let mut args = vec!["train", "--model", model, "--save", c];
+    args.extend(extra);
+    let text = run_cpu_ok(&d, &args);
+    assert!(
+        text.contains("Accuracy of the network on the 20 test images: "),
+        "{text}"
+    );
+    let eval = run_cpu_ok(&d, &["eval", "--checkpoint", c]);
+    assert!(
+        eval.contains("Accuracy of the network on the 20 test images: "),
+        "{eval}"
+    );
+    (dir, ckpt, text)
+}
+
+/// `--model lenet5`: a short run trains LeNet-5 (61,706 parameters) and saves it; `eval` takes
+/// the model from the checkpoint's metadata without `--model`, and refuses the checkpoint for
+/// `--model simple-cnn`; `time --model lenet5` times its twelve layers.
+#[test]
+fn lenet5_short_run_through_the_cli() {
+    let (dir, ckpt, text) = train_then_eval("lenet5", &["--log-interval", "1", "--max-steps", "3"]);
+    assert!(text.contains("48 images, 61706 parameters"), "{text}");
+    assert_eq!(loss_lines(&text).len(), 3, "{text}");
+    let names = tensor_names(&ckpt);
+    assert!(names.contains(&"fc3.weight".to_string()), "{names:?}");
+    let d = dir.path().to_str().unwrap();
+    assert_refused(
+        &[
+            "eval",
+            "--backend",
+            "cpu",
+            "--data-dir",
+            d,
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--model",
+            "simple-cnn",
+        ],
+        "another architecture",
+    );
+
+    let out = cnn_gpu(&[
+        "time",
+        "--backend",
+        "cpu",
+        "--model",
+        "lenet5",
+        "--batch-size",
+        "4",
+        "--iterations",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("lenet5, batch 4, 2 steps on cpu"),
+        "{text}"
+    );
+    assert!(text.contains("Linear(84→10)"), "{text}");
+}
+
+/// `--model` refusals: an unknown name lists the presets; a model file that does not fit names
+/// the file, the layer and why; a model whose output is not 10 classes is refused; all exit 2
+/// before any work.
+#[test]
+fn bad_models_are_refused() {
+    assert_refused(
+        &["train", "--model", "lenet7", "--backend", "cpu"],
+        "--model lenet7: no such preset or file; give simple-cnn, lenet5",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[layer]]\nkind = \"flatten\"\n[[layer]]\nkind = \"linear\"\nin_features = 748\n\
+         out_features = 10\n",
+    )
+    .unwrap();
+    let b = bad.to_str().unwrap();
+    assert_refused(
+        &["train", "--model", b, "--backend", "cpu"],
+        "layer 1 (Linear(748→10)): expects 748 input features, got 784",
+    );
+    assert_refused(&["time", "--model", b, "--backend", "cpu"], "bad.toml");
+    let seven = dir.path().join("seven.toml");
+    std::fs::write(
+        &seven,
+        "[[layer]]\nkind = \"flatten\"\n[[layer]]\nkind = \"linear\"\nin_features = 784\n\
+         out_features = 7\n",
+    )
+    .unwrap();
+    assert_refused(
+        &[
+            "train",
+            "--model",
+            seven.to_str().unwrap(),
+            "--backend",
+            "cpu",
+        ],
+        "the model gives 7 outputs per image, but the MNIST-format datasets have 10 classes",
+    );
+}
+
+/// The committed batch-norm + dropout example trains an epoch through the CLI, its checkpoint
+/// holds the batch norms' buffers under nn.Sequential names, and it evaluates.
+#[test]
+fn bn_cnn_model_file_trains_and_evaluates() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/bn-cnn.toml");
+    let (_dir, ckpt, _) = train_then_eval(model, &["--epochs", "1"]);
+    let names = tensor_names(&ckpt);
+    for n in [
+        "layers.1.running_mean",
+        "layers.10.num_batches_tracked",
+        "layers.13.bias",
+    ] {
+        assert!(names.contains(&n.to_string()), "{n} in {names:?}");
+    }
+}
+
+/// Resuming a batch-norm + dropout model (tests/fixtures/bn_small.toml) reproduces the
+/// uninterrupted run: the same loss lines (the dropout masks follow the seed and the step) and
+/// the same test accuracy (evaluation uses the running statistics the checkpoint restored). The
+/// resumed run takes its model from the checkpoint, without --model.
+#[test]
+fn resume_with_batch_norm_and_dropout_reproduces_an_uninterrupted_run() {
+    let dir = mnist_like_dir(72, 20);
+    let d = dir.path().to_str().unwrap();
+    let ckpt = dir.path().join("run.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bn_small.toml");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--log-interval",
+            "2",
+            "--lr",
+            "0.05",
+            "--seed",
+            "5",
+        ];
+        args.extend(extra);
+        let text = run_cpu_ok(d, &args);
+        let accuracy = text
+            .lines()
+            .find(|l| l.starts_with("Accuracy of the network"))
+            .unwrap()
+            .to_string();
+        (loss_lines(&text), accuracy)
+    };
+    let (whole, whole_accuracy) = run(&["--model", model, "--epochs", "3"]);
+    let (first, _) = run(&[
+        "--model",
+        model,
+        "--epochs",
+        "1",
+        "--save",
+        c,
+        "--save-optimizer",
+    ]);
+    let (rest, rest_accuracy) = run(&["--epochs", "3", "--resume", c]);
+    assert_eq!(whole.len(), 6);
+    assert_eq!(first, whole[..2]);
+    assert_eq!(rest, whole[2..], "epochs 2 and 3 after resuming");
+    assert_eq!(rest_accuracy, whole_accuracy);
 }

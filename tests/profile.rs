@@ -3,11 +3,12 @@
 mod common;
 
 use cnn_gpu::backend::Backend;
-use cnn_gpu::model::{Layer, ModelSpec};
+use cnn_gpu::model::{Layer, ModelSpec, Naming};
 use cnn_gpu::profile::time_layers;
 
 fn small_cnn() -> ModelSpec {
     ModelSpec {
+        naming: Naming::Numbered,
         input: (1, 8, 6),
         layers: vec![
             Layer::Conv2d {

@@ -7,6 +7,9 @@
 //! - `cnn_gpu_simple_cnn.safetensors`: written by `cnn-gpu train --save`; PyTorch loaded it with
 //!   a strict `load_state_dict` and recorded its logits and accuracy, which we reproduce.
 //!
+//! - `pytorch_bn_small` / `cnn_gpu_bn_small`: the same both ways for a batch-norm + dropout model
+//!   file (scripts/pytorch_bn_fixture.py), running statistics and I64 batch counts included.
+//!
 //! The logits of a synthetic batch need no dataset; the test-set accuracy needs the full MNIST
 //! (`CNN_GPU_DATA_DIR`) and must match PyTorch's to one image in 10000 (±0.01%).
 
@@ -51,22 +54,26 @@ fn synthetic_batch() -> Vec<f32> {
         .collect()
 }
 
+/// `model`'s evaluation-mode logits on the synthetic batch are `expected`'s
+/// `synthetic_logits` (PyTorch's), to 1e-4.
+fn assert_pytorch_logits<B: Backend>(b: &B, model: &Model<B>, expected: &Value, name: &str) {
+    let mut ws = Workspace::inference(b, model, 4).unwrap();
+    b.write_f32(ws.input_and_labels_mut().0, &synthetic_batch())
+        .unwrap();
+    model.forward(b, &mut ws).unwrap();
+    let want: Vec<f32> = expected["synthetic_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(want.len(), 40);
+    assert_close(&read(b, ws.logits()), &want, 1e-4, 1e-4, name);
+}
+
 fn logits_match_pytorch<B: Backend>(b: &B) {
     for name in FIXTURES {
-        let model = load_model(b, name);
-        let mut ws = Workspace::inference(b, &model, 4).unwrap();
-        b.write_f32(ws.input_and_labels_mut().0, &synthetic_batch())
-            .unwrap();
-        model.forward(b, &mut ws).unwrap();
-        let got = read(b, ws.logits());
-        let want: Vec<f32> = expected(name)["synthetic_logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        assert_eq!(want.len(), 40);
-        assert_close(&got, &want, 1e-4, 1e-4, name);
+        assert_pytorch_logits(b, &load_model(b, name), &expected(name), name);
     }
 }
 backend_test!(logits_match_pytorch_t, logits_match_pytorch);
@@ -106,3 +113,31 @@ fn test_accuracy_matches_pytorch() {
         );
     }
 }
+
+/// Batch norm and dropout cross too (tests/fixtures/pytorch_bn_expected.json, made by
+/// scripts/pytorch_bn_fixture.py from the model file tests/fixtures/bn_small.toml):
+/// `pytorch_bn_small` was trained 30 steps in PyTorch and saved with its running statistics and
+/// I64 `num_batches_tracked`; `cnn_gpu_bn_small` was written by `cnn-gpu train` and loaded by
+/// PyTorch with a strict `load_state_dict`. Both give PyTorch's evaluation-mode logits here
+/// (running statistics, no dropout) and PyTorch's batch counts.
+fn bn_logits_match_pytorch<B: Backend>(b: &B) {
+    let spec = ModelSpec::from_file(&fixture("bn_small.toml")).unwrap();
+    let text = std::fs::read_to_string(fixture("pytorch_bn_expected.json")).unwrap();
+    let all: Value = serde_json::from_str(&text).unwrap();
+    for name in ["pytorch_bn_small", "cnn_gpu_bn_small"] {
+        let path = fixture(&format!("{name}.safetensors"));
+        let (model, ckpt) = checkpoint::load_model(b, spec.clone(), &path)
+            .unwrap_or_else(|e| panic!("{name} should load: {e}"));
+        for n in &ckpt.norms {
+            let want = &all[name]["num_batches_tracked"][format!("{}.num_batches_tracked", n.name)];
+            assert_eq!(
+                Some(n.num_batches_tracked),
+                want.as_i64(),
+                "{name} {}",
+                n.name
+            );
+        }
+        assert_pytorch_logits(b, &model, &all[name], name);
+    }
+}
+backend_test!(bn_logits_match_pytorch_t, bn_logits_match_pytorch);

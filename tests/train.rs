@@ -10,11 +10,11 @@ mod common;
 use cnn_gpu::backend::Backend;
 use cnn_gpu::data::{load_mnist, Dataset, DATA_DIR_ENV};
 use cnn_gpu::metrics::{read_metrics, MetricsReporter, MetricsWriter, Record};
-use cnn_gpu::model::{Layer, Model, ModelSpec, NamedTensor, Shape, Workspace};
+use cnn_gpu::model::{Layer, Model, ModelSpec, NamedTensor, Naming, Shape, Workspace};
 use cnn_gpu::optim::{LrSchedule, OptimConfig, Optimizer};
 use cnn_gpu::train::{
     evaluate, evaluate_detailed, fit, fit_with, Event, Flow, QuietReporter, ResidentDataset,
-    TrainConfig,
+    TrainConfig, TrainSummary,
 };
 use cnn_gpu::Error;
 use common::*;
@@ -42,6 +42,7 @@ fn linear(i: usize, o: usize) -> Layer {
 /// overlapping pools. Per-sample shapes in the comments.
 fn every_layer_spec() -> ModelSpec {
     ModelSpec {
+        naming: Naming::Numbered,
         input: (2, 7, 6),
         layers: vec![
             conv(2, 3, 3, 2, 1, 1), // [3, 7, 7]
@@ -67,6 +68,7 @@ fn every_layer_spec() -> ModelSpec {
 /// Flatten first (it shares the input's buffer), then a small MLP.
 fn mlp_spec() -> ModelSpec {
     ModelSpec {
+        naming: Naming::Numbered,
         input: (1, 3, 4),
         layers: vec![Layer::Flatten, linear(12, 6), Layer::Relu, linear(6, 4)],
     }
@@ -222,6 +224,7 @@ fn shape_errors_name_the_layer() {
     assert!(err.contains("layer 7") && err.contains("4096"), "{err}");
 
     let spec = ModelSpec {
+        naming: Naming::Numbered,
         input: (1, 2, 2),
         layers: vec![Layer::MaxPool2d {
             kernel: 3,
@@ -232,6 +235,7 @@ fn shape_errors_name_the_layer() {
     assert!(err.contains("layer 0 (MaxPool2d"), "{err}");
 
     let spec = ModelSpec {
+        naming: Naming::Numbered,
         input: (1, 2, 2),
         layers: vec![Layer::Flatten, Layer::Relu],
     };
@@ -418,6 +422,7 @@ fn synthetic_images(seed: u64, n: usize, rows: usize, cols: usize) -> Dataset {
 
 fn small_cnn() -> ModelSpec {
     ModelSpec {
+        naming: Naming::Numbered,
         input: (1, 8, 8),
         layers: vec![
             conv(1, 4, 3, 3, 1, 1),
@@ -435,6 +440,13 @@ fn small_cnn() -> ModelSpec {
 /// A few epochs of a small CNN on 8×8 lines: the loss falls and the test accuracy is high.
 /// 250 images in batches of 16 also exercises the partial last batch (250 = 15·16 + 10).
 fn learns_synthetic_lines<B: Backend>(b: &B) {
+    train_lines(b, small_cnn(), 0.25);
+}
+backend_test!(learns_synthetic_lines_t, learns_synthetic_lines);
+
+/// Trains `spec` 8 epochs on the lines and checks that the last logged loss is under
+/// `loss_ratio` times the first and that the test accuracy reaches 95%.
+fn train_lines<B: Backend>(b: &B, spec: ModelSpec, loss_ratio: f32) -> (Model<B>, TrainSummary) {
     let train = synthetic_images(1, 250, 8, 8);
     let test = synthetic_images(2, 150, 8, 8);
     let cfg = TrainConfig {
@@ -452,7 +464,7 @@ fn learns_synthetic_lines<B: Backend>(b: &B) {
         shuffle: true,
         resume_within: None,
     };
-    let mut model = Model::new(b, small_cnn(), cfg.seed).unwrap();
+    let mut model = Model::new(b, spec, cfg.seed).unwrap();
     let summary =
         cnn_gpu::train::train(b, &mut model, &train, &test, &cfg, &mut QuietReporter).unwrap();
     let fit = &summary.fit;
@@ -466,7 +478,7 @@ fn learns_synthetic_lines<B: Backend>(b: &B) {
     let first = fit.losses[0].loss;
     let last = fit.losses.last().unwrap().loss;
     assert!(
-        last < 0.25 * first,
+        last < loss_ratio * first,
         "loss fell from {first} to only {last}: {:?}",
         fit.losses
     );
@@ -476,8 +488,8 @@ fn learns_synthetic_lines<B: Backend>(b: &B) {
         "accuracy {}%",
         summary.eval.accuracy_percent()
     );
+    (model, summary)
 }
-backend_test!(learns_synthetic_lines_t, learns_synthetic_lines);
 
 /// AdamW with warm-up, a cosine schedule and clipping learns the same task (every optimiser
 /// feature wired through the loop at once).
@@ -1180,6 +1192,70 @@ impl<B: Backend> Backend for Counting<'_, B> {
     ) -> cnn_gpu::Result<()> {
         self.inner.relu_backward(len, y, dy, dx)
     }
+    fn dropout_forward(
+        &self,
+        p: &cnn_gpu::backend::Dropout,
+        step: &B::Buffer,
+        x: &B::Buffer,
+        y: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.dropout_forward(p, step, x, y)
+    }
+    fn dropout_backward(
+        &self,
+        p: &cnn_gpu::backend::Dropout,
+        step: &B::Buffer,
+        dy: &B::Buffer,
+        dx: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.dropout_backward(p, step, dy, dx)
+    }
+    fn batch_norm_stats(
+        &self,
+        p: &cnn_gpu::backend::BatchNorm,
+        x: &B::Buffer,
+        stats: &mut B::Buffer,
+        running: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.batch_norm_stats(p, x, stats, running)
+    }
+    fn batch_norm_forward(
+        &self,
+        p: &cnn_gpu::backend::BatchNorm,
+        x: &B::Buffer,
+        stats: &B::Buffer,
+        weight: &B::Buffer,
+        bias: &B::Buffer,
+        y: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.batch_norm_forward(p, x, stats, weight, bias, y)
+    }
+    fn batch_norm_backward_params(
+        &self,
+        p: &cnn_gpu::backend::BatchNorm,
+        x: &B::Buffer,
+        dy: &B::Buffer,
+        stats: &B::Buffer,
+        dweight: &mut B::Buffer,
+        dbias: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner
+            .batch_norm_backward_params(p, x, dy, stats, dweight, dbias)
+    }
+    fn batch_norm_backward_input(
+        &self,
+        p: &cnn_gpu::backend::BatchNorm,
+        x: &B::Buffer,
+        dy: &B::Buffer,
+        stats: &B::Buffer,
+        weight: &B::Buffer,
+        dweight: &B::Buffer,
+        dbias: &B::Buffer,
+        dx: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner
+            .batch_norm_backward_input(p, x, dy, stats, weight, dweight, dbias, dx)
+    }
     fn matmul(
         &self,
         p: &cnn_gpu::backend::Matmul,
@@ -1266,7 +1342,13 @@ impl<B: Backend> Backend for Counting<'_, B> {
 
 /// The loop reads back only at log intervals, after the first step (to time start-up) and at
 /// the end of each epoch (to time it); it flushes once per step; evaluation reads back once.
+/// The same holds with batch norm and dropout (`bn_dropout_cnn`).
 fn reads_back_only_at_log_intervals<B: Backend>(b: &B) {
+    reads_back_only_at_log_intervals_for(b, small_cnn());
+    reads_back_only_at_log_intervals_for(b, bn_dropout_cnn());
+}
+
+fn reads_back_only_at_log_intervals_for<B: Backend>(b: &B, spec: ModelSpec) {
     let counting = Counting {
         inner: b,
         reads: Default::default(),
@@ -1275,7 +1357,7 @@ fn reads_back_only_at_log_intervals<B: Backend>(b: &B) {
     let b = &counting;
     let data = synthetic_images(1, 100, 8, 8); // 100 = 6·16 + 4: 7 steps an epoch
     let res = ResidentDataset::upload(b, &data, 3, "train").unwrap();
-    let mut model = Model::new(b, small_cnn(), 0).unwrap();
+    let mut model = Model::new(b, spec, 0).unwrap();
     for (log_interval, logs_per_epoch) in [(100, 0), (3, 2)] {
         let cfg = TrainConfig {
             epochs: 2,
@@ -1344,6 +1426,183 @@ fn batch_too_large_for_the_adapter_is_refused_with_the_largest_that_fits() {
         assert_eq!(summary.eval.total, 100);
     });
 }
+
+/// A small CNN with both batch norms and dropout, as a model file would give it
+/// (nn.Sequential names): conv → BatchNorm2d → ReLU → pool → flatten → linear →
+/// BatchNorm1d → ReLU → Dropout(0.3) → linear.
+fn bn_dropout_cnn() -> ModelSpec {
+    ModelSpec {
+        naming: Naming::Sequential,
+        input: (1, 8, 8),
+        layers: vec![
+            conv(1, 4, 3, 3, 1, 1),
+            Layer::BatchNorm2d { features: 4 },
+            Layer::Relu,
+            Layer::MaxPool2d {
+                kernel: 2,
+                stride: 2,
+            },
+            Layer::Flatten,
+            linear(64, 16),
+            Layer::BatchNorm1d { features: 16 },
+            Layer::Relu,
+            Layer::Dropout { p: 0.3 },
+            linear(16, 3),
+        ],
+    }
+}
+
+/// The BN + dropout model learns the synthetic lines on each backend ([`train_lines`]): the
+/// loss falls to under half, evaluation (running statistics, no dropout) reaches 95% and gives the same count twice,
+/// and each batch norm tracked one batch per step (8 epochs of 16) with running statistics
+/// moved from PyTorch's initial 0 and 1.
+fn bn_dropout_learns_synthetic_lines<B: Backend>(b: &B) {
+    let (model, summary) = train_lines(b, bn_dropout_cnn(), 0.5);
+    let test = synthetic_images(2, 150, 8, 8);
+    let test_res = ResidentDataset::upload(b, &test, 3, "test").unwrap();
+    let again = evaluate(b, &model, &test_res, 64).unwrap();
+    assert_eq!(again, summary.eval, "evaluation is deterministic");
+    let norms = model.read_norm_buffers(b).unwrap();
+    assert_eq!(
+        norms.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+        ["layers.1", "layers.6"]
+    );
+    for n in &norms {
+        assert_eq!(n.num_batches_tracked, 8 * 16, "{}", n.name);
+        assert!(n.running_mean.iter().any(|&m| m.abs() > 1e-3), "{n:?}");
+        assert!(n.running_var.iter().all(|&v| v > 0.0), "{n:?}");
+        assert!(
+            n.running_var.iter().any(|&v| (v - 1.0).abs() > 1e-3),
+            "{n:?}"
+        );
+    }
+}
+backend_test!(bn_dropout_learns_t, bn_dropout_learns_synthetic_lines);
+
+/// Dropout is on in training and off in evaluation: two evaluation passes give the same logits;
+/// two training passes (two steps) give different ones; a model whose dropout is its only
+/// difference gives the evaluation logits of the model without it.
+fn dropout_switches_with_the_mode<B: Backend>(b: &B) {
+    let spec = ModelSpec {
+        naming: Naming::Sequential,
+        input: (1, 4, 4),
+        layers: vec![Layer::Flatten, Layer::Dropout { p: 0.5 }, linear(16, 3)],
+    };
+    let x = rand_vec(7, 5 * 16, -1.0, 1.0);
+    let mut model = Model::new(b, spec.clone(), 1).unwrap();
+    let mut ws = Workspace::new(b, &model, 5).unwrap();
+    let logits = |model: &mut Model<B>, ws: &mut Workspace<B>, train: bool| {
+        b.write_f32(ws.input_and_labels_mut().0, &x).unwrap();
+        if train {
+            model.forward_train(b, ws).unwrap();
+        } else {
+            model.forward(b, ws).unwrap();
+        }
+        read(b, ws.logits())
+    };
+    let eval1 = logits(&mut model, &mut ws, false);
+    let eval2 = logits(&mut model, &mut ws, false);
+    assert_eq!(eval1, eval2);
+    let train1 = logits(&mut model, &mut ws, true);
+    let train2 = logits(&mut model, &mut ws, true);
+    assert_ne!(train1, eval1);
+    assert_ne!(train1, train2, "each step draws a new mask");
+    // The same weights without the dropout layer (renamed to its Sequential index).
+    let plain = ModelSpec {
+        layers: vec![Layer::Flatten, linear(16, 3)],
+        ..spec
+    };
+    let params: Vec<NamedTensor> = model
+        .read_params(b)
+        .unwrap()
+        .into_iter()
+        .map(|mut t| {
+            t.name = t.name.replace("layers.2", "layers.1");
+            t
+        })
+        .collect();
+    let plain_model = Model::with_params(b, plain, &params).unwrap();
+    let mut ws2 = Workspace::inference(b, &plain_model, 5).unwrap();
+    b.write_f32(ws2.input_and_labels_mut().0, &x).unwrap();
+    plain_model.forward(b, &mut ws2).unwrap();
+    assert_eq!(read(b, ws2.logits()), eval1);
+}
+backend_test!(
+    dropout_switches_with_the_mode_t,
+    dropout_switches_with_the_mode
+);
+
+/// The BN + dropout model trains to the same losses, parameters and running statistics on the
+/// GPU as on the CPU: the dropout masks are the same on both.
+#[test]
+fn bn_dropout_training_matches_between_backends() {
+    let data = synthetic_images(5, 90, 8, 8);
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 16,
+        lr: 0.02,
+        seed: 9,
+        log_interval: 1,
+        ..TrainConfig::default()
+    };
+    fn run<B: Backend>(b: &B, data: &Dataset, cfg: &TrainConfig) -> (Vec<f32>, Model<B>) {
+        let (model, summary) =
+            cnn_gpu::train::run(b, bn_dropout_cnn(), data, data, cfg, &mut QuietReporter).unwrap();
+        (summary.fit.losses.iter().map(|r| r.loss).collect(), model)
+    }
+    let c = cpu();
+    let (cpu_losses, cpu_model) = run(&c, &data, &cfg);
+    assert_eq!(cpu_losses.len(), 6);
+    with_gpu(|g| {
+        let (gpu_losses, gpu_model) = run(g, &data, &cfg);
+        assert_close(&gpu_losses, &cpu_losses, 1e-4, 1e-3, "losses");
+        let (gp, cp) = (
+            gpu_model.read_params(g).unwrap(),
+            cpu_model.read_params(&c).unwrap(),
+        );
+        for (g, c) in gp.iter().zip(&cp) {
+            assert_close(&g.data, &c.data, 1e-4, 1e-3, &c.name);
+        }
+        let gn = gpu_model.read_norm_buffers(g).unwrap();
+        let cn = cpu_model.read_norm_buffers(&c).unwrap();
+        for (g, c) in gn.iter().zip(&cn) {
+            assert_close(&g.running_mean, &c.running_mean, 1e-4, 1e-3, &c.name);
+            assert_close(&g.running_var, &c.running_var, 1e-4, 1e-3, &c.name);
+            assert_eq!(g.num_batches_tracked, 6);
+        }
+    });
+}
+
+/// A batch norm cannot train on one value per channel: a training set whose last batch holds
+/// one image (33 = 2·16 + 1) is refused before any step, naming the layer; evaluation at batch
+/// 1 is fine (running statistics).
+fn batch_of_one_is_refused_before_training<B: Backend>(b: &B) {
+    let data = synthetic_images(1, 33, 8, 8);
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 16,
+        ..TrainConfig::default()
+    };
+    let mut model = Model::new(b, bn_dropout_cnn(), 0).unwrap();
+    let err = cnn_gpu::train::train(b, &mut model, &data, &data, &cfg, &mut QuietReporter)
+        .expect_err("a last batch of 1");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("a training batch of 1 gives layer 6 (BatchNorm1d(16)) one value per channel"),
+        "{msg}"
+    );
+    assert_eq!(
+        model.read_norm_buffers(b).unwrap()[0].num_batches_tracked,
+        0,
+        "no step ran"
+    );
+    let res = ResidentDataset::upload(b, &data, 3, "test").unwrap();
+    assert_eq!(evaluate(b, &model, &res, 1).unwrap().total, 33);
+}
+backend_test!(
+    batch_of_one_is_refused_t,
+    batch_of_one_is_refused_before_training
+);
 
 /// Stopping inside an epoch (the hook's Flow::Stop) hands out the steps done and the running
 /// loss window; a model rebuilt from the parameters and momentum then, resumed with

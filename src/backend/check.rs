@@ -227,3 +227,49 @@ pub fn record_nonfinite(loss_sum: usize, scalars: usize, record: usize) -> Resul
     expect_len(OP, "scalars", scalars, StepScalars::LEN)?;
     expect_len(OP, "record", record, 1)
 }
+
+pub fn dropout(op: &'static str, p: &Dropout, step: usize, src: usize, dst: usize) -> Result<()> {
+    p.validate()?;
+    expect_len(op, "step", step, 1)?;
+    expect_len(op, "input", src, p.len)?;
+    expect_len(op, "output", dst, p.len)
+}
+
+/// Every batch-norm op: `tensors` hold [outer, channels, inner] values, `stats` the means then
+/// the variances ([2·channels]), `per_channel` one value per channel (weight, bias, their
+/// gradients).
+pub fn batch_norm(
+    op: &'static str,
+    p: &BatchNorm,
+    tensors: &[usize],
+    stats: &[usize],
+    per_channel: &[usize],
+) -> Result<()> {
+    p.validate()?;
+    let c = p.shape.channels;
+    tensors
+        .iter()
+        .try_for_each(|&n| expect_len(op, "tensor", n, p.shape.len()))?;
+    stats
+        .iter()
+        .try_for_each(|&n| expect_len(op, "statistics (means then variances)", n, 2 * c))?;
+    per_channel
+        .iter()
+        .try_for_each(|&n| expect_len(op, "per-channel buffer", n, c))
+}
+
+/// Training-mode batch norm needs a variance: more than one value per channel (PyTorch refuses
+/// the same).
+pub fn batch_norm_stats(p: &BatchNorm, x: usize, stats: usize, running: usize) -> Result<()> {
+    batch_norm("batch_norm_stats", p, &[x], &[stats, running], &[])?;
+    if p.per_channel() < 2 {
+        return Err(Error::InvalidParams(format!(
+            "batch norm in training needs more than one value per channel, got {} \
+             (batch {} × {} per sample); use a larger batch",
+            p.per_channel(),
+            p.shape.outer,
+            p.shape.inner
+        )));
+    }
+    Ok(())
+}

@@ -177,6 +177,77 @@ pub trait Backend {
         dx: &mut Self::Buffer,
     ) -> Result<()>;
 
+    // ---- dropout and batch norm ---------------------------------------------------------
+
+    /// Inverted dropout (PyTorch's `F.dropout` in training): `y[i] = x[i] · 1/(1 − p)` when
+    /// `dropout_hash(seed, step[0], i) ≥ threshold(p)` (see [`Dropout`]), else 0. `step` is a
+    /// [1] u32 buffer the trainer writes before each step, so a new step needs no new uniform.
+    fn dropout_forward(
+        &self,
+        p: &Dropout,
+        step: &Self::Buffer,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// `dx = dy` through the same mask and scale as [`Backend::dropout_forward`] at the same
+    /// seed and step (the mask is recomputed, never stored).
+    fn dropout_backward(
+        &self,
+        p: &Dropout,
+        step: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// Training-mode batch statistics of x ([outer, channels, inner]) per channel over outer
+    /// and inner (M = outer·inner values, M ≥ 2): `stats = [mean; var]` with the biased
+    /// variance (what normalises), and the running statistics `running = [mean; var]` updated
+    /// as PyTorch does: `r ← (1 − momentum)·r + momentum·s`, with the unbiased variance
+    /// var·M/(M − 1).
+    fn batch_norm_stats(
+        &self,
+        p: &BatchNorm,
+        x: &Self::Buffer,
+        stats: &mut Self::Buffer,
+        running: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// `y[o,c,i] = (x[o,c,i] − mean[c]) / √(var[c] + eps) · weight[c] + bias[c]` with
+    /// `stats = [mean; var]`: the batch's in training, the running ones in evaluation.
+    fn batch_norm_forward(
+        &self,
+        p: &BatchNorm,
+        x: &Self::Buffer,
+        stats: &Self::Buffer,
+        weight: &Self::Buffer,
+        bias: &Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// The affine parameters' gradients: `dbias[c] = Σ dy`, `dweight[c] = Σ dy · x̂` over the
+    /// channel's values, with `x̂ = (x − mean)/√(var + eps)` from the training forward's stats.
+    fn batch_norm_backward_params(
+        &self,
+        p: &BatchNorm,
+        x: &Self::Buffer,
+        dy: &Self::Buffer,
+        stats: &Self::Buffer,
+        dweight: &mut Self::Buffer,
+        dbias: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// The input gradient of training-mode batch norm, given the sums that
+    /// [`Backend::batch_norm_backward_params`] left in `dweight` and `dbias`:
+    /// `dx = weight/√(var + eps) · (dy − dbias/M − x̂ · dweight/M)`.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_backward_input(
+        &self,
+        p: &BatchNorm,
+        x: &Self::Buffer,
+        dy: &Self::Buffer,
+        stats: &Self::Buffer,
+        weight: &Self::Buffer,
+        dweight: &Self::Buffer,
+        dbias: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<()>;
+
     // ---- dense --------------------------------------------------------------------------
 
     /// c[m,n] = Σ_k op(a)[m,k] · op(b)[k,n]; a is stored [m,k] or, with `trans_a`, [k,m];

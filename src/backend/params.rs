@@ -301,3 +301,85 @@ pub struct GatherAffine {
     pub gather: Gather,
     pub cols: usize,
 }
+
+/// Inverted dropout over `len` elements (see [`super::Backend::dropout_forward`]): each element
+/// is kept with probability 1 − p and scaled by 1/(1 − p), or zeroed. Which elements are kept
+/// depends only on (`seed`, the step in the step buffer, the element's index), through
+/// [`dropout_hash`], so the backward pass and every backend draw the same mask.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    pub len: usize,
+    /// The probability of zeroing an element, in [0, 1).
+    pub p: f32,
+    pub seed: u32,
+}
+
+impl Dropout {
+    /// Elements whose hash is below this are dropped: round(p · 2³²).
+    pub fn threshold(&self) -> u32 {
+        (self.p as f64 * 4_294_967_296.0)
+            .round()
+            .min(u32::MAX as f64) as u32
+    }
+    /// The scale of kept elements, 1/(1 − p), computed in f32 as PyTorch does.
+    pub fn scale(&self) -> f32 {
+        1.0 / (1.0 - self.p)
+    }
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.p) {
+            return Err(Error::InvalidParams(format!(
+                "dropout probability must be in [0, 1), got {}",
+                self.p
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One round of the PCG hash (Jarzyński and Olano, "Hash Functions for GPU Rendering", 2020);
+/// shaders/dropout.wgsl computes the same in u32 arithmetic.
+pub fn pcg_hash(v: u32) -> u32 {
+    let s = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    let w = ((s >> ((s >> 28) + 4)) ^ s).wrapping_mul(277_803_737);
+    (w >> 22) ^ w
+}
+
+/// The dropout draw of element `index` at `step`: pcg(pcg(pcg(seed) ^ step) ^ index). The
+/// element is dropped when this is below [`Dropout::threshold`].
+pub fn dropout_hash(seed: u32, step: u32, index: u32) -> u32 {
+    pcg_hash(pcg_hash(pcg_hash(seed) ^ step) ^ index)
+}
+
+/// Batch normalisation over a tensor seen as [outer, channels, inner] (BatchNorm2d: N, C, H·W;
+/// BatchNorm1d: N, features, 1), per channel, with PyTorch's eps and momentum.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNorm {
+    pub shape: Channels,
+    /// Added to the variance before the square root (PyTorch: 1e-5).
+    pub eps: f32,
+    /// The running statistics' update weight (PyTorch: 0.1).
+    pub momentum: f32,
+}
+
+impl BatchNorm {
+    /// PyTorch's defaults (eps 1e-5, momentum 0.1) over `shape`.
+    pub fn new(shape: Channels) -> Self {
+        BatchNorm {
+            shape,
+            eps: 1e-5,
+            momentum: 0.1,
+        }
+    }
+    /// Values per channel: outer · inner.
+    pub fn per_channel(&self) -> usize {
+        self.shape.outer * self.shape.inner
+    }
+    pub fn validate(&self) -> Result<()> {
+        if self.shape.is_empty() {
+            return Err(Error::InvalidParams(format!(
+                "batch norm with a zero size: {self:?}"
+            )));
+        }
+        Ok(())
+    }
+}

@@ -9,7 +9,7 @@ use cnn_gpu::checkpoint::{self, Checkpoint};
 use cnn_gpu::model::{Model, ModelSpec};
 use cnn_gpu::train::{self, ResidentDataset};
 
-use super::{open_backend, run_failure, Chosen, DataArgs, DeviceArgs, Failure};
+use super::{open_backend, run_failure, Chosen, DataArgs, DeviceArgs, Failure, ModelArgs};
 
 #[derive(Args, Debug)]
 pub(crate) struct EvalArgs {
@@ -17,6 +17,8 @@ pub(crate) struct EvalArgs {
     pub(crate) device: DeviceArgs,
     #[command(flatten)]
     pub(crate) data: DataArgs,
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
     /// The checkpoint (safetensors, PyTorch state_dict names) to evaluate.
     #[arg(long)]
     pub(crate) checkpoint: PathBuf,
@@ -29,22 +31,22 @@ pub(crate) fn eval_command(args: &EvalArgs) -> Result<(), Failure> {
     if args.batch_size == 0 {
         return Err(Failure::usage("--batch-size must be at least 1"));
     }
-    let ckpt =
-        checkpoint::load(&args.checkpoint, &ModelSpec::simple_cnn()).map_err(Failure::usage)?;
+    let spec = args.model.resolve(Some(&args.checkpoint))?;
+    let ckpt = checkpoint::load(&args.checkpoint, &spec).map_err(Failure::usage)?;
     match open_backend(&args.device)? {
-        Chosen::Cpu(b) => eval_on(&b, args, &ckpt),
-        Chosen::Gpu(b) => eval_on(&b, args, &ckpt),
+        Chosen::Cpu(b) => eval_on(&b, args, spec, &ckpt),
+        Chosen::Gpu(b) => eval_on(&b, args, spec, &ckpt),
     }
 }
 
 pub(crate) fn eval_on<B: Backend>(
     b: &B,
     args: &EvalArgs,
+    spec: ModelSpec,
     ckpt: &Checkpoint,
 ) -> Result<(), Failure> {
     let mnist = args.data.load()?;
-    let model =
-        Model::with_params(b, ModelSpec::simple_cnn(), &ckpt.params).map_err(run_failure)?;
+    let model = Model::from_checkpoint(b, spec, ckpt).map_err(run_failure)?;
     let test =
         ResidentDataset::upload(b, &mnist.test, model.classes(), "test").map_err(run_failure)?;
     let r = train::evaluate_detailed(b, &model, &test, args.batch_size).map_err(run_failure)?;

@@ -8,8 +8,10 @@ use clap::{Args, ValueEnum};
 
 use cnn_gpu::backend::cpu::CpuBackend;
 use cnn_gpu::backend::gpu::{list_adapters, GpuBackend, GpuOptions};
+use cnn_gpu::checkpoint;
 use cnn_gpu::data::fetch::{fetch_files, resolve_mirrors, Progress};
 use cnn_gpu::data::{load_mnist, missing_files, resolve_data_dir, DatasetKind, Mnist};
+use cnn_gpu::model::ModelSpec;
 
 pub(crate) mod convolve;
 pub(crate) mod eval;
@@ -153,6 +155,55 @@ pub(crate) fn run_failure(e: cnn_gpu::Error) -> Failure {
 }
 
 /// Where the dataset comes from: shared by every command that reads MNIST.
+/// `--model NAME|FILE`, shared by train, eval and time.
+#[derive(Args, Debug)]
+pub(crate) struct ModelArgs {
+    /// The model: `simple-cnn` (the default), `lenet5`, or a model file (TOML; see README,
+    /// "Model files"). eval, and train with --init or --resume, take it from the checkpoint
+    /// when the checkpoint describes its model.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub(crate) model: Option<String>,
+}
+
+impl ModelArgs {
+    /// The model to use: `--model` when given, else the one `checkpoint` describes in its
+    /// metadata, else SimpleCNN. It must give one output per class of the MNIST-format
+    /// datasets (10).
+    pub(crate) fn resolve(&self, checkpoint: Option<&Path>) -> Result<ModelSpec, Failure> {
+        let spec = match (&self.model, checkpoint) {
+            (Some(arg), _) => match ModelSpec::preset(arg) {
+                Some(spec) => spec,
+                None if Path::new(arg).is_file() => {
+                    ModelSpec::from_file(Path::new(arg)).map_err(Failure::usage)?
+                }
+                None => {
+                    return Err(Failure::usage(format!(
+                        "--model {arg}: no such preset or file; give {} or the path of a \
+                         model file (TOML, see README)",
+                        ModelSpec::PRESETS.join(", ")
+                    )))
+                }
+            },
+            (None, Some(path)) => checkpoint::model_of(path)
+                .map_err(Failure::usage)?
+                .unwrap_or_default(),
+            (None, None) => ModelSpec::simple_cnn(),
+        };
+        let shapes = spec.infer_shapes().map_err(Failure::config)?;
+        let outputs = shapes.last().expect("never empty").numel();
+        if outputs != CLASSES {
+            return Err(Failure::usage(format!(
+                "the model gives {outputs} outputs per image, but the MNIST-format datasets have \
+                 {CLASSES} classes: make its last layer give {CLASSES}"
+            )));
+        }
+        Ok(spec)
+    }
+}
+
+/// Classes of every dataset the CLI reads (MNIST and Fashion-MNIST).
+const CLASSES: usize = 10;
+
 #[derive(Args, Debug)]
 pub(crate) struct DataArgs {
     /// Which dataset.

@@ -6,12 +6,14 @@ use cnn_gpu::backend::Backend;
 use cnn_gpu::model::ModelSpec;
 use cnn_gpu::profile::time_layers;
 
-use super::{open_backend, run_failure, Chosen, DeviceArgs, Failure};
+use super::{open_backend, run_failure, Chosen, DeviceArgs, Failure, ModelArgs};
 
 #[derive(Args, Debug)]
 pub(crate) struct TimeArgs {
     #[command(flatten)]
     pub(crate) device: DeviceArgs,
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
     #[arg(long, default_value_t = 64)]
     pub(crate) batch_size: usize,
     /// Timed steps (after one warm-up step).
@@ -28,23 +30,19 @@ pub(crate) fn time_command(args: &TimeArgs) -> Result<(), Failure> {
             "--batch-size and --iterations must be at least 1",
         ));
     }
+    let spec = args.model.resolve(None)?;
     match open_backend(&args.device)? {
-        Chosen::Cpu(b) => time_on(&b, args),
-        Chosen::Gpu(b) => time_on(&b, args),
+        Chosen::Cpu(b) => time_on(&b, args, spec),
+        Chosen::Gpu(b) => time_on(&b, args, spec),
     }
 }
 
-pub(crate) fn time_on<B: Backend>(b: &B, args: &TimeArgs) -> Result<(), Failure> {
-    let t = time_layers(
-        b,
-        ModelSpec::simple_cnn(),
-        args.batch_size,
-        args.iterations,
-        args.seed,
-    )
-    .map_err(run_failure)?;
+pub(crate) fn time_on<B: Backend>(b: &B, args: &TimeArgs, spec: ModelSpec) -> Result<(), Failure> {
+    let t =
+        time_layers(b, spec, args.batch_size, args.iterations, args.seed).map_err(run_failure)?;
     println!(
-        "SimpleCNN, batch {}, {} steps on {}",
+        "{}, batch {}, {} steps on {}",
+        args.model.model.as_deref().unwrap_or("simple-cnn"),
         t.batch,
         t.iterations,
         b.describe()

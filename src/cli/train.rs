@@ -19,7 +19,7 @@ use cnn_gpu::train::{
 };
 
 use super::fault::{Fault, FAULT_ENV};
-use super::{open_backend, run_failure, Chosen, DataArgs, DeviceArgs, Failure};
+use super::{open_backend, run_failure, Chosen, DataArgs, DeviceArgs, Failure, ModelArgs};
 
 #[derive(Args, Debug)]
 pub(crate) struct TrainArgs {
@@ -27,6 +27,8 @@ pub(crate) struct TrainArgs {
     pub(crate) device: DeviceArgs,
     #[command(flatten)]
     pub(crate) data: DataArgs,
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
     #[arg(long, default_value_t = 5)]
     pub(crate) epochs: usize,
     #[arg(long, default_value_t = 64)]
@@ -267,8 +269,11 @@ impl OptimArgs {
 
 pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<(), Failure> {
     // Refuse bad values before any work.
+    let spec = args
+        .model
+        .resolve(args.init.as_deref().or(args.resume.as_deref()))?;
     let resume = match &args.resume {
-        Some(path) => Some(load_resume(path)?),
+        Some(path) => Some(load_resume(path, &spec)?),
         None => None,
     };
     let mut cfg = TrainConfig {
@@ -312,11 +317,13 @@ pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<()
         checkpoint::check_writable(path, "metrics file").map_err(Failure::usage)?;
     }
     let init = match (&args.init, resume) {
-        (Some(path), _) => {
-            Some(checkpoint::load(path, &ModelSpec::simple_cnn()).map_err(Failure::usage)?)
-        }
+        (Some(path), _) => Some(checkpoint::load(path, &spec).map_err(Failure::usage)?),
         (None, Some((ckpt, _))) => Some(ckpt),
         (None, None) => None,
+    };
+    let start = Start {
+        spec,
+        init: init.as_ref(),
     };
     // The backend is chosen once, here: a fault later in the run ends it with an error (the
     // last checkpoint intact), never with a switch to another backend.
@@ -327,21 +334,30 @@ pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<()
                     "{FAULT_ENV}={f:?} needs the GPU backend"
                 )));
             }
-            train_on(&b, None, args, &cfg, init.as_ref(), fault, &|| {})
+            train_on(&b, None, args, start, &cfg, fault, &|| {})
         }
         Chosen::Gpu(b) => {
             let adapter = b.describe();
-            train_on(&b, Some(adapter), args, &cfg, init.as_ref(), fault, &|| {
+            train_on(&b, Some(adapter), args, start, &cfg, fault, &|| {
                 b.lose_device_for_test()
             })
         }
     }
 }
 
+/// What a run starts from: the model and, with --init or --resume, its checkpoint.
+pub(crate) struct Start<'a> {
+    pub(crate) spec: ModelSpec,
+    pub(crate) init: Option<&'a Checkpoint>,
+}
+
 /// A checkpoint to resume from: it must hold the training state and the optimizer state that
 /// its optimizer needs (momentum buffers, or Adam's two moments).
-pub(crate) fn load_resume(path: &Path) -> Result<(Checkpoint, TrainState), Failure> {
-    let ckpt = checkpoint::load(path, &ModelSpec::simple_cnn()).map_err(Failure::usage)?;
+pub(crate) fn load_resume(
+    path: &Path,
+    spec: &ModelSpec,
+) -> Result<(Checkpoint, TrainState), Failure> {
+    let ckpt = checkpoint::load(path, spec).map_err(Failure::usage)?;
     let state = ckpt.train_state();
     match (&ckpt.velocity, state) {
         (Some(_), Some(state))
@@ -396,7 +412,7 @@ fn resume_point(
     }
 }
 
-/// Loads MNIST, trains SimpleCNN on `b` (the GPU `adapter`, or the CPU when None) and prints
+/// Loads MNIST, trains the model on `b` (the GPU `adapter`, or the CPU when None) and prints
 /// the results. Ctrl-C stops it after the step in progress (saving a checkpoint to resume
 /// from, with --save); a second Ctrl-C exits at once. `lose_device` serves the test-only
 /// device-lost fault.
@@ -404,11 +420,12 @@ pub(crate) fn train_on<B: Backend>(
     b: &B,
     adapter: Option<String>,
     args: &TrainArgs,
+    start: Start<'_>,
     cfg: &TrainConfig,
-    init: Option<&Checkpoint>,
     fault: Option<Fault>,
     lose_device: &dyn Fn(),
 ) -> Result<(), Failure> {
+    let Start { spec, init } = start;
     let mnist = args.data.load()?;
     cfg.validate_for(mnist.train.labels.len())
         .map_err(Failure::config)?;
@@ -423,9 +440,8 @@ pub(crate) fn train_on<B: Backend>(
         Some(path) => Some(MetricsWriter::create(path).map_err(Failure::usage)?),
         None => None,
     };
-    let spec = ModelSpec::simple_cnn();
     let mut model = match init {
-        Some(ckpt) => Model::with_params(b, spec, &ckpt.params),
+        Some(ckpt) => Model::from_checkpoint(b, spec, ckpt),
         None => Model::new(b, spec, cfg.seed),
     }
     .map_err(run_failure)?;
@@ -456,6 +472,8 @@ pub(crate) fn train_on<B: Backend>(
             cfg.optim.describe()
         );
     }
+    // Dropout masks follow the seed and the step, so a resumed run draws the same ones.
+    model.set_rng(cfg.seed, steps_before as u64);
     let state = |epoch: usize, step: usize, loss_window: Option<LossWindow>| TrainState {
         epoch,
         step,

@@ -12,12 +12,13 @@ pub mod dense;
 pub mod elementwise;
 pub mod gather;
 pub mod loss;
+pub mod norm;
 pub mod optim;
 pub mod pool;
 
 use super::{
-    expect_len, Adam, Backend, Channels, Conv2d, Gather, GatherAffine, Matmul, Pool2d, Sgd,
-    SoftmaxXent,
+    expect_len, Adam, Backend, BatchNorm, Channels, Conv2d, Dropout, Gather, GatherAffine, Matmul,
+    Pool2d, Sgd, SoftmaxXent,
 };
 use crate::{Error, Result};
 
@@ -280,6 +281,104 @@ impl Backend for CpuBackend {
         dx: &mut CpuBuffer,
     ) -> Result<()> {
         self.run(|| elementwise::relu_backward(len, &y.data, &dy.data, &mut dx.data))
+    }
+
+    // ---- dropout and batch norm ---------------------------------------------------------
+
+    fn dropout_forward(
+        &self,
+        p: &Dropout,
+        step: &CpuBuffer,
+        x: &CpuBuffer,
+        y: &mut CpuBuffer,
+    ) -> Result<()> {
+        expect_len("dropout_forward", "step", step.len(), 1)?;
+        let step = step.as_u32()[0];
+        self.run(|| norm::dropout("dropout_forward", p, step, &x.data, &mut y.data))
+    }
+    fn dropout_backward(
+        &self,
+        p: &Dropout,
+        step: &CpuBuffer,
+        dy: &CpuBuffer,
+        dx: &mut CpuBuffer,
+    ) -> Result<()> {
+        expect_len("dropout_backward", "step", step.len(), 1)?;
+        let step = step.as_u32()[0];
+        self.run(|| norm::dropout("dropout_backward", p, step, &dy.data, &mut dx.data))
+    }
+    fn batch_norm_stats(
+        &self,
+        p: &BatchNorm,
+        x: &CpuBuffer,
+        stats: &mut CpuBuffer,
+        running: &mut CpuBuffer,
+    ) -> Result<()> {
+        self.run(|| norm::batch_norm_stats(p, &x.data, &mut stats.data, &mut running.data))
+    }
+    fn batch_norm_forward(
+        &self,
+        p: &BatchNorm,
+        x: &CpuBuffer,
+        stats: &CpuBuffer,
+        weight: &CpuBuffer,
+        bias: &CpuBuffer,
+        y: &mut CpuBuffer,
+    ) -> Result<()> {
+        self.run(|| {
+            norm::batch_norm_forward(
+                p,
+                &x.data,
+                &stats.data,
+                &weight.data,
+                &bias.data,
+                &mut y.data,
+            )
+        })
+    }
+    fn batch_norm_backward_params(
+        &self,
+        p: &BatchNorm,
+        x: &CpuBuffer,
+        dy: &CpuBuffer,
+        stats: &CpuBuffer,
+        dweight: &mut CpuBuffer,
+        dbias: &mut CpuBuffer,
+    ) -> Result<()> {
+        self.run(|| {
+            norm::batch_norm_backward_params(
+                p,
+                &x.data,
+                &dy.data,
+                &stats.data,
+                &mut dweight.data,
+                &mut dbias.data,
+            )
+        })
+    }
+    fn batch_norm_backward_input(
+        &self,
+        p: &BatchNorm,
+        x: &CpuBuffer,
+        dy: &CpuBuffer,
+        stats: &CpuBuffer,
+        weight: &CpuBuffer,
+        dweight: &CpuBuffer,
+        dbias: &CpuBuffer,
+        dx: &mut CpuBuffer,
+    ) -> Result<()> {
+        self.run(|| {
+            norm::batch_norm_backward_input(
+                p,
+                &x.data,
+                &dy.data,
+                &stats.data,
+                &weight.data,
+                &dweight.data,
+                &dbias.data,
+                &mut dx.data,
+            )
+        })
     }
 
     // ---- dense --------------------------------------------------------------------------

@@ -14,6 +14,8 @@ pub(crate) enum Shader {
     Loss,
     Optim,
     Data,
+    Dropout,
+    BatchNorm,
 }
 
 impl Shader {
@@ -27,6 +29,8 @@ impl Shader {
             Shader::Loss => "loss.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Data => "data.wgsl",
+            Shader::Dropout => "dropout.wgsl",
+            Shader::BatchNorm => "batchnorm.wgsl",
         }
     }
 
@@ -45,6 +49,8 @@ impl Shader {
             Shader::Loss => shader!("loss.wgsl"),
             Shader::Optim => shader!("optim.wgsl"),
             Shader::Data => shader!("data.wgsl"),
+            Shader::Dropout => shader!("dropout.wgsl"),
+            Shader::BatchNorm => shader!("batchnorm.wgsl"),
         }
     }
 }
@@ -89,6 +95,13 @@ pub(crate) const SUM_SQUARES: Kernel = Kernel::new(Shader::Optim, "sum_squares")
 pub(crate) const RECORD_NONFINITE: Kernel = Kernel::new(Shader::Optim, "record_nonfinite");
 pub(crate) const GATHER_BATCH: Kernel = Kernel::new(Shader::Data, "gather_batch");
 pub(crate) const GATHER_BATCH_AFFINE: Kernel = Kernel::new(Shader::Data, "gather_batch_affine");
+pub(crate) const DROPOUT: Kernel = Kernel::new(Shader::Dropout, "dropout");
+pub(crate) const BN_STATS: Kernel = Kernel::new(Shader::BatchNorm, "batch_norm_stats");
+pub(crate) const BN_FORWARD: Kernel = Kernel::new(Shader::BatchNorm, "batch_norm_forward");
+pub(crate) const BN_BACKWARD_PARAMS: Kernel =
+    Kernel::new(Shader::BatchNorm, "batch_norm_backward_params");
+pub(crate) const BN_BACKWARD_INPUT: Kernel =
+    Kernel::new(Shader::BatchNorm, "batch_norm_backward_input");
 
 /// Threads per workgroup of every 1-d kernel.
 pub(crate) const WORKGROUP: usize = 256;
@@ -183,4 +196,24 @@ pub(crate) struct GatherParams {
     pub offset: u32,
     /// Image width: gather_batch_affine only.
     pub cols: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct DropoutParams {
+    pub len: u32,
+    pub threshold: u32,
+    pub scale: f32,
+    pub seed: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct BnParams {
+    pub outer: u32,
+    pub channels: u32,
+    pub inner: u32,
+    pub eps: f32,
+    pub momentum: f32,
+    pub _pad: [u32; 3],
 }

@@ -26,7 +26,8 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 
 use super::{
-    check, Adam, Backend, Channels, Conv2d, Gather, GatherAffine, Matmul, Pool2d, Sgd, SoftmaxXent,
+    check, Adam, Backend, BatchNorm, Channels, Conv2d, Dropout, Gather, GatherAffine, Matmul,
+    Pool2d, Sgd, SoftmaxXent,
 };
 use crate::{Error, Result};
 use context::Context;
@@ -653,6 +654,24 @@ impl GpuBackend {
         self.dispatch_with(kernel, constants, &params, bufs, self.grid(threads)?)
     }
 
+    /// dst = src through dropout's mask and scale (both directions).
+    fn dropout(
+        &self,
+        p: &Dropout,
+        step: &GpuBuffer,
+        src: &GpuBuffer,
+        dst: &GpuBuffer,
+    ) -> Result<()> {
+        let params = DropoutParams {
+            len: to_u32("len", p.len)?,
+            threshold: p.threshold(),
+            scale: p.scale(),
+            seed: p.seed,
+        };
+        let bufs = [(1, step), (2, src), (3, dst)];
+        self.dispatch(DROPOUT, &params, &bufs, self.grid(p.len)?)
+    }
+
     fn elementwise(&self, kernel: Kernel, len: usize, bufs: &[(u32, &GpuBuffer)]) -> Result<()> {
         let params = ElementwiseParams {
             len: to_u32("len", len)?,
@@ -1008,6 +1027,117 @@ impl Backend for GpuBackend {
         self.elementwise(RELU_BACKWARD, len, &[(1, y), (2, dy), (3, &*dx)])
     }
 
+    fn dropout_forward(
+        &self,
+        p: &Dropout,
+        step: &GpuBuffer,
+        x: &GpuBuffer,
+        y: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::dropout("dropout_forward", p, step.len, x.len, y.len)?;
+        self.dropout(p, step, x, y)
+    }
+
+    fn dropout_backward(
+        &self,
+        p: &Dropout,
+        step: &GpuBuffer,
+        dy: &GpuBuffer,
+        dx: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::dropout("dropout_backward", p, step.len, dy.len, dx.len)?;
+        self.dropout(p, step, dy, dx)
+    }
+
+    fn batch_norm_stats(
+        &self,
+        p: &BatchNorm,
+        x: &GpuBuffer,
+        stats: &mut GpuBuffer,
+        running: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::batch_norm_stats(p, x.len, stats.len, running.len)?;
+        let bufs = [(1, x), (9, &*stats), (10, &*running)];
+        self.dispatch(
+            BN_STATS,
+            &bn_params(p)?,
+            &bufs,
+            self.grid_groups(p.shape.channels)?,
+        )
+    }
+
+    fn batch_norm_forward(
+        &self,
+        p: &BatchNorm,
+        x: &GpuBuffer,
+        stats: &GpuBuffer,
+        weight: &GpuBuffer,
+        bias: &GpuBuffer,
+        y: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::batch_norm(
+            "batch_norm_forward",
+            p,
+            &[x.len, y.len],
+            &[stats.len],
+            &[weight.len, bias.len],
+        )?;
+        let bufs = [(1, x), (3, stats), (4, weight), (5, bias), (8, &*y)];
+        self.dispatch(BN_FORWARD, &bn_params(p)?, &bufs, self.grid(p.shape.len())?)
+    }
+
+    fn batch_norm_backward_params(
+        &self,
+        p: &BatchNorm,
+        x: &GpuBuffer,
+        dy: &GpuBuffer,
+        stats: &GpuBuffer,
+        dweight: &mut GpuBuffer,
+        dbias: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::batch_norm(
+            "batch_norm_backward_params",
+            p,
+            &[x.len, dy.len],
+            &[stats.len],
+            &[dweight.len, dbias.len],
+        )?;
+        let bufs = [(1, x), (2, dy), (3, stats), (11, &*dweight), (12, &*dbias)];
+        let groups = self.grid_groups(p.shape.channels)?;
+        self.dispatch(BN_BACKWARD_PARAMS, &bn_params(p)?, &bufs, groups)
+    }
+
+    fn batch_norm_backward_input(
+        &self,
+        p: &BatchNorm,
+        x: &GpuBuffer,
+        dy: &GpuBuffer,
+        stats: &GpuBuffer,
+        weight: &GpuBuffer,
+        dweight: &GpuBuffer,
+        dbias: &GpuBuffer,
+        dx: &mut GpuBuffer,
+    ) -> Result<()> {
+        check::batch_norm(
+            "batch_norm_backward_input",
+            p,
+            &[x.len, dy.len, dx.len],
+            &[stats.len],
+            &[weight.len, dweight.len, dbias.len],
+        )?;
+        let bufs = [
+            (1, x),
+            (2, dy),
+            (3, stats),
+            (4, weight),
+            (6, dweight),
+            (7, dbias),
+            (8, &*dx),
+        ];
+        let grid = self.grid(p.shape.len())?;
+        self.dispatch(BN_BACKWARD_INPUT, &bn_params(p)?, &bufs, grid)
+    }
+
     fn matmul(&self, p: &Matmul, a: &GpuBuffer, b: &GpuBuffer, c: &mut GpuBuffer) -> Result<()> {
         check::matmul(p, a.len, b.len, c.len)?;
         let params = MatmulParams {
@@ -1162,6 +1292,19 @@ impl Backend for GpuBackend {
         let bufs = [(5, scalars), (8, loss_sum), (9, &*record)];
         self.dispatch(RECORD_NONFINITE, &params, &bufs, [1, 1, 1])
     }
+}
+
+fn bn_params(p: &BatchNorm) -> Result<BnParams> {
+    let s = p.shape;
+    to_u32("batch-norm tensor length", s.len())?;
+    Ok(BnParams {
+        outer: to_u32("outer", s.outer)?,
+        channels: to_u32("channels", s.channels)?,
+        inner: to_u32("inner", s.inner)?,
+        eps: p.eps,
+        momentum: p.momentum,
+        _pad: [0; 3],
+    })
 }
 
 fn channel_params(p: &Channels) -> Result<ChannelParams> {
