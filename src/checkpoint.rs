@@ -7,8 +7,9 @@
 //! SGD's momentum buffers as `optimizer.<name>.momentum_buffer`, or Adam's moments as
 //! `optimizer.<name>.exp_avg` and `optimizer.<name>.exp_avg_sq` (Adam's step count is the
 //! `step` below); and a `__metadata__` map: `format` = `cnn-gpu`, `architecture` (see
-//! [`architecture`]), and with a [`TrainState`] `epoch`, `step`, `seed`, `lr` and the optimiser
-//! settings (see [`OptimConfig::to_metadata`]).
+//! [`architecture`]), and with a [`TrainState`] `epoch`, `step`, `seed`, `lr`, the optimiser
+//! settings (see [`OptimConfig::to_metadata`]) and, for a checkpoint written inside an epoch,
+//! `loss_window_sum` and `loss_window_steps`.
 //!
 //! Every write is atomic (a temporary file in the same directory, synced, then renamed), so a
 //! crash never leaves a half-written checkpoint under the final name. Loading checks everything
@@ -25,6 +26,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::backend::Backend;
 use crate::model::{Model, ModelSpec, NamedTensor};
 use crate::optim::OptimConfig;
+use crate::train::LossWindow;
 use crate::{Error, Result};
 
 /// The `format` metadata value of files this crate writes.
@@ -50,6 +52,13 @@ pub struct TrainState {
     pub lr: f32,
     /// The optimiser, schedule and clipping.
     pub optim: OptimConfig,
+    /// The running loss window of a checkpoint written inside an epoch (on Ctrl-C): with it a
+    /// resumed run prints the loss lines of an uninterrupted one.
+    pub loss_window: Option<LossWindow>,
+    /// The batch size and training-set size the steps were counted in (files from before
+    /// these were recorded lack them): resuming needs the same ones.
+    pub batch_size: Option<usize>,
+    pub train_images: Option<usize>,
 }
 
 /// What a checkpoint file holds.
@@ -70,12 +79,27 @@ impl Checkpoint {
     /// The training state recorded in the metadata, when all of it is there and parses.
     pub fn train_state(&self) -> Option<TrainState> {
         let get = |k: &str| self.metadata.get(k);
+        // Absent: Some(None); present but not a number: None (the state is unusable).
+        let optional = |k: &str| match get(k) {
+            None => Some(None),
+            Some(v) => v.parse().ok().map(Some),
+        };
+        let loss_window = match (get("loss_window_sum"), get("loss_window_steps")) {
+            (None, None) => None,
+            (sum, steps) => Some(LossWindow {
+                sum: sum?.parse().ok()?,
+                steps: steps?.parse().ok()?,
+            }),
+        };
         Some(TrainState {
             epoch: get("epoch")?.parse().ok()?,
             step: get("step")?.parse().ok()?,
             seed: get("seed")?.parse().ok()?,
             lr: get("lr")?.parse().ok()?,
             optim: OptimConfig::from_metadata(&self.metadata)?,
+            loss_window,
+            batch_size: optional("batch_size")?,
+            train_images: optional("train_images")?,
         })
     }
 }
@@ -181,6 +205,19 @@ pub fn save(
         meta.insert("seed".to_string(), s.seed.to_string());
         meta.insert("lr".to_string(), s.lr.to_string());
         s.optim.to_metadata(&mut meta);
+        for (key, value) in [
+            ("batch_size", s.batch_size),
+            ("train_images", s.train_images),
+        ] {
+            if let Some(v) = value {
+                meta.insert(key.to_string(), v.to_string());
+            }
+        }
+        if let Some(w) = &s.loss_window {
+            // Rust prints an f32 with the fewest digits that parse back to the same value.
+            meta.insert("loss_window_sum".to_string(), w.sum.to_string());
+            meta.insert("loss_window_steps".to_string(), w.steps.to_string());
+        }
     }
     let bytes = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::data(path, format!("cannot encode the checkpoint: {e}")))?;
@@ -213,16 +250,23 @@ pub fn save_model<B: Backend>(
 /// Reads and checks a checkpoint for a model of `spec`. Every problem is an [`Error::Data`]
 /// naming `path`.
 pub fn load(path: &Path, spec: &ModelSpec) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::data(path, format!("cannot read the checkpoint: {e}")))?;
+    parse(&bytes, path, spec)
+}
+
+/// Parses and checks a checkpoint held in memory, as [`load`] does a file; `path` is the file
+/// named in errors. This is the entry point the fuzz targets (`fuzz/`) drive.
+pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> {
     let bad = |msg: String| Error::data(path, msg);
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read the checkpoint: {e}")))?;
     let not_st = |e: safetensors::SafeTensorError| {
         bad(format!(
             "not a safetensors checkpoint ({} bytes): {e}",
             bytes.len()
         ))
     };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(not_st)?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(not_st)?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(not_st)?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(not_st)?;
     let metadata = header.metadata().clone().unwrap_or_default();
 
     let ours = architecture(spec);
@@ -275,11 +319,19 @@ pub fn load(path: &Path, spec: &ModelSpec) -> Result<Checkpoint> {
                 view.shape()
             )));
         }
-        let data = view
+        let data: Vec<f32> = view
             .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        // A NaN or infinite weight poisons every output: the file is corrupt (or a diverged
+        // run was saved), and training or evaluating from it would only print NaN.
+        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+            return Err(bad(format!(
+                "tensor `{name}` holds {} at index {i}: a corrupt file or a diverged run",
+                data[i]
+            )));
+        }
         Ok(Some(NamedTensor {
             name: name.to_string(),
             shape: shape.to_vec(),

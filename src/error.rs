@@ -42,6 +42,10 @@ pub enum Error {
         /// "NaN" or "infinite".
         value: &'static str,
     },
+    /// Training stopped after a step because its hook asked (Ctrl-C): the hook saw
+    /// [`crate::train::Event::Stopped`] first.
+    #[error("interrupted after step {step} of epoch {epoch}")]
+    Interrupted { epoch: usize, step: usize },
 
     #[error(transparent)]
     Io(#[from] std::io::Error),

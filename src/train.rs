@@ -47,6 +47,25 @@ pub struct TrainConfig {
     /// Visit the training set in a new random order every epoch (PyTorch's `shuffle=True`);
     /// false keeps the file's order.
     pub shuffle: bool,
+    /// Resuming inside `first_epoch`: the steps of it already done and the running loss
+    /// window, so the run goes on at the next step with the loss lines of an uninterrupted one.
+    pub resume_within: Option<MidEpoch>,
+}
+
+/// The running loss window: the sum of the step losses since the last loss line (accumulated
+/// on the backend) and how many steps it holds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossWindow {
+    pub sum: f32,
+    pub steps: usize,
+}
+
+/// Where a run stands inside an epoch it stopped in (see [`Event::Stopped`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MidEpoch {
+    /// Steps of the epoch done (at least 1, fewer than the epoch has).
+    pub steps_done: usize,
+    pub window: LossWindow,
 }
 
 impl Default for TrainConfig {
@@ -64,6 +83,7 @@ impl Default for TrainConfig {
             eval_every_epoch: false,
             augment: None,
             shuffle: true,
+            resume_within: None,
         }
     }
 }
@@ -119,6 +139,16 @@ impl TrainConfig {
                 "batch size {} is larger than the training set ({train_len} images)",
                 self.batch_size
             )));
+        }
+        if let Some(mid) = &self.resume_within {
+            let steps = train_len.div_ceil(self.batch_size);
+            if mid.steps_done == 0 || mid.steps_done >= steps || mid.window.steps > mid.steps_done {
+                return Err(Error::InvalidParams(format!(
+                    "cannot resume after step {} of an epoch of {steps} steps with a loss \
+                     window of {} steps",
+                    mid.steps_done, mid.window.steps
+                )));
+            }
         }
         self.optim.validate_for(self.run_length(train_len))
     }
@@ -379,12 +409,12 @@ pub fn train<B: Backend>(
     cfg: &TrainConfig,
     rep: &mut dyn Reporter,
 ) -> Result<TrainSummary> {
-    train_with(b, model, train_set, test_set, cfg, rep, &mut |_, _, _| {
-        Ok(())
+    train_with(b, model, train_set, test_set, cfg, rep, &mut |_, _| {
+        Ok(Flow::Continue)
     })
 }
 
-/// [`train`] with `on_epoch` called after every epoch (see [`fit_with`]).
+/// [`train`] with `hook` called after every step and epoch (see [`fit_with`]).
 pub fn train_with<B: Backend>(
     b: &B,
     model: &mut Model<B>,
@@ -392,13 +422,13 @@ pub fn train_with<B: Backend>(
     test_set: &Dataset,
     cfg: &TrainConfig,
     rep: &mut dyn Reporter,
-    on_epoch: &mut EpochHook<'_, B>,
+    hook: &mut Hook<'_, B>,
 ) -> Result<TrainSummary> {
     cfg.validate_for(train_set.labels.len())?;
     let classes = model.classes();
     let train_res = ResidentDataset::upload(b, train_set, classes, "train")?;
     let test_res = ResidentDataset::upload(b, test_set, classes, "test")?;
-    let fit = fit_inner(b, model, &train_res, Some(&test_res), cfg, rep, on_epoch)?;
+    let fit = fit_inner(b, model, &train_res, Some(&test_res), cfg, rep, hook)?;
     let eval = evaluate(b, model, &test_res, cfg.eval_batch_size)?;
     rep.eval(&eval);
     Ok(TrainSummary { fit, eval })
@@ -440,9 +470,36 @@ fn check_input(model: &Model<impl Backend>, image_len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Called by [`fit_with`] after every epoch with the epoch (1-based), the training steps done
-/// so far and the model.
-pub type EpochHook<'a, B> = dyn FnMut(usize, usize, &Model<B>) -> Result<()> + 'a;
+/// What [`fit_with`] tells its [`Hook`] about.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Event {
+    /// A step was recorded (not waited for): `step` is 1-based within `epoch`, `total` counts
+    /// this run's steps. Returning [`Flow::Stop`] ends training after it.
+    Step {
+        epoch: usize,
+        step: usize,
+        total: usize,
+    },
+    /// An epoch ended (the last, and one cut short by `max_steps`, included) after `total`
+    /// steps of this run.
+    EpochEnd { epoch: usize, total: usize },
+    /// Training stops inside `epoch` because the hook asked; `at` is what resuming needs
+    /// (the model holds the parameters and momentum). [`fit_with`] then returns
+    /// [`Error::Interrupted`]. When the stop falls on an epoch's last step, `EpochEnd` comes
+    /// first and `at.steps_done` is the epoch's step count.
+    Stopped { epoch: usize, at: MidEpoch },
+}
+
+/// Whether training goes on after a [`Hook`] call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Called by [`fit_with`] after every step and epoch with the model, e.g. to save a
+/// checkpoint or to stop on Ctrl-C. An error from it stops training and is returned.
+pub type Hook<'a, B> = dyn FnMut(&Event, &Model<B>) -> Result<Flow> + 'a;
 
 /// Trains `model` on a resident dataset for `cfg.epochs` epochs. Every batch is used, the
 /// last one partial when the set does not divide (as PyTorch's DataLoader with
@@ -454,21 +511,21 @@ pub fn fit<B: Backend>(
     cfg: &TrainConfig,
     rep: &mut dyn Reporter,
 ) -> Result<FitSummary> {
-    fit_with(b, model, data, cfg, rep, &mut |_, _, _| Ok(()))
+    fit_with(b, model, data, cfg, rep, &mut |_, _| Ok(Flow::Continue))
 }
 
-/// [`fit`], calling `on_epoch(epoch, steps_so_far, model)` after every epoch (the last, and
-/// one cut short by `max_steps`, included), e.g. to save a checkpoint. An error from it stops
-/// training and is returned.
+/// [`fit`], calling `hook` after every step and epoch (see [`Event`]). With
+/// `cfg.resume_within`, the first epoch starts at the step after the ones done, with the loss
+/// window restored, so it prints what an uninterrupted run prints.
 pub fn fit_with<B: Backend>(
     b: &B,
     model: &mut Model<B>,
     data: &ResidentDataset<B>,
     cfg: &TrainConfig,
     rep: &mut dyn Reporter,
-    on_epoch: &mut EpochHook<'_, B>,
+    hook: &mut Hook<'_, B>,
 ) -> Result<FitSummary> {
-    fit_inner(b, model, data, None, cfg, rep, on_epoch)
+    fit_inner(b, model, data, None, cfg, rep, hook)
 }
 
 /// [`fit_with`], evaluating on `test` after each epoch when `cfg.eval_every_epoch` is set.
@@ -479,7 +536,7 @@ fn fit_inner<B: Backend>(
     test: Option<&ResidentDataset<B>>,
     cfg: &TrainConfig,
     rep: &mut dyn Reporter,
-    on_epoch: &mut EpochHook<'_, B>,
+    hook: &mut Hook<'_, B>,
 ) -> Result<FitSummary> {
     cfg.validate_for(data.len)?;
     check_input(model, data.image_len)?;
@@ -500,8 +557,6 @@ fn fit_inner<B: Backend>(
     let mut scalars = b.zeros(StepScalars::LEN, "step scalars")?;
     let mut first_nonfinite = b.zeros(1, "first non-finite step")?;
     let run = cfg.run_length(n);
-    // Steps taken before this run's first epoch (a resumed run counts on from them).
-    let steps_before = (cfg.first_epoch - 1) * steps;
     let mut affine = match cfg.augment {
         Some(_) => Some(b.zeros(n * AFFINE_LEN, "augment.affine")?),
         None => None,
@@ -530,15 +585,22 @@ fn fit_inner<B: Backend>(
             let rows = data.image_len / data.cols;
             b.write_f32(buf, &aug.transforms(n, rows, data.cols, cfg.seed, epoch))?;
         }
-        b.fill_zero(&mut loss_sum)?;
+        let (first_step, window) = match &cfg.resume_within {
+            Some(mid) if epoch == cfg.first_epoch => (mid.steps_done, mid.window),
+            _ => (0, LossWindow { sum: 0.0, steps: 0 }),
+        };
+        b.write_f32(&mut loss_sum, &[window.sum])?;
         rep.epoch_start(epoch, steps, (epoch - 1) * steps);
-        // The sum of the per-step mean losses read back so far this epoch.
+        // The sum of the per-step mean losses read back so far this epoch (a resumed epoch's
+        // includes the restored window's steps, counted in `loss_steps`).
         let mut epoch_loss = 0.0f64;
-        let mut in_interval = 0;
+        let mut in_interval = window.steps;
         let mut images = 0;
         let mut steps_done = 0;
-        for step in 0..steps {
-            let t = steps_before + total_steps + 1;
+        let mut stop = false;
+        for step in first_step..steps {
+            // The optimiser's step count over the whole run (1-based), resumed runs included.
+            let t = (epoch - 1) * steps + step + 1;
             b.write_f32(&mut scalars, &cfg.optim.scalars(cfg.lr, t, run).words())?;
             let ws = gather_batch(
                 b,
@@ -558,7 +620,7 @@ fn fit_inner<B: Backend>(
             total_steps += 1;
             rep.step(epoch, step + 1, ws.batch());
 
-            if epoch == cfg.first_epoch && step == 0 {
+            if epoch == cfg.first_epoch && step == first_step {
                 let sum = b.read_f32(&loss_sum)?[0]; // waits for it
                 check_finite(b, sum, &first_nonfinite, steps)?;
                 summary.first_step_seconds = t0.elapsed().as_secs_f64();
@@ -578,14 +640,23 @@ fn fit_inner<B: Backend>(
                 b.fill_zero(&mut loss_sum)?;
                 in_interval = 0;
             }
-            if cfg.max_steps == Some(total_steps) {
+            let event = Event::Step {
+                epoch,
+                step: step + 1,
+                total: total_steps,
+            };
+            if hook(&event, model)? == Flow::Stop {
+                stop = true;
+            }
+            if stop || cfg.max_steps == Some(total_steps) {
                 break;
             }
         }
-        // Wait for the epoch's last step before timing it, and before `on_epoch` saves anything.
-        let sum = b.read_f32(&loss_sum)?[0];
-        check_finite(b, sum, &first_nonfinite, steps)?;
-        epoch_loss += sum as f64;
+        // Waits for the epoch's last step before timing it; the window is what a stop saves.
+        // A diverged run stops here, before any hook can save its weights.
+        let window_sum = b.read_f32(&loss_sum)?[0];
+        check_finite(b, window_sum, &first_nonfinite, steps)?;
+        epoch_loss += window_sum as f64;
         let seconds = t0.elapsed().as_secs_f64();
         let stats = EpochStats {
             epoch,
@@ -593,7 +664,7 @@ fn fit_inner<B: Backend>(
             images,
             seconds,
             images_per_sec: images as f64 / seconds,
-            loss: epoch_loss / steps_done.max(1) as f64,
+            loss: epoch_loss / (steps_done + window.steps).max(1) as f64,
         };
         if epoch == cfg.first_epoch {
             steady_seconds += seconds - summary.first_step_seconds;
@@ -602,13 +673,35 @@ fn fit_inner<B: Backend>(
             steady_seconds += seconds;
             steady_images += images;
         }
-        rep.epoch(&stats);
-        summary.epochs.push(stats);
-        if let (true, Some(test)) = (cfg.eval_every_epoch, test) {
-            let report = evaluate_detailed(b, model, test, cfg.eval_batch_size)?;
-            rep.epoch_eval(epoch, &report);
+        let at = MidEpoch {
+            steps_done: first_step + steps_done,
+            window: LossWindow {
+                sum: window_sum,
+                steps: in_interval,
+            },
+        };
+        if at.steps_done == steps || !stop {
+            rep.epoch(&stats);
+            summary.epochs.push(stats);
+            if let (true, Some(test)) = (cfg.eval_every_epoch, test) {
+                let report = evaluate_detailed(b, model, test, cfg.eval_batch_size)?;
+                rep.epoch_eval(epoch, &report);
+            }
+            let event = Event::EpochEnd {
+                epoch,
+                total: total_steps,
+            };
+            if hook(&event, model)? == Flow::Stop {
+                stop = true;
+            }
         }
-        on_epoch(epoch, total_steps, model)?;
+        if stop {
+            hook(&Event::Stopped { epoch, at }, model)?;
+            return Err(Error::Interrupted {
+                epoch,
+                step: at.steps_done,
+            });
+        }
         if cfg.max_steps == Some(total_steps) {
             break;
         }

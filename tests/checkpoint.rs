@@ -12,6 +12,7 @@ use cnn_gpu::backend::Backend;
 use cnn_gpu::checkpoint::{self, TrainState};
 use cnn_gpu::model::{Layer, Model, ModelSpec, NamedTensor, Workspace};
 use cnn_gpu::optim::{LrSchedule, OptimConfig, Optimizer};
+use cnn_gpu::train::LossWindow;
 use cnn_gpu::Error;
 use common::*;
 use safetensors::tensor::{Dtype, TensorView};
@@ -34,6 +35,12 @@ fn state() -> TrainState {
         seed: 7,
         lr: 0.001,
         optim: OptimConfig::default(),
+        loss_window: Some(LossWindow {
+            sum: 1.2345678,
+            steps: 7,
+        }),
+        batch_size: Some(64),
+        train_images: Some(60000),
     }
 }
 
@@ -492,7 +499,14 @@ fn written_checkpoints_have_the_usual_permissions() {
     let dir = tempfile::tempdir().unwrap();
     let spec = ModelSpec::simple_cnn();
     let path = dir.path().join("m.safetensors");
-    checkpoint::save(&path, &spec, &spec.init_params(0).unwrap(), Default::default(), None).unwrap();
+    checkpoint::save(
+        &path,
+        &spec,
+        &spec.init_params(0).unwrap(),
+        Default::default(),
+        None,
+    )
+    .unwrap();
     std::fs::File::create(dir.path().join("plain")).unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&path), mode(&dir.path().join("plain")));

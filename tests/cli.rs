@@ -10,19 +10,30 @@ use cnn_gpu::data::{
 };
 
 fn cnn_gpu(args: &[&str]) -> Output {
+    cnn_gpu_command(args).output().expect("run cnn-gpu")
+}
+
+/// The binary with `args`, in the tests' environment (see [`test_env`]).
+fn cnn_gpu_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cnn-gpu"));
+    test_env(&mut cmd);
+    cmd.args(args);
+    cmd
+}
+
+/// The environment every run of the binary gets.
+fn test_env(cmd: &mut Command) {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         // Without it libwayland, probed by the Vulkan loader, prints its own "error: …" lines,
         // which would hide whether ours is the only one.
         cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
-    cmd.args(args)
-        // Keep the tests independent of where a developer keeps MNIST.
-        .env_remove("CNN_GPU_DATA_DIR")
+    // Keep the tests independent of where a developer keeps MNIST.
+    cmd.env_remove("CNN_GPU_DATA_DIR")
+        // Only the tests that ask for a test-only fault get one.
+        .env_remove("CNN_GPU_FAULT")
         // Missing data is downloaded: any test that gets that far must not reach the internet.
-        .env("CNN_GPU_MNIST_MIRROR", "http://127.0.0.1:9/")
-        .output()
-        .expect("run cnn-gpu")
+        .env("CNN_GPU_MNIST_MIRROR", "http://127.0.0.1:9/");
 }
 
 fn stderr(out: &Output) -> String {
@@ -136,6 +147,13 @@ fn info_lists_adapters_or_says_there_are_none() {
     }
 }
 
+/// [`mnist_like_dir`] and the path of a checkpoint in it, `run.safetensors`.
+fn data_and_checkpoint(train: usize, test: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = mnist_like_dir(train, test);
+    let ckpt = dir.path().join("run.safetensors");
+    (dir, ckpt)
+}
+
 /// A temporary directory holding [`write_mnist_like`]'s files.
 fn mnist_like_dir(train: usize, test: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -177,6 +195,22 @@ fn write_mnist_like(dir: &Path, train: usize, test: usize) {
         Compression::Gzip,
     )
     .unwrap();
+}
+
+/// Whether a `--backend gpu` run found no adapter (the GPU half of a test is then skipped,
+/// which CNN_GPU_REQUIRE_GPU=1 turns into a failure).
+#[track_caller]
+fn no_adapter(out: &Output) -> bool {
+    if out.status.code() == Some(2) && stderr(out).contains("no GPU adapter") {
+        assert!(
+            std::env::var("CNN_GPU_REQUIRE_GPU").map_or(true, |v| v != "1"),
+            "CNN_GPU_REQUIRE_GPU=1 but: {}",
+            stderr(out)
+        );
+        eprintln!("skipped the GPU part: {}", stderr(out));
+        return true;
+    }
+    false
 }
 
 /// The `[Epoch E, Batch B] loss: X` lines, parsed.
@@ -237,13 +271,7 @@ fn short_training_run_prints_the_same_loss_lines_on_both_backends() {
     assert!(cpu_text.contains("Epoch 2 done in "), "{cpu_text}");
 
     let gpu = run("gpu");
-    if gpu.status.code() == Some(2) && stderr(&gpu).contains("no GPU adapter") {
-        assert!(
-            std::env::var("CNN_GPU_REQUIRE_GPU").map_or(true, |v| v != "1"),
-            "CNN_GPU_REQUIRE_GPU=1 but: {}",
-            stderr(&gpu)
-        );
-        eprintln!("skipped the GPU half: {}", stderr(&gpu));
+    if no_adapter(&gpu) {
         return;
     }
     assert_eq!(gpu.status.code(), Some(0), "{}", stderr(&gpu));
@@ -402,25 +430,28 @@ fn tensor_names(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// `--resume` continues a run saved at the end of an epoch: the later epochs print exactly the
-/// loss lines of an uninterrupted run with the same seed.
-#[test]
-fn resume_reproduces_an_uninterrupted_run() {
-    let dir = mnist_like_dir(72, 20);
-    let d = dir.path().to_str().unwrap();
-    let ckpt = dir.path().join("run.safetensors");
-    let c = ckpt.to_str().unwrap();
-    let common = [
+/// `train` on the CPU from `data_dir` at batch size 16, logging every 2 batches.
+fn cpu_train_16(data_dir: &str) -> [&str; 9] {
+    [
         "train",
         "--backend",
         "cpu",
         "--data-dir",
-        d,
+        data_dir,
         "--batch-size",
         "16",
         "--log-interval",
         "2",
-    ];
+    ]
+}
+
+/// `--resume` continues a run saved at the end of an epoch: the later epochs print exactly the
+/// loss lines of an uninterrupted run with the same seed.
+#[test]
+fn resume_reproduces_an_uninterrupted_run() {
+    let (dir, ckpt) = data_and_checkpoint(72, 20);
+    let (d, c) = (dir.path().to_str().unwrap(), ckpt.to_str().unwrap());
+    let common = cpu_train_16(d);
     let run = |extra: &[&str]| {
         let mut args = common.to_vec();
         args.extend(extra);
@@ -454,6 +485,342 @@ fn resume_reproduces_an_uninterrupted_run() {
     run(&["--epochs", "1", "--save", weights.to_str().unwrap()]);
     let args = [&common[..], &["--resume", weights.to_str().unwrap()]].concat();
     assert_refused(&args, "--save-optimizer");
+}
+
+/// Runs `cmd` with the test-only fault `fault` (see src/cli/fault.rs), waits until it prints
+/// `marker` on stderr, sends it SIGINT once per entry of `pauses` (sleeping that long after
+/// each, so two signals are not merged into one), and returns its output.
+fn interrupt_at(mut cmd: Command, fault: &str, marker: &str, pauses: &[u64]) -> Output {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let mut child = cmd
+        .env("CNN_GPU_FAULT", fault)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cnn-gpu");
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("cnn-gpu ended before {marker:?}: {seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(marker) {
+            break;
+        }
+    }
+    for &ms in pauses {
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child, which has not been waited for (so the pid is ours).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    err.read_to_string(&mut seen).unwrap();
+    let mut out = child.wait_with_output().unwrap();
+    out.stderr = seen.into_bytes();
+    out
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The one `error: …` line of `out`.
+#[track_caller]
+fn error_line(out: &Output) -> String {
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line in {err:?}");
+    assert!(!err.contains("panicked"), "{err}");
+    lines[0].to_string()
+}
+
+/// Ctrl-C in the middle of an epoch finishes the step, saves a checkpoint with the optimizer
+/// state (without --save-optimizer), prints the command that resumes, and exits 130; that
+/// command prints exactly the loss lines, accuracy and weights of a run never stopped.
+#[test]
+fn ctrl_c_saves_and_the_printed_command_resumes_as_if_never_stopped() {
+    let dir = mnist_like_dir(72, 20);
+    let d = dir.path().to_str().unwrap();
+    let ckpt = dir.path().join("run.safetensors");
+    let whole_ckpt = dir.path().join("whole.safetensors");
+    // 72 images in batches of 16: 5 steps an epoch, losses logged after batches 2 and 4.
+    let args = |save: &Path| -> Vec<String> {
+        let save = save.to_str().unwrap();
+        let run = ["--epochs", "3", "--seed", "5", "--save", save];
+        cpu_train_16(d)
+            .iter()
+            .chain(&run)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let whole = cnn_gpu(&strs(&args(&whole_ckpt)));
+    assert_eq!(whole.status.code(), Some(0), "{}", stderr(&whole));
+    let whole_text = stdout(&whole);
+
+    // Step 8 is step 3 of epoch 2: one step after the batch-2 line, inside a loss window.
+    let first = interrupt_at(
+        cnn_gpu_command(&strs(&args(&ckpt))),
+        "pause@step:8",
+        "fault: paused after step 8",
+        &[0],
+    );
+    assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
+    let line = error_line(&first);
+    assert!(
+        line.contains("interrupted after step 3 of epoch 2")
+            && line.contains("with the optimizer state"),
+        "{line}"
+    );
+    let saved = cnn_gpu::checkpoint::load(&ckpt, &cnn_gpu::model::ModelSpec::simple_cnn()).unwrap();
+    assert!(saved.velocity.is_some(), "the momentum, for resuming");
+    let state = saved.train_state().unwrap();
+    assert_eq!((state.epoch, state.step), (1, 8));
+    assert_eq!(state.loss_window.map(|w| w.steps), Some(1));
+    let first_text = stdout(&first);
+    assert!(!first_text.contains("Accuracy"), "{first_text}");
+
+    let (_, command) = line
+        .split_once("resume with: ")
+        .expect("the resume command");
+    assert!(
+        command.ends_with(&format!("--resume {}", ckpt.display())),
+        "{command}"
+    );
+    // The command as printed, through a shell (it is quoted for one).
+    let mut sh = Command::new("sh");
+    test_env(&mut sh);
+    let rest = sh.args(["-c", command]).output().unwrap();
+    assert_eq!(rest.status.code(), Some(0), "{}", stderr(&rest));
+    let rest_text = stdout(&rest);
+    assert!(
+        rest_text.contains("Resuming at epoch 2, step 4"),
+        "{rest_text}"
+    );
+
+    let mut resumed = loss_lines(&first_text);
+    resumed.extend(loss_lines(&rest_text));
+    let whole_losses = loss_lines(&whole_text);
+    assert_eq!(whole_losses.len(), 6);
+    assert_eq!(resumed, whole_losses);
+    let accuracy = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("Accuracy of the network"))
+            .map(str::to_string)
+    };
+    assert!(accuracy(&whole_text).is_some());
+    assert_eq!(accuracy(&rest_text), accuracy(&whole_text));
+    let spec = cnn_gpu::model::ModelSpec::simple_cnn();
+    let a = cnn_gpu::checkpoint::load(&ckpt, &spec).unwrap();
+    let b = cnn_gpu::checkpoint::load(&whole_ckpt, &spec).unwrap();
+    assert_eq!(a.params, b.params, "the same weights, bit for bit");
+    assert_eq!(a.train_state(), b.train_state());
+}
+
+/// A second Ctrl-C while the first is being handled (here: a step that hangs) exits at once
+/// with 130, writing nothing.
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    let (dir, ckpt) = data_and_checkpoint(48, 8);
+    let (d, c) = (dir.path().to_str().unwrap(), ckpt.to_str().unwrap());
+    let cmd = cnn_gpu_command(&[&cpu_train_16(d)[..], &["--save", c]].concat());
+    let out = interrupt_at(cmd, "hang@step:2", "fault: hanging after step 2", &[300, 0]);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        !stdout(&out).contains("Saved checkpoint"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!ckpt.exists(), "nothing written");
+}
+
+/// Ctrl-C without --save stops as well, and says nothing was saved and how to make a run
+/// resumable.
+#[test]
+fn ctrl_c_without_save_says_how_to_make_a_run_resumable() {
+    let dir = mnist_like_dir(48, 8);
+    let cmd = cnn_gpu_command(&cpu_train_16(dir.path().to_str().unwrap()));
+    let out = interrupt_at(cmd, "pause@step:1", "fault: paused after step 1", &[0]);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("interrupted after step 1 of epoch 1") && line.contains("--save PATH"),
+        "{line}"
+    );
+}
+
+/// A panic never shows a backtrace: one `internal error` line and exit code 1.
+#[test]
+fn a_panic_is_one_internal_error_line() {
+    let out = cnn_gpu_command(&["info"])
+        .env("CNN_GPU_FAULT", "panic")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: internal error: CNN_GPU_FAULT asked for a panic at src/main.rs:")
+            && err.contains("please report"),
+        "{err}"
+    );
+    assert!(!err.contains("backtrace"), "{err}");
+
+    let out = cnn_gpu_command(&["info"])
+        .env("CNN_GPU_FAULT", "panic@step:3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(error_line(&out).contains("is not a fault"));
+}
+
+/// Nonsense that needs the data or a checkpoint to be seen is refused before training too.
+#[test]
+fn nonsense_against_the_data_and_checkpoints_is_refused() {
+    let dir = mnist_like_dir(48, 8);
+    let d = dir.path().to_str().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let train = ["train", "--backend", "cpu", "--data-dir", d];
+    let with = |extra: &[&str]| -> Vec<String> {
+        train.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    assert_refused(
+        &strs(&with(&["--batch-size", "49"])),
+        "larger than the training set (48",
+    );
+    let ckpt = p("m.safetensors");
+    assert_refused(
+        &strs(&with(&["--save", &ckpt, "--save-every", "0"])),
+        "--save-every",
+    );
+    assert_refused(&strs(&with(&["--save", d])), "is a directory");
+    assert_refused(
+        &[
+            "eval",
+            "--backend",
+            "cpu",
+            "--checkpoint",
+            &ckpt,
+            "--batch-size",
+            "0",
+        ],
+        "--batch-size",
+    );
+    assert_refused(
+        &["time", "--backend", "cpu", "--iterations", "0"],
+        "at least 1",
+    );
+    let out = cnn_gpu_command(&strs(&with(&["--epochs", "1"])))
+        .env("CNN_GPU_FAULT", "device-lost@step:1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(error_line(&out).contains("needs the GPU backend"));
+
+    // A checkpoint of another architecture (16 first-layer channels).
+    let mut spec = cnn_gpu::model::ModelSpec::simple_cnn();
+    for (i, (cin, cout)) in [(0, (1, 16)), (3, (16, 64))] {
+        spec.layers[i] = cnn_gpu::model::Layer::Conv2d {
+            in_channels: cin,
+            out_channels: cout,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride: 1,
+            padding: 1,
+        };
+    }
+    let params = spec.init_params(0).unwrap();
+    let other = p("other.safetensors");
+    let state = cnn_gpu::checkpoint::OptimizerTensors {
+        velocity: Some(&params),
+        exp_avg_sq: None,
+    };
+    cnn_gpu::checkpoint::save(Path::new(&other), &spec, &params, state, None).unwrap();
+    assert_refused(&strs(&with(&["--resume", &other])), "another architecture");
+
+    // A checkpoint saved inside an epoch resumes only at the batch size it was saved with.
+    let out = interrupt_at(
+        cnn_gpu_command(&strs(&with(&["--batch-size", "16", "--save", &ckpt]))),
+        "pause@step:2",
+        "fault: paused after step 2",
+        &[0],
+    );
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert_refused(
+        &strs(&with(&["--batch-size", "8", "--resume", &ckpt])),
+        "batch size",
+    );
+}
+
+/// A GPU device lost in the middle of a run: a clear error (exit 1) that says the last
+/// checkpoint is intact, which then resumes (here on the CPU). `--backend auto` on a GPU
+/// does not fall back to the CPU mid-run.
+#[test]
+fn device_loss_fails_cleanly_and_keeps_the_last_checkpoint() {
+    let (dir, ckpt) = data_and_checkpoint(72, 20);
+    let (d, c) = (dir.path().to_str().unwrap(), ckpt.to_str().unwrap());
+    let run = |backend: &str| {
+        cnn_gpu_command(&[
+            "train",
+            "--backend",
+            backend,
+            "--adapter",
+            "0",
+            "--data-dir",
+            d,
+            "--batch-size",
+            "16",
+            "--epochs",
+            "3",
+            "--save",
+            c,
+            "--save-every",
+            "1",
+            "--save-optimizer",
+        ])
+        .env("CNN_GPU_FAULT", "device-lost@step:7")
+        .output()
+        .unwrap()
+    };
+    let out = run("gpu");
+    if no_adapter(&out) {
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("GPU error")
+            && line.contains("lost")
+            && line.contains(&format!(
+                "the last checkpoint, {c} (epoch 1, step 5), is intact"
+            )),
+        "{line}"
+    );
+    let spec = cnn_gpu::model::ModelSpec::simple_cnn();
+    let state = cnn_gpu::checkpoint::load(&ckpt, &spec)
+        .unwrap()
+        .train_state()
+        .unwrap();
+    assert_eq!((state.epoch, state.step), (1, 5));
+    let out = cnn_gpu(&[&cpu_train_16(d)[..], &["--epochs", "3", "--resume", c]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // auto with an adapter opens the GPU, and stays on it when the device is lost.
+    std::fs::remove_file(&ckpt).unwrap();
+    let out = run("auto");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(error_line(&out).contains("lost"));
+    let text = stdout(&out);
+    assert_eq!(text.matches("Training on ").count(), 1, "{text}");
+    assert!(!text.contains("Training on cpu"), "{text}");
+    assert!(
+        !stderr(&out).contains("running on the CPU"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Impossible optimizer settings, and flags of another optimizer or schedule, exit 2 with one

@@ -13,7 +13,8 @@ use cnn_gpu::metrics::{read_metrics, MetricsReporter, MetricsWriter, Record};
 use cnn_gpu::model::{Layer, Model, ModelSpec, NamedTensor, Shape, Workspace};
 use cnn_gpu::optim::{LrSchedule, OptimConfig, Optimizer};
 use cnn_gpu::train::{
-    evaluate, evaluate_detailed, fit, fit_with, QuietReporter, ResidentDataset, TrainConfig,
+    evaluate, evaluate_detailed, fit, fit_with, Event, Flow, QuietReporter, ResidentDataset,
+    TrainConfig,
 };
 use cnn_gpu::Error;
 use common::*;
@@ -360,11 +361,11 @@ fn first_step_is_sgd_on_the_gradient<B: Backend>(
         ..TrainConfig::default()
     };
     let mut p1 = Vec::new();
-    let mut hook = |epoch: usize, _: usize, m: &Model<B>| {
-        if epoch == 1 {
+    let mut hook = |event: &Event, m: &Model<B>| {
+        if let Event::EpochEnd { epoch: 1, .. } = event {
             p1 = m.read_params(b)?;
         }
-        Ok(())
+        Ok(Flow::Continue)
     };
     let summary = fit_with(b, &mut model, &res, &cfg, &mut QuietReporter, &mut hook).unwrap();
     assert_eq!(summary.epochs.len(), epochs);
@@ -449,6 +450,7 @@ fn learns_synthetic_lines<B: Backend>(b: &B) {
         eval_every_epoch: false,
         augment: None,
         shuffle: true,
+        resume_within: None,
     };
     let mut model = Model::new(b, small_cnn(), cfg.seed).unwrap();
     let summary =
@@ -520,7 +522,7 @@ backend_test!(learns_with_adamw_t, learns_with_adamw);
 /// An absurd lr makes the loss NaN or infinite: the run stops with `Error::Diverged` naming
 /// the first such step. With a loss read after every step the host sees that step itself;
 /// read only at the end of the epoch (log interval 100), the backend's record names the same
-/// step. The epoch hook (which saves checkpoints) never sees the diverged epoch.
+/// step. The hook never sees the diverged epoch end or a stop (where checkpoints are saved).
 fn divergence_names_the_step<B: Backend>(b: &B) {
     let data = synthetic_images(1, 100, 8, 8); // 7 steps an epoch
     let res = ResidentDataset::upload(b, &data, 3, "train").unwrap();
@@ -534,9 +536,11 @@ fn divergence_names_the_step<B: Backend>(b: &B) {
         };
         let mut model = Model::new(b, small_cnn(), 0).unwrap();
         let mut hooked = Vec::new();
-        let mut hook = |epoch: usize, _: usize, _: &Model<B>| {
-            hooked.push(epoch);
-            Ok(())
+        let mut hook = |event: &Event, _: &Model<B>| {
+            if !matches!(event, Event::Step { .. }) {
+                hooked.push(format!("{event:?}"));
+            }
+            Ok(Flow::Continue)
         };
         let err = fit_with(b, &mut model, &res, &cfg, &mut QuietReporter, &mut hook)
             .expect_err("lr 1e30 diverges");
@@ -1338,5 +1342,158 @@ fn batch_too_large_for_the_adapter_is_refused_with_the_largest_that_fits() {
             cnn_gpu::train::train(gpu, &mut model, &train, &train, &cfg, &mut QuietReporter)
                 .expect("batch 10 fits, and evaluation splits its batches of 64");
         assert_eq!(summary.eval.total, 100);
+    });
+}
+
+/// Stopping inside an epoch (the hook's Flow::Stop) hands out the steps done and the running
+/// loss window; a model rebuilt from the parameters and momentum then, resumed with
+/// `resume_within`, logs exactly the losses of a run never stopped and ends with the same
+/// parameters (to f32 rounding of the separate runs: none, bit for bit, on one backend).
+fn stop_and_resume_mid_epoch_equals_an_uninterrupted_run<B: Backend>(b: &B) {
+    use cnn_gpu::train::{fit_with, Event, Flow, MidEpoch};
+    let train = synthetic_images(5, 100, 8, 8);
+    // 100 images in batches of 16: 7 steps an epoch, losses after batches 3 and 6.
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 16,
+        lr: 0.02,
+        log_interval: 3,
+        seed: 9,
+        ..TrainConfig::default()
+    };
+    let res = ResidentDataset::upload(b, &train, 3, "train").unwrap();
+    let mut whole = Model::new(b, small_cnn(), cfg.seed).unwrap();
+    let all = fit(b, &mut whole, &res, &cfg, &mut QuietReporter).unwrap();
+    assert_eq!(all.losses.len(), 4);
+
+    // Stop after step 11 in all: step 4 of epoch 2, one step into a loss window.
+    let mut model = Model::new(b, small_cnn(), cfg.seed).unwrap();
+    let mut stopped = None;
+    let err = fit_with(
+        b,
+        &mut model,
+        &res,
+        &cfg,
+        &mut QuietReporter,
+        &mut |e, _| {
+            match *e {
+                Event::Step { total: 11, .. } => return Ok(Flow::Stop),
+                Event::Stopped { epoch, at } => stopped = Some((epoch, at)),
+                _ => {}
+            }
+            Ok(Flow::Continue)
+        },
+    )
+    .expect_err("stopped");
+    assert!(
+        matches!(err, Error::Interrupted { epoch: 2, step: 4 }),
+        "{err:?}"
+    );
+    let (epoch, at) = stopped.expect("the hook saw the stop");
+    assert_eq!((epoch, at.steps_done, at.window.steps), (2, 4, 1));
+    assert!(at.window.sum > 0.0);
+
+    let mut resumed = Model::with_params(b, small_cnn(), &model.read_params(b).unwrap()).unwrap();
+    resumed
+        .set_velocity(b, &model.read_velocity(b).unwrap())
+        .unwrap();
+    let rest_cfg = TrainConfig {
+        first_epoch: 2,
+        resume_within: Some(MidEpoch {
+            steps_done: at.steps_done,
+            window: at.window,
+        }),
+        ..cfg.clone()
+    };
+    let rest = fit(b, &mut resumed, &res, &rest_cfg, &mut QuietReporter).unwrap();
+    assert_eq!(rest.epochs.len(), 1);
+    assert_eq!(rest.epochs[0].steps, 3, "steps 5 to 7 of epoch 2");
+    assert_eq!(
+        rest.losses,
+        all.losses[3..],
+        "the batch-6 line, window included"
+    );
+    assert_eq!(
+        resumed.read_params(b).unwrap(),
+        whole.read_params(b).unwrap()
+    );
+}
+backend_test!(
+    stop_and_resume_mid_epoch_equals_an_uninterrupted_run_t,
+    stop_and_resume_mid_epoch_equals_an_uninterrupted_run
+);
+
+/// A resume point that does not fit the epoch is refused.
+#[test]
+fn resume_points_outside_the_epoch_are_refused() {
+    use cnn_gpu::train::{LossWindow, MidEpoch};
+    let window = LossWindow { sum: 1.0, steps: 1 };
+    for (steps_done, steps) in [(0, 0), (7, 1), (3, 4)] {
+        let cfg = TrainConfig {
+            batch_size: 16,
+            resume_within: Some(MidEpoch {
+                steps_done,
+                window: LossWindow { steps, ..window },
+            }),
+            ..TrainConfig::default()
+        };
+        // 100 images: 7 steps an epoch.
+        let err = cfg.validate_for(100).unwrap_err().to_string();
+        assert!(err.contains("cannot resume after step"), "{err}");
+    }
+}
+
+/// The GPU backend holds as many buffers after every epoch as after the first: nothing leaks
+/// per step or per epoch (uniforms, bind groups and staging buffers are cached).
+#[test]
+fn gpu_buffers_do_not_grow_from_epoch_to_epoch() {
+    use cnn_gpu::train::{fit_with, Event, Flow};
+    common::with_gpu(|gpu| {
+        let train = synthetic_images(1, 100, 8, 8);
+        let cfg = TrainConfig {
+            epochs: 4,
+            batch_size: 16,
+            log_interval: 2,
+            ..TrainConfig::default()
+        };
+        let res = ResidentDataset::upload(gpu, &train, 3, "train").unwrap();
+        let mut model = Model::new(gpu, small_cnn(), 1).unwrap();
+        let before = gpu.live_buffers();
+        let mut counts = Vec::new();
+        fit_with(
+            gpu,
+            &mut model,
+            &res,
+            &cfg,
+            &mut QuietReporter,
+            &mut |e, _| {
+                if let Event::EpochEnd { .. } = e {
+                    counts.push(gpu.live_buffers());
+                }
+                Ok(Flow::Continue)
+            },
+        )
+        .unwrap();
+        assert!(counts[0] > before, "the loop's workspaces are counted");
+        assert_eq!(counts, vec![counts[0]; 4], "{counts:?}");
+    });
+}
+
+/// A GPU device lost during a run (a driver reset, a removed card): every later call is an
+/// `Error::Gpu` naming the loss, never a panic or a hang.
+#[test]
+fn a_lost_gpu_device_fails_every_later_call_cleanly() {
+    common::with_gpu(|gpu| {
+        let mut buf = gpu.upload_f32(&[1.0, 2.0], "x").unwrap();
+        assert_eq!(gpu.read_f32(&buf).unwrap(), [1.0, 2.0]);
+        gpu.lose_device_for_test();
+        let lost = |r: cnn_gpu::Result<()>, what: &str| match r {
+            Err(Error::Gpu(m)) => assert!(m.contains("lost"), "{what}: {m}"),
+            other => panic!("{what}: {other:?}"),
+        };
+        lost(gpu.flush(), "flush");
+        lost(gpu.read_f32(&buf).map(|_| ()), "read");
+        lost(gpu.write_f32(&mut buf, &[3.0, 4.0]), "write");
+        lost(gpu.zeros(4, "y").map(|_| ()), "allocation");
     });
 }

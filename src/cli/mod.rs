@@ -12,6 +12,7 @@ use cnn_gpu::data::fetch::{fetch_files, resolve_mirrors, Progress};
 use cnn_gpu::data::{load_mnist, missing_files, resolve_data_dir, DatasetKind, Mnist};
 
 pub(crate) mod eval;
+pub(crate) mod fault;
 pub(crate) mod info;
 pub(crate) mod time;
 pub(crate) mod train;

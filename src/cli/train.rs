@@ -1,7 +1,10 @@
 //! `cnn-gpu train`.
 
+use std::cell::Cell;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
@@ -11,8 +14,11 @@ use cnn_gpu::data::augment::Augment;
 use cnn_gpu::metrics::{MetricsReporter, MetricsWriter};
 use cnn_gpu::model::{Model, ModelSpec};
 use cnn_gpu::optim::{LrSchedule, OptimConfig, Optimizer};
-use cnn_gpu::train::{self, PrintReporter, Reporter, TrainConfig};
+use cnn_gpu::train::{
+    self, Event, Flow, LossWindow, MidEpoch, PrintReporter, Reporter, TrainConfig,
+};
 
+use super::fault::{Fault, FAULT_ENV};
 use super::{open_backend, run_failure, Chosen, DataArgs, DeviceArgs, Failure};
 
 #[derive(Args, Debug)]
@@ -53,9 +59,10 @@ pub(crate) struct TrainArgs {
     /// Start from the weights of this checkpoint instead of the seeded initialisation.
     #[arg(long, value_name = "PATH", conflicts_with = "resume")]
     pub(crate) init: Option<PathBuf>,
-    /// Continue the run this checkpoint (saved with --save-optimizer at the end of an epoch)
-    /// stopped: its weights, optimizer state, seed, lr and optimizer settings, from the next
-    /// epoch on, with the same batches and losses as an uninterrupted run.
+    /// Continue the run this checkpoint stopped (one saved with --save-optimizer at the end of
+    /// an epoch, or by Ctrl-C inside one): its weights, optimizer state, seed, lr and optimizer
+    /// settings, from the next step on, with the same batches and losses as an uninterrupted
+    /// run.
     #[arg(long, value_name = "PATH")]
     pub(crate) resume: Option<PathBuf>,
     /// Write metrics as JSON lines here: one per log interval and one per epoch (with a
@@ -259,7 +266,7 @@ impl OptimArgs {
     }
 }
 
-pub(crate) fn train_command(args: &TrainArgs) -> Result<(), Failure> {
+pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<(), Failure> {
     // Refuse bad values before any work.
     let resume = match &args.resume {
         Some(path) => Some(load_resume(path)?),
@@ -308,11 +315,22 @@ pub(crate) fn train_command(args: &TrainArgs) -> Result<(), Failure> {
         (None, Some((ckpt, _))) => Some(ckpt),
         (None, None) => None,
     };
+    // The backend is chosen once, here: a fault later in the run ends it with an error (the
+    // last checkpoint intact), never with a switch to another backend.
     match open_backend(&args.device)? {
-        Chosen::Cpu(b) => train_on(&b, None, args, &cfg, init.as_ref()),
+        Chosen::Cpu(b) => {
+            if let Some(f @ Fault::DeviceLost { .. }) = fault {
+                return Err(Failure::usage(format!(
+                    "{FAULT_ENV}={f:?} needs the GPU backend"
+                )));
+            }
+            train_on(&b, None, args, &cfg, init.as_ref(), fault, &|| {})
+        }
         Chosen::Gpu(b) => {
             let adapter = b.describe();
-            train_on(&b, Some(adapter), args, &cfg, init.as_ref())
+            train_on(&b, Some(adapter), args, &cfg, init.as_ref(), fault, &|| {
+                b.lose_device_for_test()
+            })
         }
     }
 }
@@ -336,18 +354,62 @@ pub(crate) fn load_resume(path: &Path) -> Result<(Checkpoint, TrainState), Failu
     }
 }
 
+/// Where a resumed run starts inside `cfg.first_epoch`: None at its start, else the steps of
+/// it done and the loss window, from the checkpoint's state. Refuses a checkpoint whose steps
+/// do not fit epochs of `steps_per_epoch` (another batch size or dataset).
+fn resume_point(
+    state: &TrainState,
+    train_images: usize,
+    batch_size: usize,
+) -> Result<Option<MidEpoch>, Failure> {
+    let then = (state.batch_size, state.train_images);
+    if then.0.is_some_and(|b| b != batch_size) || then.1.is_some_and(|n| n != train_images) {
+        return Err(Failure::usage(format!(
+            "the checkpoint was trained at batch size {} on {} images, this run has batch size \
+             {batch_size} and {train_images} images: resume with the batch size and data it \
+             was trained with",
+            then.0.unwrap_or(batch_size),
+            then.1.unwrap_or(train_images),
+        )));
+    }
+    let steps_per_epoch = train_images.div_ceil(batch_size);
+    let in_epoch = state
+        .step
+        .checked_sub(state.epoch * steps_per_epoch)
+        .filter(|&s| s < steps_per_epoch);
+    match (in_epoch, state.loss_window) {
+        (Some(0), _) => Ok(None),
+        (Some(steps_done), Some(window)) => Ok(Some(MidEpoch { steps_done, window })),
+        (Some(_), None) => Err(Failure::usage(format!(
+            "the checkpoint was saved inside epoch {} without its loss window (it was not \
+             written by an interrupted run); resume from one saved at the end of an epoch",
+            state.epoch + 1
+        ))),
+        (None, _) => Err(Failure::usage(format!(
+            "the checkpoint's {} steps do not fit {} epochs of {steps_per_epoch} steps at batch \
+             size {batch_size}: resume with the batch size and dataset it was trained with",
+            state.step, state.epoch
+        ))),
+    }
+}
+
 /// Loads MNIST, trains SimpleCNN on `b` (the GPU `adapter`, or the CPU when None) and prints
-/// the results.
+/// the results. Ctrl-C stops it after the step in progress (saving a checkpoint to resume
+/// from, with --save); a second Ctrl-C exits at once. `lose_device` serves the test-only
+/// device-lost fault.
 pub(crate) fn train_on<B: Backend>(
     b: &B,
     adapter: Option<String>,
     args: &TrainArgs,
     cfg: &TrainConfig,
     init: Option<&Checkpoint>,
+    fault: Option<Fault>,
+    lose_device: &dyn Fn(),
 ) -> Result<(), Failure> {
     let mnist = args.data.load()?;
     cfg.validate_for(mnist.train.labels.len())
         .map_err(Failure::config)?;
+    let mut cfg = cfg.clone();
     let printer = if std::io::stdout().is_terminal() {
         PrintReporter::with_progress_bar(cfg.batch_size)
     } else {
@@ -364,59 +426,91 @@ pub(crate) fn train_on<B: Backend>(
         None => Model::new(b, spec, cfg.seed),
     }
     .map_err(run_failure)?;
-    // Resuming: the momentum too, and the steps already taken, which must end an epoch.
+    // Resuming: the momentum too, and where in the epoch the checkpoint stopped.
     let steps_per_epoch = mnist.train.labels.len().div_ceil(cfg.batch_size);
-    let steps_before = (cfg.first_epoch - 1) * steps_per_epoch;
-    if cfg.first_epoch > 1 {
+    let mut steps_before = (cfg.first_epoch - 1) * steps_per_epoch;
+    if let Some(state) = init
+        .filter(|_| args.resume.is_some())
+        .and_then(|c| c.train_state())
+    {
+        cfg.resume_within = resume_point(&state, mnist.train.len(), cfg.batch_size)?;
+        steps_before = state.step;
         let ckpt = init.expect("resuming has a checkpoint");
-        let state = ckpt.train_state().expect("checked when loaded");
-        if state.step != steps_before {
-            return Err(Failure::usage(format!(
-                "the checkpoint was saved after step {} of epoch {}, not at the end of an epoch \
-                 of {steps_per_epoch} steps at batch size {}: resume needs the same batch size \
-                 and a checkpoint from the end of an epoch",
-                state.step,
-                state.epoch + 1,
-                cfg.batch_size
-            )));
-        }
         if let Some(velocity) = &ckpt.velocity {
             model.set_velocity(b, velocity).map_err(run_failure)?;
         }
         if let Some(v) = &ckpt.exp_avg_sq {
             model.set_exp_avg_sq(b, v).map_err(run_failure)?;
         }
+        let at = match &cfg.resume_within {
+            Some(mid) => format!("epoch {}, step {}", cfg.first_epoch, mid.steps_done + 1),
+            None => format!("epoch {}", cfg.first_epoch),
+        };
         println!(
-            "Resuming at epoch {} (seed {}, lr {}, {})",
-            cfg.first_epoch,
+            "Resuming at {at} (seed {}, lr {}, {})",
             cfg.seed,
             cfg.lr,
             cfg.optim.describe()
         );
     }
-    let state = |epoch: usize, step: usize| TrainState {
+    let state = |epoch: usize, step: usize, loss_window: Option<LossWindow>| TrainState {
         epoch,
         step,
         seed: cfg.seed,
         lr: cfg.lr,
         optim: cfg.optim,
+        loss_window,
+        batch_size: Some(cfg.batch_size),
+        train_images: Some(mnist.train.len()),
     };
-    let save = |m: &Model<B>, path: &Path, epoch: usize, step: usize| {
-        checkpoint::save_model(b, m, path, args.save_optimizer, Some(&state(epoch, step)))?;
+    // What was last saved, for the message when the run fails later.
+    let saved: Cell<Option<(usize, usize)>> = Cell::new(None);
+    let save = |m: &Model<B>, path: &Path, st: TrainState, optimizer: bool| {
+        checkpoint::save_model(b, m, path, optimizer, Some(&st))?;
         println!(
-            "Saved checkpoint {} (epoch {epoch}, step {step})",
-            path.display()
+            "Saved checkpoint {} (epoch {}, step {})",
+            path.display(),
+            st.epoch,
+            st.step
         );
-        Ok(())
+        saved.set(Some((st.epoch, st.step)));
+        cnn_gpu::Result::Ok(())
     };
-    let mut on_epoch = |epoch: usize, step: usize, m: &Model<B>| -> cnn_gpu::Result<()> {
-        match (&args.save, args.save_every) {
-            // The last epoch's checkpoint is written after training.
-            (Some(path), Some(n)) if epoch.is_multiple_of(n) && epoch < cfg.epochs => {
-                save(m, path, epoch, steps_before + step)
+    let interrupted = Arc::new(AtomicBool::new(false));
+    watch_ctrl_c(&interrupted)?;
+    let mut hook = |event: &Event, m: &Model<B>| -> cnn_gpu::Result<Flow> {
+        match *event {
+            Event::Step { total, .. } => {
+                if let Some(f) = &fault {
+                    f.after_step(total, &interrupted, lose_device);
+                }
             }
-            _ => Ok(()),
+            Event::EpochEnd { epoch, total } => match (&args.save, args.save_every) {
+                // The last epoch's checkpoint is written after training.
+                (Some(path), Some(n)) if epoch.is_multiple_of(n) && epoch < cfg.epochs => {
+                    let st = state(epoch, steps_before + total, None);
+                    save(m, path, st, args.save_optimizer)?
+                }
+                _ => {}
+            },
+            Event::Stopped { epoch, at } => {
+                if let Some(path) = &args.save {
+                    // Everything resuming needs: the momentum whatever --save-optimizer says.
+                    let done = (epoch - 1) * steps_per_epoch + at.steps_done;
+                    let st = if at.steps_done == steps_per_epoch {
+                        state(epoch, done, None)
+                    } else {
+                        state(epoch - 1, done, Some(at.window))
+                    };
+                    save(m, path, st, true)?;
+                }
+            }
         }
+        Ok(if interrupted.load(Ordering::SeqCst) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
     };
     let mut run = |reporter: &mut dyn Reporter| {
         train::train_with(
@@ -424,30 +518,123 @@ pub(crate) fn train_on<B: Backend>(
             &mut model,
             &mnist.train,
             &mnist.test,
-            cfg,
+            &cfg,
             reporter,
-            &mut on_epoch,
+            &mut hook,
         )
-        .map_err(run_failure)
     };
-    let summary = match metrics_writer {
+    let result = match metrics_writer {
         Some(writer) => {
             let kind = if adapter.is_some() { "gpu" } else { "cpu" };
             let mut reporter = MetricsReporter::new(printer, writer, kind, adapter);
-            let summary = run(&mut reporter)?;
-            reporter.finish().map_err(Failure::other)?;
-            summary
+            let result = run(&mut reporter);
+            // Close the metrics file whatever happened: an interrupted run keeps its lines.
+            let finished = reporter.finish();
+            if result.is_ok() {
+                finished.map_err(Failure::other)?;
+            }
+            result
         }
-        None => run(&mut { printer })?,
+        None => run(&mut { printer }),
     };
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(cnn_gpu::Error::Interrupted { epoch, step }) => {
+            let message = match &args.save {
+                Some(path) => format!(
+                    "interrupted after step {step} of epoch {epoch}; saved {} with the \
+                     optimizer state; resume with: {}",
+                    path.display(),
+                    resume_command(path)
+                ),
+                None => format!(
+                    "interrupted after step {step} of epoch {epoch}; nothing saved (train \
+                     with --save PATH to be able to resume)"
+                ),
+            };
+            return Err(Failure { code: 130, message });
+        }
+        Err(e) => {
+            let mut f = run_failure(e);
+            if let (Some(path), Some((epoch, step))) = (&args.save, saved.get()) {
+                f.message.push_str(&format!(
+                    "; the last checkpoint, {} (epoch {epoch}, step {step}), is intact",
+                    path.display()
+                ));
+            }
+            return Err(f);
+        }
+    };
+
     if let Some(path) = &args.save {
         let epoch = summary.fit.epochs.last().map_or(0, |e| e.epoch);
         let step = steps_before + summary.fit.epochs.iter().map(|e| e.steps).sum::<usize>();
-        save(&model, path, epoch, step).map_err(run_failure)?;
+        save(&model, path, state(epoch, step, None), args.save_optimizer).map_err(run_failure)?;
     }
     println!(
         "Steady state: {:.0} images/s (the first step, with start-up, took {:.3} s)",
         summary.fit.steady_images_per_sec, summary.fit.first_step_seconds
     );
     Ok(())
+}
+
+/// Ctrl-C (SIGINT) sets `flag`, which the training hook checks after every step; a second
+/// Ctrl-C, with the flag already set, exits at once with code 130 (registered first, so it
+/// sees the flag before the first signal sets it).
+fn watch_ctrl_c(flag: &Arc<AtomicBool>) -> Result<(), Failure> {
+    use signal_hook::consts::SIGINT;
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(flag))
+        .and_then(|_| signal_hook::flag::register(SIGINT, Arc::clone(flag)))
+        .map(|_| ())
+        .map_err(|e| Failure::other(format!("cannot install the Ctrl-C handler: {e}")))
+}
+
+/// The command line that resumes this run from `checkpoint`: this one without --init or
+/// --resume, plus `--resume checkpoint`, quoted for a POSIX shell.
+fn resume_command(checkpoint: &Path) -> String {
+    let mut words: Vec<String> = Vec::new();
+    // args_os: std::env::args panics on an argument that is not UTF-8.
+    let mut args = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
+    words.extend(args.next());
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--init" | "--resume" => {
+                args.next();
+            }
+            _ if a.starts_with("--init=") || a.starts_with("--resume=") => {}
+            _ => words.push(a),
+        }
+    }
+    words.push("--resume".into());
+    words.push(checkpoint.display().to_string());
+    words
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn words_are_quoted_for_a_posix_shell_only_when_needed() {
+        assert_eq!(shell_quote("--data-dir=/a/b_c.st"), "--data-dir=/a/b_c.st");
+        assert_eq!(shell_quote("my run.st"), "'my run.st'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }

@@ -29,7 +29,7 @@ pub(crate) const MAX_GZ_DECOMPRESSED: u64 = 4 << 30;
 
 /// Which of the two IDX file types a file should be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum IdxKind {
+pub enum IdxKind {
     Images,
     Labels,
 }
@@ -43,7 +43,7 @@ impl IdxKind {
     }
 
     /// Bytes before the data: magic + one u32 per dimension.
-    pub(crate) fn header_len(self) -> usize {
+    pub fn header_len(self) -> usize {
         match self {
             IdxKind::Images => 16,
             IdxKind::Labels => 8,
@@ -67,7 +67,7 @@ impl IdxKind {
 
 /// A validated header. Labels have `rows = cols = 1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct IdxHeader {
+pub struct IdxHeader {
     pub kind: IdxKind,
     pub count: u32,
     pub rows: u32,
@@ -93,7 +93,7 @@ impl IdxHeader {
     }
 
     /// The exact length the whole file must have.
-    pub(crate) fn file_len(&self) -> u64 {
+    pub fn file_len(&self) -> u64 {
         self.kind.header_len() as u64 + self.body_len
     }
 
@@ -197,6 +197,33 @@ fn read_header(reader: &mut impl Read, kind: IdxKind, path: &Path) -> Result<Idx
     })
 }
 
+/// Checks that a file of `actual` bytes is exactly as long as `header` says.
+fn check_len(actual: u64, header: &IdxHeader, path: &Path) -> Result<()> {
+    let expected = header.file_len();
+    if actual < expected {
+        return Err(Error::data(
+            path,
+            format!(
+                "is {actual} bytes, but its header ({}) needs exactly {expected}: \
+                 the file is truncated or its header is corrupt",
+                header.describe()
+            ),
+        ));
+    }
+    if actual > expected {
+        return Err(Error::data(
+            path,
+            format!(
+                "is {actual} bytes, {} more than its header ({}) accounts for ({expected}): \
+                 trailing data, or a corrupt header",
+                actual - expected,
+                header.describe()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Opens a raw IDX file, checks its header and that its length is exactly what the header says,
 /// and leaves the file positioned at the first data byte. `error_path` is the file named in errors
 /// (the original `.gz` when `path` is its decompressed copy).
@@ -212,28 +239,7 @@ fn open_validated(path: &Path, kind: IdxKind, error_path: &Path) -> Result<(File
         return Err(Error::data(error_path, "is not a regular file"));
     }
     let header = read_header(&mut file, kind, error_path)?;
-    let (actual, expected) = (meta.len(), header.file_len());
-    if actual < expected {
-        return Err(Error::data(
-            error_path,
-            format!(
-                "is {actual} bytes, but its header ({}) needs exactly {expected}: \
-                 the file is truncated or its header is corrupt",
-                header.describe()
-            ),
-        ));
-    }
-    if actual > expected {
-        return Err(Error::data(
-            error_path,
-            format!(
-                "is {actual} bytes, {} more than its header ({}) accounts for ({expected}): \
-                 trailing data, or a corrupt header",
-                actual - expected,
-                header.describe()
-            ),
-        ));
-    }
+    check_len(meta.len(), &header, error_path)?;
     Ok((file, header))
 }
 
@@ -285,16 +291,44 @@ pub(crate) fn decompress_validated(
     let mut signature = [0u8; 2];
     let got = read_up_to(&mut file, &mut signature)
         .map_err(|e| Error::data(gz_path, format!("cannot read: {e}")))?;
-    if got < 2 || signature != GZIP_SIGNATURE {
+    check_gzip_signature(&signature[..got], gz_path)?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::data(gz_path, format!("cannot read: {e}")))?;
+    let out = File::create(out_path).map_err(|e| {
+        Error::data(
+            out_path,
+            format!("cannot create the decompressed copy: {e}"),
+        )
+    })?;
+    let mut out = BufWriter::new(out);
+    let write_err =
+        |e: io::Error| Error::data(out_path, format!("cannot write the decompressed copy: {e}"));
+    let header = decompress_stream(BufReader::new(file), kind, gz_path, &mut out, &write_err)?;
+    out.flush().map_err(write_err)?;
+    Ok(header)
+}
+
+fn check_gzip_signature(start: &[u8], gz_path: &Path) -> Result<()> {
+    if start.len() < 2 || start[..2] != GZIP_SIGNATURE {
         return Err(Error::data(
             gz_path,
             "has a .gz name but is not gzip-compressed (it does not start with 1f 8b)",
         ));
     }
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| Error::data(gz_path, format!("cannot read: {e}")))?;
+    Ok(())
+}
 
-    let mut decoder = GzDecoder::new(BufReader::new(file));
+/// The core of [`decompress_validated`] and [`parse_idx`]: reads and checks the header from the
+/// gzip stream `gz`, then copies the whole decompressed file (header and data) into `out`,
+/// refusing more or less data than the header says.
+fn decompress_stream(
+    gz: impl Read,
+    kind: IdxKind,
+    gz_path: &Path,
+    out: &mut impl Write,
+    write_err: &dyn Fn(io::Error) -> Error,
+) -> Result<IdxHeader> {
+    let mut decoder = GzDecoder::new(gz);
     let header = read_header(&mut decoder, kind, gz_path)?;
     if header.file_len() > MAX_GZ_DECOMPRESSED {
         return Err(Error::data(
@@ -308,16 +342,6 @@ pub(crate) fn decompress_validated(
             ),
         ));
     }
-
-    let out = File::create(out_path).map_err(|e| {
-        Error::data(
-            out_path,
-            format!("cannot create the decompressed copy: {e}"),
-        )
-    })?;
-    let mut out = BufWriter::new(out);
-    let write_err =
-        |e: io::Error| Error::data(out_path, format!("cannot write the decompressed copy: {e}"));
     out.write_all(&header.to_bytes()).map_err(write_err)?;
     let mut limited = decoder.take(header.body_len + 1);
     let mut chunk = vec![0u8; 64 * 1024];
@@ -337,7 +361,6 @@ pub(crate) fn decompress_validated(
         out.write_all(&chunk[..n]).map_err(write_err)?;
         copied += n as u64;
     }
-    out.flush().map_err(write_err)?;
     if copied < header.body_len {
         return Err(Error::data(
             gz_path,
@@ -362,6 +385,29 @@ pub(crate) fn decompress_validated(
         ));
     }
     Ok(header)
+}
+
+/// Parses an IDX file held in memory with the same checks as loading it from disk: `gzipped`
+/// stands for a `.gz` name, and `path` is the file named in errors. Returns the header and the
+/// data bytes. Nothing is allocated from the header's counts: a raw file's length must back
+/// them first, and a gzipped one grows its buffer only as data really decompresses. This is
+/// the entry point the fuzz targets (`fuzz/`) drive.
+pub fn parse_idx(
+    bytes: &[u8],
+    kind: IdxKind,
+    gzipped: bool,
+    path: &Path,
+) -> Result<(IdxHeader, Vec<u8>)> {
+    if gzipped {
+        check_gzip_signature(bytes, path)?;
+        let mut raw = Vec::new();
+        let write_err = |e: io::Error| Error::data(path, format!("cannot decompress: {e}"));
+        let header = decompress_stream(bytes, kind, path, &mut raw, &write_err)?;
+        return Ok((header, raw.split_off(kind.header_len())));
+    }
+    let header = read_header(&mut &bytes[..], kind, path)?;
+    check_len(bytes.len() as u64, &header, path)?;
+    Ok((header, bytes[kind.header_len()..].to_vec()))
 }
 
 /// How [`write_idx_images`] and [`write_idx_labels`] store a file.

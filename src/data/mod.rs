@@ -24,9 +24,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
-use idx::{IdxHeader, IdxKind};
-
-pub use idx::{write_idx_images, write_idx_labels, Compression};
+pub use idx::{parse_idx, write_idx_images, write_idx_labels, Compression, IdxHeader, IdxKind};
 
 pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";

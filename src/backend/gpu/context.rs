@@ -1,6 +1,7 @@
 //! Finding adapters, choosing one, and opening a device with the adapter's own limits and an
 //! error sink that turns wgpu's validation, out-of-memory and device-lost reports into errors.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use crate::{Error, Result};
@@ -175,6 +176,8 @@ pub(crate) struct Context {
     pub summary: AdapterSummary,
     pub limits: wgpu::Limits,
     pub errors: ErrorSink,
+    /// How many `GpuBuffer`s exist (see `GpuBackend::live_buffers`).
+    pub live_buffers: Arc<AtomicUsize>,
 }
 
 impl Context {
@@ -203,10 +206,10 @@ impl Context {
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.record(e.to_string())));
         let sink = errors.clone();
+        // `Destroyed` too: when the device is dropped nothing checks the sink any more, and a
+        // device destroyed while in use (`GpuBackend::lose_device_for_test`) must fail the run.
         device.set_device_lost_callback(move |reason, message| {
-            if reason != wgpu::DeviceLostReason::Destroyed {
-                sink.record(format!("the GPU device was lost ({reason:?}): {message}"));
-            }
+            sink.record(format!("the GPU device was lost ({reason:?}): {message}"));
         });
         Ok(Context {
             device,
@@ -214,6 +217,7 @@ impl Context {
             summary,
             limits,
             errors,
+            live_buffers: Arc::default(),
         })
     }
 }

@@ -20,6 +20,8 @@ mod kernels;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
@@ -36,6 +38,23 @@ pub struct GpuBuffer {
     buffer: wgpu::Buffer,
     len: usize,
     id: u64,
+    _live: LiveToken,
+}
+
+/// Counts a buffer in its backend's [`GpuBackend::live_buffers`] while it exists.
+struct LiveToken(Arc<AtomicUsize>);
+
+impl LiveToken {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        LiveToken(Arc::clone(count))
+    }
+}
+
+impl Drop for LiveToken {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl GpuBuffer {
@@ -190,7 +209,24 @@ impl GpuBackend {
         self.dispatches.get()
     }
 
+    /// GPU buffers alive now: every storage and uniform buffer this backend made that has not
+    /// been dropped (including its caches), plus the cached readback staging buffers. A
+    /// training run that does not leak holds it constant from epoch to epoch.
+    pub fn live_buffers(&self) -> usize {
+        self.ctx.live_buffers.load(Ordering::Relaxed) + self.staging.borrow().len()
+    }
+
+    /// Test-only fault: destroys the device, as a driver reset or a removed GPU would. Every
+    /// later flush, read or allocation fails with [`Error::Gpu`] saying the device was lost.
+    pub fn lose_device_for_test(&self) {
+        self.ctx.device.destroy();
+        // Let wgpu run its device-lost callback now (a real loss reports at the next poll).
+        let _ = self.ctx.device.poll(wgpu::PollType::Poll);
+    }
+
     fn create_buffer(ctx: &Context, len: usize, label: &str, id: u64) -> Result<GpuBuffer> {
+        // A lost device hands out invalid buffers without an error: say so here instead.
+        ctx.errors.check()?;
         let bytes = (len.max(1) * 4) as u64;
         let limit = buffer_limit(ctx);
         if bytes > limit {
@@ -216,7 +252,12 @@ impl GpuBackend {
                 bytes >> 20
             )));
         }
-        Ok(GpuBuffer { buffer, len, id })
+        Ok(GpuBuffer {
+            buffer,
+            len,
+            id,
+            _live: LiveToken::new(&ctx.live_buffers),
+        })
     }
 
     fn new_buffer(&self, len: usize, label: &str) -> Result<GpuBuffer> {
@@ -301,9 +342,15 @@ impl GpuBackend {
         });
         self.ctx.queue.write_buffer(&buffer, 0, bytes);
         let out = (id, buffer.clone());
-        self.uniforms
-            .borrow_mut()
-            .insert(bytes.to_vec(), GpuBuffer { buffer, len: 0, id });
+        self.uniforms.borrow_mut().insert(
+            bytes.to_vec(),
+            GpuBuffer {
+                buffer,
+                len: 0,
+                id,
+                _live: LiveToken::new(&self.ctx.live_buffers),
+            },
+        );
         Ok(out)
     }
 
