@@ -8,8 +8,8 @@
 //! `optimizer.<name>.exp_avg` and `optimizer.<name>.exp_avg_sq` (Adam's step count is the
 //! `step` below); and a `__metadata__` map: `format` = `cnn-gpu`, `architecture` (see
 //! [`architecture`]), and with a [`TrainState`] `epoch`, `step`, `seed`, `lr`, the optimiser
-//! settings (see [`OptimConfig::to_metadata`]) and, for a checkpoint written inside an epoch,
-//! `loss_window_sum` and `loss_window_steps`.
+//! settings (see [`OptimConfig::to_metadata`]), `batch_size`, `train_images` and, for a
+//! checkpoint written inside an epoch, `loss_window_sum` and `loss_window_steps`.
 //!
 //! Every write is atomic (a temporary file in the same directory, synced, then renamed), so a
 //! crash never leaves a half-written checkpoint under the final name. Loading checks everything

@@ -29,6 +29,10 @@ pub enum Error {
     #[error("GPU error: {0}")]
     Gpu(String),
 
+    /// Training stopped after a step because its hook asked (Ctrl-C): the hook saw
+    /// [`crate::train::Event::Stopped`] first.
+    #[error("interrupted after step {step} of epoch {epoch}")]
+    Interrupted { epoch: usize, step: usize },
     /// Training diverged: the loss of a step was NaN or infinite.
     #[error(
         "the loss became {value} at step {step} (epoch {epoch}, batch {batch}); lower --lr, or \
@@ -42,10 +46,6 @@ pub enum Error {
         /// "NaN" or "infinite".
         value: &'static str,
     },
-    /// Training stopped after a step because its hook asked (Ctrl-C): the hook saw
-    /// [`crate::train::Event::Stopped`] first.
-    #[error("interrupted after step {step} of epoch {epoch}")]
-    Interrupted { epoch: usize, step: usize },
 
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -599,7 +599,7 @@ fn fit_inner<B: Backend>(
         let mut steps_done = 0;
         let mut stop = false;
         for step in first_step..steps {
-            // The optimiser's step count over the whole run (1-based), resumed runs included.
+            // The step's 1-based number over the whole run (resumed runs included).
             let t = (epoch - 1) * steps + step + 1;
             b.write_f32(&mut scalars, &cfg.optim.scalars(cfg.lr, t, run).words())?;
             let ws = gather_batch(
@@ -652,8 +652,8 @@ fn fit_inner<B: Backend>(
                 break;
             }
         }
-        // Waits for the epoch's last step before timing it; the window is what a stop saves.
-        // A diverged run stops here, before any hook can save its weights.
+        // Waits for the epoch's last step before timing it and before the hook saves anything;
+        // the window is what a stop saves.
         let window_sum = b.read_f32(&loss_sum)?[0];
         check_finite(b, window_sum, &first_nonfinite, steps)?;
         epoch_loss += window_sum as f64;

@@ -734,11 +734,11 @@ fn nonsense_against_the_data_and_checkpoints_is_refused() {
     }
     let params = spec.init_params(0).unwrap();
     let other = p("other.safetensors");
-    let state = cnn_gpu::checkpoint::OptimizerTensors {
+    let momentum = cnn_gpu::checkpoint::OptimizerTensors {
         velocity: Some(&params),
         exp_avg_sq: None,
     };
-    cnn_gpu::checkpoint::save(Path::new(&other), &spec, &params, state, None).unwrap();
+    cnn_gpu::checkpoint::save(Path::new(&other), &spec, &params, momentum, None).unwrap();
     assert_refused(&strs(&with(&["--resume", &other])), "another architecture");
 
     // A checkpoint saved inside an epoch resumes only at the batch size it was saved with.
@@ -944,6 +944,9 @@ fn adam_run_resumes_like_an_uninterrupted_one() {
     assert_eq!(whole.len(), 6);
     assert_eq!(first, whole[..2]);
     assert_eq!(rest, whole[2..], "epochs 2 and 3 after resuming");
+    // The run's own optimizer flags repeated (as the command printed on Ctrl-C does) are fine.
+    let (again, _) = run(&[&optim[..], &["--epochs", "3", "--resume", c]].concat());
+    assert_eq!(again, whole[2..], "the same flags repeated");
 
     let args = [
         &common[..],

@@ -204,11 +204,11 @@ fn checkpoint_parser_never_panics_on_mutated_files() {
         batch_size: Some(16),
         train_images: Some(72),
     };
-    let optimizer = checkpoint::OptimizerTensors {
+    let momentum = checkpoint::OptimizerTensors {
         velocity: Some(&params),
         exp_avg_sq: None,
     };
-    checkpoint::save(&file, &spec, &params, optimizer, Some(&state)).unwrap();
+    checkpoint::save(&file, &spec, &params, momentum, Some(&state)).unwrap();
     let valid = std::fs::read(&file).unwrap();
     assert!(checkpoint::parse(&valid, path, &spec).is_ok());
     all.push(valid);

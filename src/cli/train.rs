@@ -61,8 +61,7 @@ pub(crate) struct TrainArgs {
     pub(crate) init: Option<PathBuf>,
     /// Continue the run this checkpoint stopped (one saved with --save-optimizer at the end of
     /// an epoch, or by Ctrl-C inside one): its weights, optimizer state, seed, lr and optimizer
-    /// settings, from the next step on, with the same batches and losses as an uninterrupted
-    /// run.
+    /// settings, from the next step on, with the same batches and losses as an uninterrupted run.
     #[arg(long, value_name = "PATH")]
     pub(crate) resume: Option<PathBuf>,
     /// Write metrics as JSON lines here: one per log interval and one per epoch (with a
@@ -248,8 +247,8 @@ impl OptimArgs {
         })
     }
 
-    /// Whether any optimizer flag differs from its default (refused with --resume, which
-    /// continues with the checkpoint's settings).
+    /// Whether any optimizer flag differs from its default (with --resume, they must then
+    /// describe the checkpoint's settings).
     fn any_given(&self) -> bool {
         self.optimizer != OptimizerChoice::Sgd
             || self.momentum.is_some()
@@ -286,11 +285,15 @@ pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<()
         ..TrainConfig::default()
     };
     if let Some((_, state)) = &resume {
-        if args.optim.any_given() {
-            return Err(Failure::usage(
-                "optimizer flags cannot be combined with --resume: the run continues with the \
-                 checkpoint's optimizer settings",
-            ));
+        // The command Ctrl-C prints repeats the run's flags: the same settings are fine,
+        // others would silently change the run.
+        if args.optim.any_given() && cfg.optim != state.optim {
+            return Err(Failure::usage(format!(
+                "the optimizer flags given with --resume ({}) differ from the checkpoint's ({}): \
+                 drop them to continue with the checkpoint's settings",
+                cfg.optim.describe(),
+                state.optim.describe()
+            )));
         }
         cfg.seed = state.seed;
         cfg.lr = state.lr;
