@@ -25,6 +25,11 @@ struct GatherParams {
 @group(0) @binding(6) var<storage, read_write> y: array<u32>;
 @group(0) @binding(7) var<storage, read> affine: array<f32>;
 
+// Byte `byte` of the dataset's pixels, packed four to a little-endian word.
+fn image_byte(byte: u32) -> u32 {
+    return (images[byte / 4u] >> ((byte % 4u) * 8u)) & 0xffu;
+}
+
 @compute @workgroup_size(256)
 fn gather_batch(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let e = gid.x + gid.y * groups.x * 256u;
@@ -34,9 +39,7 @@ fn gather_batch(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let i = e / p.image_len;
     let q = e % p.image_len;
     let item = perm[p.offset + i];
-    let byte = item * p.image_len + q;
-    let pixel = (images[byte / 4u] >> ((byte % 4u) * 8u)) & 0xffu;
-    x[e] = table[pixel];
+    x[e] = table[image_byte(item * p.image_len + q)];
     if q == 0u {
         y[i] = labels[item];
     }
@@ -48,8 +51,7 @@ fn source_pixel(item: u32, c: i32, r: i32) -> f32 {
     if c < 0 || r < 0 || c >= i32(p.cols) || r >= rows {
         return 0.0;
     }
-    let byte = item * p.image_len + u32(r) * p.cols + u32(c);
-    return f32((images[byte / 4u] >> ((byte % 4u) * 8u)) & 0xffu);
+    return f32(image_byte(item * p.image_len + u32(r) * p.cols + u32(c)));
 }
 
 @compute @workgroup_size(256)
