@@ -247,6 +247,8 @@ impl<'a, B: Backend> Bench<'a, B> {
             "maxpool2d_backward",
             "avgpool2d_forward",
             "avgpool2d_backward",
+            "relu_maxpool2d_forward",
+            "relu_maxpool2d_backward",
         ];
         if !self.any_wanted(&ops, &shape) {
             return Ok(());
@@ -268,6 +270,13 @@ impl<'a, B: Backend> Bench<'a, B> {
         })?;
         self.case(ops[3], &shape, Work::Bytes(4 * (i + o)), || {
             b.avgpool2d_backward(&p, &dout, &mut dx)
+        })?;
+        // Fused with the ReLU before it, as training runs SimpleCNN's pools.
+        self.case(ops[4], &shape, Work::Bytes(4 * (i + o)), || {
+            b.relu_maxpool2d_forward(&p, &x, &mut out)
+        })?;
+        self.case(ops[5], &shape, Work::Bytes(4 * (2 * i + o)), || {
+            b.relu_maxpool2d_backward(&p, &x, &dout, &mut dx)
         })
     }
 

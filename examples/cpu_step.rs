@@ -1,7 +1,8 @@
-//! Throughput of one SimpleCNN training step on the CPU backend, through the `Backend` trait:
-//! gather, conv 1→32 3×3 pad 1 on 28×28, relu, maxpool 2, conv 32→64 3×3 pad 1 on 14×14, relu,
-//! maxpool 2, linear 3136→64, relu, linear 64→10, softmax cross-entropy, the backward pass of
-//! all of it (no input gradient for the first convolution) and SGD with momentum.
+//! Throughput of one SimpleCNN training step on the CPU backend, through the `Backend` trait, as
+//! the trainer runs it: gather, conv 1→32 3×3 pad 1 on 28×28, relu + maxpool 2 (fused), conv
+//! 32→64 3×3 pad 1 on 14×14, relu + maxpool 2, linear 3136→64, relu, linear 64→10, softmax
+//! cross-entropy, the backward pass of all of it (no input gradient for the first convolution)
+//! and SGD with momentum.
 //!
 //! `cargo run --release --example cpu_step [-- --batch 64 --steps 40 --threads N]`
 //! prints images/s, the GFLOP/s of the convolutions and matrix products, and the time per op.
@@ -149,25 +150,13 @@ fn main() -> Result<()> {
     // Activations and their gradients.
     let z = |len: usize| b.zeros(len, "activation");
     let (mut x, mut y) = (z(n * 784)?, z(n)?);
-    let (mut c1, mut r1, mut p1) = (
-        z(conv1.output_len())?,
-        z(conv1.output_len())?,
-        z(pool1.output_len())?,
-    );
-    let (mut c2, mut r2, mut p2) = (
-        z(conv2.output_len())?,
-        z(conv2.output_len())?,
-        z(pool2.output_len())?,
-    );
+    let (mut c1, mut p1) = (z(conv1.output_len())?, z(pool1.output_len())?);
+    let (mut c2, mut p2) = (z(conv2.output_len())?, z(pool2.output_len())?);
     let (mut h1, mut a1, mut logits) = (z(n * hidden)?, z(n * hidden)?, z(n * classes)?);
     let (mut loss, mut correct, mut dlogits) = (z(1)?, z(1)?, z(n * classes)?);
     let (mut da1, mut dh1, mut dp2) = (z(n * hidden)?, z(n * hidden)?, z(pool2.output_len())?);
-    let (mut dr2, mut dc2, mut dp1) = (
-        z(conv2.output_len())?,
-        z(conv2.output_len())?,
-        z(pool1.output_len())?,
-    );
-    let (mut dr1, mut dc1) = (z(conv1.output_len())?, z(conv1.output_len())?);
+    let (mut dc2, mut dp1) = (z(conv2.output_len())?, z(pool1.output_len())?);
+    let mut dc1 = z(conv1.output_len())?;
 
     let fc = |m, k, n, trans_a, trans_b| Matmul {
         m,
@@ -190,17 +179,15 @@ fn main() -> Result<()> {
         t.op("conv1 fwd", || {
             b.conv2d_forward(&conv1, &x, &params[0], &params[1], &mut c1)
         })?;
-        t.op("relu fwd", || {
-            b.relu_forward(conv1.output_len(), &c1, &mut r1)
+        t.op("relu+maxpool fwd", || {
+            b.relu_maxpool2d_forward(&pool1, &c1, &mut p1)
         })?;
-        t.op("maxpool fwd", || b.maxpool2d_forward(&pool1, &r1, &mut p1))?;
         t.op("conv2 fwd", || {
             b.conv2d_forward(&conv2, &p1, &params[2], &params[3], &mut c2)
         })?;
-        t.op("relu fwd", || {
-            b.relu_forward(conv2.output_len(), &c2, &mut r2)
+        t.op("relu+maxpool fwd", || {
+            b.relu_maxpool2d_forward(&pool2, &c2, &mut p2)
         })?;
-        t.op("maxpool fwd", || b.maxpool2d_forward(&pool2, &r2, &mut p2))?;
         t.op("fc1 fwd", || {
             b.matmul(&fc(n, flat, hidden, false, true), &p2, &params[4], &mut h1)
         })?;
@@ -259,11 +246,8 @@ fn main() -> Result<()> {
                 &mut dp2,
             )
         })?;
-        t.op("maxpool bwd", || {
-            b.maxpool2d_backward(&pool2, &r2, &dp2, &mut dr2)
-        })?;
-        t.op("relu bwd", || {
-            b.relu_backward(conv2.output_len(), &r2, &dr2, &mut dc2)
+        t.op("relu+maxpool bwd", || {
+            b.relu_maxpool2d_backward(&pool2, &c2, &dp2, &mut dc2)
         })?;
         t.op("conv2 bwd weight", || {
             b.conv2d_backward_weight(&conv2, &p1, &dc2, g2)
@@ -272,11 +256,8 @@ fn main() -> Result<()> {
         t.op("conv2 bwd input", || {
             b.conv2d_backward_input(&conv2, &dc2, &params[2], &mut dp1)
         })?;
-        t.op("maxpool bwd", || {
-            b.maxpool2d_backward(&pool1, &r1, &dp1, &mut dr1)
-        })?;
-        t.op("relu bwd", || {
-            b.relu_backward(conv1.output_len(), &r1, &dr1, &mut dc1)
+        t.op("relu+maxpool bwd", || {
+            b.relu_maxpool2d_backward(&pool1, &c1, &dp1, &mut dc1)
         })?;
         t.op("conv1 bwd weight", || {
             b.conv2d_backward_weight(&conv1, &x, &dc1, g0)

@@ -2,6 +2,9 @@
 // Forward: one thread per output. Backward: one thread per input element, gathering from every
 // window that covers it (deterministic, no atomics); max-pool recomputes each window's arg-max
 // (the first maximum in row-major order, as PyTorch).
+// With RELU = 1, max-pooling is fused with the ReLU before it: x is the ReLU's input, each
+// window value is relu(v) (v if v > 0, else 0) before the max, and the backward pass lets the
+// gradient through only where that max is positive, as the ReLU's backward would.
 
 // The plane's shape is fixed per pipeline (override constants: divisions by constants are
 // cheap); the number of planes, batch · channels, travels in the uniform.
@@ -11,6 +14,7 @@ override KERNEL: u32 = 1u;
 override STRIDE: u32 = 1u;
 override OH: u32 = 1u;
 override OW: u32 = 1u;
+override RELU: u32 = 0u;
 
 struct PoolParams {
     planes: u32,
@@ -28,23 +32,37 @@ fn thread_index(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return gid.x + gid.y * groups.x * 256u;
 }
 
-// Index into the plane of the first maximum of window (oy, ox).
-fn window_argmax(base: u32, oy: u32, ox: u32) -> u32 {
+// The value a window sees at plane index q: relu(x) when fused, else x.
+fn seen(base: u32, q: u32) -> f32 {
+    let v = x[base + q];
+    if RELU == 1u {
+        return select(0.0, v, v > 0.0);
+    }
+    return v;
+}
+
+// The index into the plane of window (oy, ox)'s first maximum, and that maximum.
+struct ArgMax {
+    index: u32,
+    value: f32,
+}
+
+fn window_argmax(base: u32, oy: u32, ox: u32) -> ArgMax {
     let y0 = oy * STRIDE;
     let x0 = ox * STRIDE;
     var best = y0 * W + x0;
-    var best_v = x[base + best];
+    var best_v = seen(base, best);
     for (var ky = 0u; ky < KERNEL; ky++) {
         for (var kx = 0u; kx < KERNEL; kx++) {
             let q = (y0 + ky) * W + x0 + kx;
-            let v = x[base + q];
+            let v = seen(base, q);
             if v > best_v {
                 best_v = v;
                 best = q;
             }
         }
     }
-    return best;
+    return ArgMax(best, best_v);
 }
 
 // The range of output rows (or columns) whose window covers input coordinate i.
@@ -67,7 +85,7 @@ fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let plane = i / per_plane;
     let s = i % per_plane;
     let base = plane * H * W;
-    dst[i] = x[base + window_argmax(base, s / OW, s % OW)];
+    dst[i] = window_argmax(base, s / OW, s % OW).value;
 }
 
 @compute @workgroup_size(256)
@@ -85,7 +103,9 @@ fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     var sum = 0.0;
     for (var oy = rows.x; oy < rows.y; oy++) {
         for (var ox = cols.x; ox < cols.y; ox++) {
-            if window_argmax(base, oy, ox) == q {
+            let m = window_argmax(base, oy, ox);
+            // Fused with the ReLU, a window whose max is 0 sends no gradient.
+            if m.index == q && (RELU == 0u || m.value > 0.0) {
                 sum += dout[(plane * OH + oy) * OW + ox];
             }
         }

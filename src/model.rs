@@ -557,6 +557,11 @@ pub struct Model<B: Backend> {
     scopes: Vec<(String, String)>,
     /// Each batch-norm layer's statistics (None for other layers).
     norms: Vec<Option<NormState<B>>>,
+    /// For each layer, whether it is a ReLU that training runs fused into the max-pool after
+    /// it ([`Backend::relu_maxpool2d_forward`]): one pass over the feature map instead of
+    /// three, forward and backward. Evaluation runs every layer on its own, so
+    /// [`Self::activation`] has every output.
+    relu_into_pool: Vec<bool>,
     /// Seeds the dropout masks (see [`Model::set_rng`]).
     rng_seed: u64,
     /// Training forward passes so far: the step that keys the next dropout mask.
@@ -704,7 +709,14 @@ impl<B: Backend> Model<B> {
                 _ => None,
             });
         }
+        let relu_into_pool = (0..spec.layers.len())
+            .map(|i| {
+                spec.layers[i] == Layer::Relu
+                    && matches!(spec.layers.get(i + 1), Some(Layer::MaxPool2d { .. }))
+            })
+            .collect();
         Ok(Model {
+            relu_into_pool,
             spec,
             shapes,
             slots,
@@ -1016,7 +1028,16 @@ impl<B: Backend> Model<B> {
             if si == so {
                 continue; // Flatten
             }
+            if train.is_some() && self.relu_into_pool[i] {
+                continue; // the max-pool after it runs it
+            }
             b.scope(&self.scopes[i].0);
+            if train.is_some() && i > 0 && self.relu_into_pool[i - 1] {
+                // A max-pool after a ReLU: read the ReLU's input (activation i − 1).
+                let (x, y) = read_write(&mut ws.acts, self.slots[i - 1], so);
+                b.relu_maxpool2d_forward(&self.pool_params(i, n), x, y)?;
+                continue;
+            }
             let (x, y) = read_write(&mut ws.acts, si, so);
             match *layer {
                 Layer::Conv2d { .. } => {
@@ -1075,8 +1096,16 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
+    /// Whether training runs layer `i` inside layer `i + 1`'s ops (a ReLU fused into the
+    /// max-pool after it), so that it has no ops, nor times, of its own.
+    pub fn fused_into_next(&self, i: usize) -> bool {
+        self.relu_into_pool.get(i).copied().unwrap_or(false)
+    }
+
     /// Activation `i` of the last forward pass on `ws`: 0 is the input, `i + 1` the output of
-    /// layer `i`, [N, shape] as [`Self::shapes`] gives it.
+    /// layer `i`, [N, shape] as [`Self::shapes`] gives it. After [`Self::forward`] every
+    /// activation is there; a training pass ([`Self::forward_train`]) leaves the output of a
+    /// ReLU that runs fused into the max-pool after it unwritten.
     pub fn activation<'w>(&self, ws: &'w Workspace<B>, i: usize) -> Result<&'w B::Buffer> {
         self.check_workspace(ws)?;
         let slot = *self.slots.get(i).ok_or_else(|| {
@@ -1132,7 +1161,23 @@ impl<B: Backend> Model<B> {
             if si == so {
                 continue; // Flatten: the gradient buffer is shared too
             }
+            if self.relu_into_pool[i] {
+                continue; // the max-pool after it ran its backward pass
+            }
             b.scope(&self.scopes[i].1);
+            if i > 0 && self.relu_into_pool[i - 1] {
+                // A max-pool after a ReLU: the gradient with respect to the ReLU's input.
+                if i - 1 > self.first_param_layer {
+                    let sr = self.slots[i - 1];
+                    let (dy, dx) = read_write(&mut ws.grads, so, sr);
+                    let dy = dy.as_ref().expect("every activation has a gradient");
+                    let dx = dx
+                        .as_mut()
+                        .expect("activations after a parameter layer too");
+                    b.relu_maxpool2d_backward(&self.pool_params(i, n), &ws.acts[sr], dy, dx)?;
+                }
+                continue;
+            }
             let need_dx = i > self.first_param_layer;
             let x = &ws.acts[si];
             let y = &ws.acts[so];

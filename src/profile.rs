@@ -20,6 +20,9 @@ pub struct LayerTime {
     pub layer: String,
     pub forward: f64,
     pub backward: f64,
+    /// The layer whose ops run this one in training (a ReLU fused into the max-pool after it),
+    /// whose times then include it; this layer's own times are 0.
+    pub fused_into: Option<usize>,
 }
 
 /// What [`time_layers`] measured, per step.
@@ -124,6 +127,7 @@ pub fn time_layers<B: Backend>(
                 layer: layer.to_string(),
                 forward: per_step(&f),
                 backward: per_step(&bw),
+                fused_into: model.fused_into_next(i).then_some(i + 1),
             }
         })
         .collect();

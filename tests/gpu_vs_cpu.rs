@@ -154,6 +154,10 @@ fn pool_run<B: Backend>(b: &B, p: &Pool2d, seed: u64) -> Outputs {
     for i in (7..xs.len()).step_by(7) {
         xs[i] = xs[i - 1];
     }
+    // Zeros every 11th element: windows whose ReLU'd maximum is a tie at 0 for the fused ops.
+    for i in (3..xs.len()).step_by(11) {
+        xs[i] = 0.0;
+    }
     let x = b.upload_f32(&xs, "x").unwrap();
     let dout = b
         .upload_f32(&rand_vec(seed + 1, p.output_len(), -1.0, 1.0), "dout")
@@ -166,9 +170,16 @@ fn pool_run<B: Backend>(b: &B, p: &Pool2d, seed: u64) -> Outputs {
     b.maxpool2d_backward(p, &x, &dout, &mut dx).unwrap();
     b.avgpool2d_forward(p, &x, &mut avg).unwrap();
     b.avgpool2d_backward(p, &dout, &mut davg).unwrap();
+    let mut fused = b.zeros(p.output_len(), "relu max").unwrap();
+    let mut dfused = b.zeros(p.input_len(), "relu max dx").unwrap();
+    b.relu_maxpool2d_forward(p, &x, &mut fused).unwrap();
+    b.relu_maxpool2d_backward(p, &x, &dout, &mut dfused)
+        .unwrap();
     vec![
         ("max forward", b.read_f32(&out).unwrap()),
         ("max backward", b.read_f32(&dx).unwrap()),
+        ("relu + max forward", b.read_f32(&fused).unwrap()),
+        ("relu + max backward", b.read_f32(&dfused).unwrap()),
         ("avg forward", b.read_f32(&avg).unwrap()),
         ("avg backward", b.read_f32(&davg).unwrap()),
     ]

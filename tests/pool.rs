@@ -1,6 +1,7 @@
 //! Max and average pooling, forward and backward: hand-checked cases (the tutorial's 4×4),
 //! tie-breaking, overlapping windows, direct loops on random data, finite differences, shape
-//! errors.
+//! errors; max pooling fused with the ReLU before it, against the two ops run one after the
+//! other.
 
 mod common;
 
@@ -286,6 +287,97 @@ fn backward_overwrites<B: Backend>(b: &B) {
 }
 backend_test!(backward_overwrites_dx, backward_overwrites);
 
+fn relu_max_forward<B: Backend>(b: &B, p: &Pool2d, x: &[f32]) -> Vec<f32> {
+    let x = upload(b, x, "x");
+    let mut out = zeros(b, p.output_len(), "out");
+    b.relu_maxpool2d_forward(p, &x, &mut out)
+        .expect("relu_maxpool2d_forward");
+    read(b, &out)
+}
+
+fn relu_max_backward<B: Backend>(b: &B, p: &Pool2d, x: &[f32], dout: &[f32]) -> Vec<f32> {
+    let (x, dout) = (upload(b, x, "x"), upload(b, dout, "dout"));
+    // A used buffer: the fused backward overwrites dx, as the plain one does.
+    let mut dx = upload(b, &vec![7.0; p.input_len()], "dx");
+    b.relu_maxpool2d_backward(p, &x, &dout, &mut dx)
+        .expect("relu_maxpool2d_backward");
+    read(b, &dx)
+}
+
+/// Max pooling fused with the ReLU before it, by hand: one 2×6 plane, three 2×2 windows.
+/// - [[−1, −2], [−3, −0.5]]: every value is negative, so the ReLU'd window is all 0: out 0,
+///   and no gradient anywhere (the ReLU blocks all four).
+/// - [[0, 3], [3, −1]]: max 3, the first 3 (top right) gets the gradient.
+/// - [[−4, 0], [0, −2]]: the ReLU'd maximum is a tie at 0: out 0, no gradient.
+fn relu_max_by_hand<B: Backend>(b: &B) {
+    let p = pool(1, 1, 2, 6, 2, 2);
+    #[rustfmt::skip]
+    let x = [
+        -1., -2.,   0., 3.,  -4., 0.,
+        -3., -0.5,  3., -1.,  0., -2.,
+    ];
+    assert_close(
+        &relu_max_forward(b, &p, &x),
+        &[0., 3., 0.],
+        0.0,
+        0.0,
+        "relu + max forward",
+    );
+    #[rustfmt::skip]
+    let want = [
+        0., 0.,  0., 20.,  0., 0.,
+        0., 0.,  0., 0.,   0., 0.,
+    ];
+    let dx = relu_max_backward(b, &p, &x, &[10., 20., 30.]);
+    assert_close(&dx, &want, 0.0, 0.0, "relu + max backward");
+}
+backend_test!(relu_max_pool_by_hand, relu_max_by_hand);
+
+/// The fused op is the ReLU then the max-pool, bit for bit, forward and backward, on every
+/// asymmetric shape (overlapping windows and leftover rows included), on data with negative
+/// windows, ties at zero, ties between positives and NaNs (which the ReLU turns into 0).
+fn relu_max_equals_two_ops<B: Backend>(b: &B) {
+    for (s, p) in shapes().iter().enumerate() {
+        let s = s as u64;
+        let mut x = rand_vec(400 + s, p.input_len(), -1.0, 1.0);
+        for (i, v) in x.iter_mut().enumerate() {
+            match i % 13 {
+                3 => *v = 0.0,
+                7 => *v = f32::NAN,
+                _ => {}
+            }
+        }
+        for i in (5..x.len()).step_by(9) {
+            x[i] = x[i - 1];
+        }
+        let dout = rand_vec(500 + s, p.output_len(), -1.0, 1.0);
+        let len = p.input_len();
+        let (xb, doutb) = (upload(b, &x, "x"), upload(b, &dout, "dout"));
+        let mut relu = zeros(b, len, "relu");
+        b.relu_forward(len, &xb, &mut relu).unwrap();
+        let mut out = zeros(b, p.output_len(), "out");
+        b.maxpool2d_forward(p, &relu, &mut out).unwrap();
+        let mut dpool = zeros(b, len, "dpool");
+        b.maxpool2d_backward(p, &relu, &doutb, &mut dpool).unwrap();
+        let mut dx = zeros(b, len, "dx");
+        b.relu_backward(len, &relu, &dpool, &mut dx).unwrap();
+        let what = format!("relu + max forward, {p:?}");
+        assert_close(&relu_max_forward(b, p, &x), &read(b, &out), 0.0, 0.0, &what);
+        let what = format!("relu + max backward, {p:?}");
+        assert_close(
+            &relu_max_backward(b, p, &x, &dout),
+            &read(b, &dx),
+            0.0,
+            0.0,
+            &what,
+        );
+    }
+}
+backend_test!(
+    relu_max_pool_equals_relu_then_max_pool,
+    relu_max_equals_two_ops
+);
+
 fn wrong_lengths<B: Backend>(b: &B) {
     let p = pool(2, 3, 6, 5, 2, 2);
     let x = zeros(b, p.input_len(), "x");
@@ -329,6 +421,22 @@ fn wrong_lengths<B: Backend>(b: &B) {
     assert_shape_error(
         b.avgpool2d_backward(&p, &dout, &mut bad),
         "avg backward, wrong dx",
+    );
+    assert_shape_error(
+        b.relu_maxpool2d_forward(&p, &short, &mut out),
+        "relu + max forward, short x",
+    );
+    assert_shape_error(
+        b.relu_maxpool2d_forward(&p, &x, &mut bad),
+        "relu + max forward, long out",
+    );
+    assert_shape_error(
+        b.relu_maxpool2d_backward(&p, &x, &short, &mut dx),
+        "relu + max backward, short dout",
+    );
+    assert_shape_error(
+        b.relu_maxpool2d_backward(&p, &x, &dout, &mut bad),
+        "relu + max backward, wrong dx",
     );
 }
 backend_test!(wrong_buffer_length_is_a_shape_error, wrong_lengths);

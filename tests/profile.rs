@@ -34,14 +34,17 @@ fn small_cnn() -> ModelSpec {
 }
 
 /// Every layer that runs ops gets a forward time (and a backward time where a gradient flows),
-/// Flatten none, and the total is the sum of the parts.
+/// Flatten none, the ReLU none of its own (it runs fused into the max-pool after it, layer 2),
+/// and the total is the sum of the parts.
 fn times_every_layer<B: Backend>(b: &B) {
     let t = time_layers(b, small_cnn(), 5, 3, 1).expect("timing runs");
     assert_eq!((t.batch, t.iterations, t.layers.len()), (5, 3, 5));
     let names: Vec<&str> = t.layers.iter().map(|l| l.layer.as_str()).collect();
     assert_eq!(names[0], "Conv2d(1→3, 3×3, stride 1, padding 1)");
+    let fused: Vec<Option<usize>> = t.layers.iter().map(|l| l.fused_into).collect();
+    assert_eq!(fused, [None, Some(2), None, None, None]);
     for l in &t.layers {
-        if l.layer == "Flatten" {
+        if l.layer == "Flatten" || l.fused_into.is_some() {
             assert_eq!((l.forward, l.backward), (0.0, 0.0));
         } else {
             assert!(l.forward > 0.0, "{} forward timed: {t:?}", l.layer);

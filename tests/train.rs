@@ -296,6 +296,61 @@ backend_test!(
     model_gradients_match_finite_differences
 );
 
+/// Training runs a ReLU followed by a max-pool as one fused op; a dropout of p = 0 between them
+/// (an exact copy) keeps them apart. Both models must give the same loss and every parameter
+/// gradient bit for bit, after a training forward pass and after an evaluation one.
+fn fused_relu_pool_changes_nothing<B: Backend>(b: &B) {
+    let fused = ModelSpec::simple_cnn();
+    let mut apart = fused.clone();
+    let mut layers = Vec::new();
+    for (i, layer) in fused.layers.iter().enumerate() {
+        layers.push(layer.clone());
+        if *layer == Layer::Relu && matches!(fused.layers[i + 1], Layer::MaxPool2d { .. }) {
+            layers.push(Layer::Dropout { p: 0.0 });
+        }
+    }
+    assert_eq!(
+        layers.len(),
+        fused.layers.len() + 2,
+        "SimpleCNN has two ReLU + max-pool pairs"
+    );
+    apart.layers = layers;
+    let batch = 3;
+    let x = rand_vec(21, batch * 784, -1.0, 1.0);
+    let y = [3u32, 0, 9];
+    let run = |spec: ModelSpec, train: bool| {
+        let mut model = Model::new(b, spec, 5).unwrap();
+        let mut ws = Workspace::new(b, &model, batch).unwrap();
+        fill_batch(b, &mut ws, &x, &y);
+        let mut loss_sum = b.zeros(1, "loss_sum").unwrap();
+        if train {
+            model.forward_train(b, &mut ws).unwrap();
+        } else {
+            model.forward(b, &mut ws).unwrap();
+        }
+        model.loss(b, &mut ws, &mut loss_sum).unwrap();
+        model.backward(b, &mut ws).unwrap();
+        let loss = b.read_f32(&loss_sum).unwrap();
+        (loss, model.read_grads(b).unwrap())
+    };
+    for train in [true, false] {
+        let (loss_f, grads_f) = run(fused.clone(), train);
+        let (loss_a, grads_a) = run(apart.clone(), train);
+        assert_close(&loss_f, &loss_a, 0.0, 0.0, "loss");
+        assert_eq!(grads_f.len(), 8);
+        for (f, a) in grads_f.iter().zip(&grads_a) {
+            assert_eq!(f.name, a.name);
+            assert!(f.data.iter().any(|&v| v != 0.0), "{} is all zero", f.name);
+            let what = format!("{} (training forward: {train})", f.name);
+            assert_close(&f.data, &a.data, 0.0, 0.0, &what);
+        }
+    }
+}
+backend_test!(
+    fused_relu_pool_changes_nothing_t,
+    fused_relu_pool_changes_nothing
+);
+
 // ---- the loop's SGD wiring -----------------------------------------------------------------
 
 /// One epoch of one full batch from zero momentum is exactly p − lr·∇L(p) (the first PyTorch
@@ -1163,6 +1218,23 @@ impl<B: Backend> Backend for Counting<'_, B> {
         dx: &mut B::Buffer,
     ) -> cnn_gpu::Result<()> {
         self.inner.maxpool2d_backward(p, x, dout, dx)
+    }
+    fn relu_maxpool2d_forward(
+        &self,
+        p: &cnn_gpu::backend::Pool2d,
+        x: &B::Buffer,
+        out: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.relu_maxpool2d_forward(p, x, out)
+    }
+    fn relu_maxpool2d_backward(
+        &self,
+        p: &cnn_gpu::backend::Pool2d,
+        x: &B::Buffer,
+        dout: &B::Buffer,
+        dx: &mut B::Buffer,
+    ) -> cnn_gpu::Result<()> {
+        self.inner.relu_maxpool2d_backward(p, x, dout, dx)
     }
     fn avgpool2d_forward(
         &self,

@@ -153,6 +153,27 @@ pub trait Backend {
         dout: &Self::Buffer,
         dx: &mut Self::Buffer,
     ) -> Result<()>;
+    /// `out = maxpool2d(relu(x))` without writing `relu(x)`: a ReLU followed by a max-pool in
+    /// one pass, as the trainer runs them in training. `x` is the ReLU's input; each window
+    /// value is `relu(v)` (`v` if `v > 0`, else 0) before the max, so the result equals
+    /// [`Backend::relu_forward`] then [`Backend::maxpool2d_forward`], bit for bit.
+    fn relu_maxpool2d_forward(
+        &self,
+        p: &Pool2d,
+        x: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// The gradient of [`Backend::relu_maxpool2d_forward`] with respect to `x` (the ReLU's
+    /// input): each dout element goes to its window's arg-max of `relu(x)` (the first on
+    /// ties), and only where that maximum is positive; equal, bit for bit, to
+    /// [`Backend::maxpool2d_backward`] on `relu(x)` then [`Backend::relu_backward`].
+    fn relu_maxpool2d_backward(
+        &self,
+        p: &Pool2d,
+        x: &Self::Buffer,
+        dout: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<()>;
     /// Mean over each window.
     fn avgpool2d_forward(&self, p: &Pool2d, x: &Self::Buffer, out: &mut Self::Buffer)
         -> Result<()>;

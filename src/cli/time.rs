@@ -52,6 +52,11 @@ pub(crate) fn time_on<B: Backend>(b: &B, args: &TimeArgs, spec: ModelSpec) -> Re
         "#", "layer", "forward ms", "backward ms"
     );
     for l in &t.layers {
+        if let Some(into) = l.fused_into {
+            let note = format!("(in layer {into}'s times)");
+            println!("{:<3} {:<44} {note:>25}", l.index, l.layer);
+            continue;
+        }
         println!(
             "{:<3} {:<44} {:>12.3} {:>12.3}",
             l.index,

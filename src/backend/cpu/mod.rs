@@ -261,6 +261,18 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         self.run(|| pool::maxpool2d_backward(p, &x.data, &dout.data, &mut dx.data))
     }
+    fn relu_maxpool2d_forward(&self, p: &Pool2d, x: &CpuBuffer, out: &mut CpuBuffer) -> Result<()> {
+        self.run(|| pool::relu_maxpool2d_forward(p, &x.data, &mut out.data))
+    }
+    fn relu_maxpool2d_backward(
+        &self,
+        p: &Pool2d,
+        x: &CpuBuffer,
+        dout: &CpuBuffer,
+        dx: &mut CpuBuffer,
+    ) -> Result<()> {
+        self.run(|| pool::relu_maxpool2d_backward(p, &x.data, &dout.data, &mut dx.data))
+    }
     fn avgpool2d_forward(&self, p: &Pool2d, x: &CpuBuffer, out: &mut CpuBuffer) -> Result<()> {
         self.run(|| pool::avgpool2d_forward(p, &x.data, &mut out.data))
     }

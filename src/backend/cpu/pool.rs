@@ -1,22 +1,42 @@
-//! 2-d pooling over N,C,H,W tensors: max and average, forward and backward. No padding; the
-//! output size rounds down. Planes (one channel of one image) are independent, so each op runs
-//! in parallel over them.
+//! 2-d pooling over N,C,H,W tensors: max and average, forward and backward, and max pooling
+//! fused with the ReLU before it. No padding; the output size rounds down. Planes (one channel
+//! of one image) are independent, so each op runs in parallel over them.
+//!
+//! The fused ops read the ReLU's input: each window value is `relu(v)` (`v` if `v > 0`, else
+//! 0, as [`super::elementwise::relu_forward`] computes it) before the max is taken, and the
+//! gradient passes only where that max is positive, as the ReLU's backward would let it.
+//! Written with a `const RELU: bool`, so the plain ops pay nothing for it.
 
 use rayon::prelude::*;
 
 use crate::backend::{check, Pool2d};
 use crate::Result;
 
+/// The value a window sees: the ReLU's output when fused, else `v` itself.
+#[inline(always)]
+fn seen<const RELU: bool>(v: f32) -> f32 {
+    if RELU {
+        if v > 0.0 {
+            v
+        } else {
+            0.0
+        }
+    } else {
+        v
+    }
+}
+
 /// (index within the plane, value) of the window's first maximum in row-major order: a strict
 /// `>` while scanning, written as selects rather than branches (random data would mispredict).
 #[inline]
-fn window_argmax(p: &Pool2d, x: &[f32], oh: usize, ow: usize) -> (usize, f32) {
+fn window_argmax<const RELU: bool>(p: &Pool2d, x: &[f32], oh: usize, ow: usize) -> (usize, f32) {
     let (h0, w0) = (oh * p.stride, ow * p.stride);
     let mut best = h0 * p.in_w + w0;
-    let mut max = x[best];
+    let mut max = seen::<RELU>(x[best]);
     for kh in 0..p.kernel {
         let start = (h0 + kh) * p.in_w + w0;
         for (i, &v) in (start..).zip(&x[start..start + p.kernel]) {
+            let v = seen::<RELU>(v);
             let better = v > max;
             best = if better { i } else { best };
             max = if better { v } else { max };
@@ -36,10 +56,11 @@ fn rows_2x2<'a>(p: &Pool2d, x: &'a [f32], oh: usize) -> (&'a [f32], &'a [f32]) {
 }
 
 /// [`window_argmax`] of one 2×2 window given in row-major order: (position 0..4, value).
-#[inline]
-fn first_max_2x2(v: [f32; 4]) -> (usize, f32) {
-    let (mut best, mut max) = (0, v[0]);
-    for (i, &v) in v.iter().enumerate().skip(1) {
+#[inline(always)]
+fn first_max_2x2<const RELU: bool>(v: [f32; 4]) -> (u32, f32) {
+    let (mut best, mut max) = (0u32, seen::<RELU>(v[0]));
+    for (i, &v) in (1u32..).zip(&v[1..]) {
+        let v = seen::<RELU>(v);
         let better = v > max;
         best = if better { i } else { best };
         max = if better { v } else { max };
@@ -49,41 +70,141 @@ fn first_max_2x2(v: [f32; 4]) -> (usize, f32) {
 
 /// maxpool2d_backward of one plane for 2×2 windows at stride 2. The windows do not overlap, so
 /// each covered input element is written once, its window's dout or zero, with no clearing pass.
-/// The arg-max is found without branches: the first element equal to the window's maximum
-/// (the first element when that is a NaN, as the strict-`>` scan of [`window_argmax`] gives).
 #[inline(never)]
-fn maxpool_backward_plane_2x2(p: &Pool2d, x: &[f32], dout: &[f32], dx: &mut [f32]) {
+fn maxpool_backward_plane_2x2<const RELU: bool>(
+    p: &Pool2d,
+    x: &[f32],
+    dout: &[f32],
+    dx: &mut [f32],
+) {
     let ow_n = p.out_w();
     for (oh, dout) in dout.chunks_exact(ow_n).enumerate() {
         let (r0, r1) = rows_2x2(p, x, oh);
         let (d0, d1) = dx[2 * oh * p.in_w..].split_at_mut(p.in_w);
         d0[2 * ow_n..].fill(0.0); // a column past the last window (odd W)
         d1[2 * ow_n..p.in_w].fill(0.0);
-        let (d0, d1) = (&mut d0[..2 * ow_n], &mut d1[..2 * ow_n]);
-        let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
-        let grads = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
-        for (((a, b), (ga, gb)), &d) in windows.zip(grads).zip(dout) {
-            let max = first_max_2x2([a[0], a[1], b[0], b[1]]).1;
-            // 0/1 flags combined as integers: LLVM turns `if cond { d } else { 0.0 }` on float
-            // compares into branches, which data like relu outputs mispredict.
-            let g0 = u32::from((a[0] >= max) | a[0].is_nan());
-            let g1 = u32::from(a[1] == max) & !g0 & 1;
-            let g2 = u32::from(b[0] == max) & !(g0 | g1) & 1;
-            let g3 = !(g0 | g1 | g2) & 1;
-            let pick = |g: u32| f32::from_bits(d.to_bits() & g.wrapping_neg());
-            ga[0] = pick(g0);
-            ga[1] = pick(g1);
-            gb[0] = pick(g2);
-            gb[1] = pick(g3);
-        }
+        backward_windows_2x2::<RELU>(r0, r1, dout, &mut d0[..2 * ow_n], &mut d1[..2 * ow_n]);
     }
     dx[2 * p.out_h() * p.in_w..].fill(0.0); // a row past the last window (odd H)
 }
 
-/// `out[n, c, oh, ow] = max_{kh, kw} x[n, c, oh·s + kh, ow·s + kw]`.
-/// x: [N, C, H, W], out: [N, C, OH, OW].
-pub fn maxpool2d_forward(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
-    check::pool2d("maxpool2d_forward", p, x.len(), out.len())?;
+/// The backward pass of one row of 2×2 windows: window j covers `r0[2j..2j + 2]` and
+/// `r1[2j..2j + 2]`, and its `dout[j]` goes to the same places of `d0` and `d1` at the window's
+/// first maximum, zero elsewhere. On x86-64, four windows at a time in SSE2 (which every x86-64
+/// has): the data is random, and the scalar form compiles to branches that mispredict.
+fn backward_windows_2x2<const RELU: bool>(
+    r0: &[f32],
+    r1: &[f32],
+    dout: &[f32],
+    d0: &mut [f32],
+    d1: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let n = dout.len();
+        let full = n / 4 * 4;
+        for j in (0..full).step_by(4) {
+            let (a, b) = (&r0[2 * j..2 * j + 8], &r1[2 * j..2 * j + 8]);
+            let (ga, gb) = (&mut d0[2 * j..2 * j + 8], &mut d1[2 * j..2 * j + 8]);
+            sse2::backward_4_windows::<RELU>(a, b, &dout[j..j + 4], ga, gb);
+        }
+        if full < n {
+            // The last one to three windows, through zero-padded copies.
+            let k = n - full;
+            let (mut a, mut b, mut d) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 4]);
+            let (mut ga, mut gb) = ([0.0f32; 8], [0.0f32; 8]);
+            a[..2 * k].copy_from_slice(&r0[2 * full..]);
+            b[..2 * k].copy_from_slice(&r1[2 * full..]);
+            d[..k].copy_from_slice(&dout[full..]);
+            sse2::backward_4_windows::<RELU>(&a, &b, &d, &mut ga, &mut gb);
+            d0[2 * full..].copy_from_slice(&ga[..2 * k]);
+            d1[2 * full..].copy_from_slice(&gb[..2 * k]);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+        let grads = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
+        for (((a, b), (ga, gb)), &d) in windows.zip(grads).zip(dout) {
+            let (best, max) = first_max_2x2::<RELU>([a[0], a[1], b[0], b[1]]);
+            let d = if !RELU || max > 0.0 { d } else { 0.0 };
+            ga[0] = if best == 0 { d } else { 0.0 };
+            ga[1] = if best == 1 { d } else { 0.0 };
+            gb[0] = if best == 2 { d } else { 0.0 };
+            gb[1] = if best == 3 { d } else { 0.0 };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::*;
+
+    /// [`super::backward_windows_2x2`] of exactly four windows: `a`, `b`, `ga`, `gb` hold 8
+    /// values, `dout` 4. The same strict-`>` scan as [`super::first_max_2x2`], as masks:
+    /// `c_k` is "element k beats the maximum of the elements before it", so the first maximum
+    /// is the last k whose `c_k` is set (element 0 when none is), NaNs never win a comparison
+    /// and a NaN first element keeps the gradient.
+    #[inline(always)]
+    pub(super) fn backward_4_windows<const RELU: bool>(
+        a: &[f32],
+        b: &[f32],
+        dout: &[f32],
+        ga: &mut [f32],
+        gb: &mut [f32],
+    ) {
+        assert!(a.len() == 8 && b.len() == 8 && dout.len() == 4 && ga.len() == 8 && gb.len() == 8);
+        // SAFETY: SSE2 is part of the x86-64 baseline; every unaligned load and store reads or
+        // writes 4 floats inside a slice whose length was asserted above.
+        unsafe {
+            let (a_lo, a_hi) = (_mm_loadu_ps(a.as_ptr()), _mm_loadu_ps(a.as_ptr().add(4)));
+            let (b_lo, b_hi) = (_mm_loadu_ps(b.as_ptr()), _mm_loadu_ps(b.as_ptr().add(4)));
+            // The four windows' elements 0 and 1 (top row) and 2 and 3 (bottom row).
+            let mut e0 = _mm_shuffle_ps::<0b10_00_10_00>(a_lo, a_hi);
+            let mut e1 = _mm_shuffle_ps::<0b11_01_11_01>(a_lo, a_hi);
+            let mut e2 = _mm_shuffle_ps::<0b10_00_10_00>(b_lo, b_hi);
+            let mut e3 = _mm_shuffle_ps::<0b11_01_11_01>(b_lo, b_hi);
+            let zero = _mm_setzero_ps();
+            if RELU {
+                // relu(v) = v where v > 0, else +0 (NaN included).
+                let relu = |v| _mm_and_ps(v, _mm_cmpgt_ps(v, zero));
+                (e0, e1, e2, e3) = (relu(e0), relu(e1), relu(e2), relu(e3));
+            }
+            let select = |c, x, y| _mm_or_ps(_mm_and_ps(c, x), _mm_andnot_ps(c, y));
+            let c1 = _mm_cmpgt_ps(e1, e0);
+            let max = select(c1, e1, e0);
+            let c2 = _mm_cmpgt_ps(e2, max);
+            let max = select(c2, e2, max);
+            let c3 = _mm_cmpgt_ps(e3, max);
+            let max = select(c3, e3, max);
+            let mut d = _mm_loadu_ps(dout.as_ptr());
+            if RELU {
+                // A window whose ReLU'd maximum is 0 passes no gradient.
+                d = _mm_and_ps(d, _mm_cmpgt_ps(max, zero));
+            }
+            let g3 = _mm_and_ps(c3, d);
+            let d = _mm_andnot_ps(c3, d);
+            let g2 = _mm_and_ps(c2, d);
+            let d = _mm_andnot_ps(c2, d);
+            let g1 = _mm_and_ps(c1, d);
+            let g0 = _mm_andnot_ps(c1, d);
+            _mm_storeu_ps(ga.as_mut_ptr(), _mm_unpacklo_ps(g0, g1));
+            _mm_storeu_ps(ga.as_mut_ptr().add(4), _mm_unpackhi_ps(g0, g1));
+            _mm_storeu_ps(gb.as_mut_ptr(), _mm_unpacklo_ps(g2, g3));
+            _mm_storeu_ps(gb.as_mut_ptr().add(4), _mm_unpackhi_ps(g2, g3));
+        }
+    }
+}
+
+/// `out[n, c, oh, ow] = max_{kh, kw} x[n, c, oh·s + kh, ow·s + kw]` (of `relu(x)` when fused),
+/// after checking the lengths for `op`.
+fn maxpool_forward<const RELU: bool>(
+    op: &'static str,
+    p: &Pool2d,
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
+    check::pool2d(op, p, x.len(), out.len())?;
     let (plane_in, ow_n) = (p.in_h * p.in_w, p.out_w());
     out.par_chunks_mut(p.out_h() * ow_n)
         .zip(x.par_chunks(plane_in))
@@ -96,24 +217,29 @@ pub fn maxpool2d_forward(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
                         .zip(r0.chunks_exact(2))
                         .zip(r1.chunks_exact(2))
                     {
-                        *o = first_max_2x2([a[0], a[1], b[0], b[1]]).1;
+                        *o = first_max_2x2::<RELU>([a[0], a[1], b[0], b[1]]).1;
                     }
                     continue;
                 }
                 for (ow, o) in out.iter_mut().enumerate() {
-                    *o = window_argmax(p, x, oh, ow).1;
+                    *o = window_argmax::<RELU>(p, x, oh, ow).1;
                 }
             }
         });
     Ok(())
 }
 
-/// `dx = Σ_windows dout[n, c, oh, ow] · [position is the window's first maximum in x]`: each
-/// dout element goes to its window's arg-max (the first in row-major order on ties, as PyTorch);
-/// overlapping windows add up. x, dx: [N, C, H, W], dout: [N, C, OH, OW].
-pub fn maxpool2d_backward(p: &Pool2d, x: &[f32], dout: &[f32], dx: &mut [f32]) -> Result<()> {
-    check::pool2d("maxpool2d_backward", p, x.len(), dout.len())?;
-    check::pool2d("maxpool2d_backward", p, dx.len(), dout.len())?;
+/// Each dout element to its window's arg-max (of `relu(x)` when fused, and then only where
+/// that max is positive), after checking the lengths for `op`.
+fn maxpool_backward<const RELU: bool>(
+    op: &'static str,
+    p: &Pool2d,
+    x: &[f32],
+    dout: &[f32],
+    dx: &mut [f32],
+) -> Result<()> {
+    check::pool2d(op, p, x.len(), dout.len())?;
+    check::pool2d(op, p, dx.len(), dout.len())?;
     let (plane_in, ow_n) = (p.in_h * p.in_w, p.out_w());
     dx.par_chunks_mut(plane_in)
         .zip(
@@ -122,16 +248,45 @@ pub fn maxpool2d_backward(p: &Pool2d, x: &[f32], dout: &[f32], dx: &mut [f32]) -
         )
         .for_each(|(dx, (x, dout))| {
             if p.kernel == 2 && p.stride == 2 {
-                return maxpool_backward_plane_2x2(p, x, dout, dx);
+                return maxpool_backward_plane_2x2::<RELU>(p, x, dout, dx);
             }
             dx.fill(0.0);
             for (oh, dout) in dout.chunks_exact(ow_n).enumerate() {
                 for (ow, &d) in dout.iter().enumerate() {
-                    dx[window_argmax(p, x, oh, ow).0] += d;
+                    let (best, max) = window_argmax::<RELU>(p, x, oh, ow);
+                    if !RELU || max > 0.0 {
+                        dx[best] += d;
+                    }
                 }
             }
         });
     Ok(())
+}
+
+/// `out[n, c, oh, ow] = max_{kh, kw} x[n, c, oh·s + kh, ow·s + kw]`.
+/// x: [N, C, H, W], out: [N, C, OH, OW].
+pub fn maxpool2d_forward(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
+    maxpool_forward::<false>("maxpool2d_forward", p, x, out)
+}
+
+/// `dx = Σ_windows dout[n, c, oh, ow] · [position is the window's first maximum in x]`: each
+/// dout element goes to its window's arg-max (the first in row-major order on ties, as PyTorch);
+/// overlapping windows add up. x, dx: [N, C, H, W], dout: [N, C, OH, OW].
+pub fn maxpool2d_backward(p: &Pool2d, x: &[f32], dout: &[f32], dx: &mut [f32]) -> Result<()> {
+    maxpool_backward::<false>("maxpool2d_backward", p, x, dout, dx)
+}
+
+/// `out = maxpool2d(relu(x))`, without writing relu(x). x: [N, C, H, W] (the ReLU's input),
+/// out: [N, C, OH, OW].
+pub fn relu_maxpool2d_forward(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
+    maxpool_forward::<true>("relu_maxpool2d_forward", p, x, out)
+}
+
+/// The gradient of [`relu_maxpool2d_forward`] with respect to its input x (the ReLU's input):
+/// `relu_backward(relu(x), maxpool2d_backward(relu(x), dout))`, in one pass.
+/// x, dx: [N, C, H, W], dout: [N, C, OH, OW].
+pub fn relu_maxpool2d_backward(p: &Pool2d, x: &[f32], dout: &[f32], dx: &mut [f32]) -> Result<()> {
+    maxpool_backward::<true>("relu_maxpool2d_backward", p, x, dout, dx)
 }
 
 /// `out[n, c, oh, ow] = (Σ_{kh, kw} x[n, c, oh·s + kh, ow·s + kw]) / kernel²`.

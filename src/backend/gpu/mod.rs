@@ -632,10 +632,12 @@ impl GpuBackend {
         self.dispatch_with(CONV_GEMM, constants, &params, bufs, grid)
     }
 
+    /// A pooling kernel; `relu` fuses the ReLU before a max-pool (pool.wgsl's RELU).
     fn pool(
         &self,
         kernel: Kernel,
         p: &Pool2d,
+        relu: bool,
         threads: usize,
         bufs: &[(u32, &GpuBuffer)],
     ) -> Result<()> {
@@ -646,12 +648,43 @@ impl GpuBackend {
             ("STRIDE", to_u32("stride", p.stride)?),
             ("OH", to_u32("out_h", p.out_h())?),
             ("OW", to_u32("out_w", p.out_w())?),
+            ("RELU", u32::from(relu)),
         ];
         let params = PoolParams {
             planes: to_u32("batch·channels", p.batch * p.channels)?,
             _pad: [0; 3],
         };
         self.dispatch_with(kernel, constants, &params, bufs, self.grid(threads)?)
+    }
+
+    /// Max-pool forward (fused with the ReLU before it with `relu`), lengths checked for `op`.
+    fn maxpool_forward(
+        &self,
+        op: &'static str,
+        p: &Pool2d,
+        relu: bool,
+        x: &GpuBuffer,
+        out: &GpuBuffer,
+    ) -> Result<()> {
+        check::pool2d(op, p, x.len, out.len)?;
+        let bufs = [(1, x), (3, out)];
+        self.pool(MAXPOOL_FORWARD, p, relu, p.output_len(), &bufs)
+    }
+
+    /// Max-pool backward (fused with the ReLU before it with `relu`), lengths checked for `op`.
+    fn maxpool_backward(
+        &self,
+        op: &'static str,
+        p: &Pool2d,
+        relu: bool,
+        x: &GpuBuffer,
+        dout: &GpuBuffer,
+        dx: &GpuBuffer,
+    ) -> Result<()> {
+        check::pool2d(op, p, x.len, dout.len)?;
+        check::pool2d(op, p, dx.len, dout.len)?;
+        let bufs = [(1, x), (2, dout), (3, dx)];
+        self.pool(MAXPOOL_BACKWARD, p, relu, p.input_len(), &bufs)
     }
 
     /// dst = src through dropout's mask and scale (both directions).
@@ -980,8 +1013,7 @@ impl Backend for GpuBackend {
     }
 
     fn maxpool2d_forward(&self, p: &Pool2d, x: &GpuBuffer, out: &mut GpuBuffer) -> Result<()> {
-        check::pool2d("maxpool2d_forward", p, x.len, out.len)?;
-        self.pool(MAXPOOL_FORWARD, p, p.output_len(), &[(1, x), (3, &*out)])
+        self.maxpool_forward("maxpool2d_forward", p, false, x, out)
     }
 
     fn maxpool2d_backward(
@@ -991,24 +1023,33 @@ impl Backend for GpuBackend {
         dout: &GpuBuffer,
         dx: &mut GpuBuffer,
     ) -> Result<()> {
-        check::pool2d("maxpool2d_backward", p, x.len, dout.len)?;
-        check::pool2d("maxpool2d_backward", p, dx.len, dout.len)?;
-        self.pool(
-            MAXPOOL_BACKWARD,
-            p,
-            p.input_len(),
-            &[(1, x), (2, dout), (3, &*dx)],
-        )
+        self.maxpool_backward("maxpool2d_backward", p, false, x, dout, dx)
+    }
+
+    fn relu_maxpool2d_forward(&self, p: &Pool2d, x: &GpuBuffer, out: &mut GpuBuffer) -> Result<()> {
+        self.maxpool_forward("relu_maxpool2d_forward", p, true, x, out)
+    }
+
+    fn relu_maxpool2d_backward(
+        &self,
+        p: &Pool2d,
+        x: &GpuBuffer,
+        dout: &GpuBuffer,
+        dx: &mut GpuBuffer,
+    ) -> Result<()> {
+        self.maxpool_backward("relu_maxpool2d_backward", p, true, x, dout, dx)
     }
 
     fn avgpool2d_forward(&self, p: &Pool2d, x: &GpuBuffer, out: &mut GpuBuffer) -> Result<()> {
         check::pool2d("avgpool2d_forward", p, x.len, out.len)?;
-        self.pool(AVGPOOL_FORWARD, p, p.output_len(), &[(1, x), (3, &*out)])
+        let bufs = [(1, x), (3, &*out)];
+        self.pool(AVGPOOL_FORWARD, p, false, p.output_len(), &bufs)
     }
 
     fn avgpool2d_backward(&self, p: &Pool2d, dout: &GpuBuffer, dx: &mut GpuBuffer) -> Result<()> {
         check::pool2d("avgpool2d_backward", p, dx.len, dout.len)?;
-        self.pool(AVGPOOL_BACKWARD, p, p.input_len(), &[(2, dout), (3, &*dx)])
+        let bufs = [(2, dout), (3, &*dx)];
+        self.pool(AVGPOOL_BACKWARD, p, false, p.input_len(), &bufs)
     }
 
     fn relu_forward(&self, len: usize, x: &GpuBuffer, y: &mut GpuBuffer) -> Result<()> {
