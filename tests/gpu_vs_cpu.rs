@@ -113,6 +113,33 @@ fn matmul_run<B: Backend>(b: &B, p: &Matmul, seed: u64) -> Outputs {
     vec![("c", b.read_f32(&c).unwrap())]
 }
 
+/// Products with at least 512 tiles of 128×128 run on 128×128 tiles, 8×8 outputs a thread
+/// (`matmul_per_thread`): M and N not multiples of 128, K below one K-tile of 16 (k = 7) and
+/// above it with a remainder (k = 19), every operand layout.
+#[test]
+fn big_tile_matmul_gpu_matches_cpu() {
+    for (i, &(m, k, n)) in [(3100, 7, 2950), (2950, 19, 3000)].iter().enumerate() {
+        assert!((m / 128) * (n / 128) >= 512, "{m}×{n} takes the big tiles");
+        for (trans_a, trans_b) in [(false, false), (true, true), (false, true), (true, false)] {
+            let p = Matmul {
+                m,
+                k,
+                n,
+                trans_a,
+                trans_b,
+            };
+            gpu_matches_cpu!(
+                format!("matmul {p:?}"),
+                1e-4,
+                1e-4,
+                matmul_run,
+                &p,
+                20 + i as u64
+            );
+        }
+    }
+}
+
 #[test]
 fn matmul_gpu_matches_cpu() {
     for (i, &(m, k, n)) in [

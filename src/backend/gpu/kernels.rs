@@ -118,6 +118,21 @@ pub(crate) fn gemm_per_thread(len: usize) -> u32 {
     }
 }
 
+/// The smallest number of 128×128 tiles for which [`matmul_per_thread`] picks them: four
+/// waves of workgroups on a 132-SM GPU, so that the last wave's idle SMs cost little.
+pub(crate) const BIG_TILES_MIN: usize = 4 * 128;
+
+/// TM and TN of a matrix product: 8×8 a thread (128×128 tiles, which reached 26.5 TFLOP/s at
+/// 4096³ on an H200 where 64×64 tiles reached 18.5; ../shared/docs/PERFORMANCE.md) when the
+/// product has at least [`BIG_TILES_MIN`] of them, else [`gemm_per_thread`] of each side.
+pub(crate) fn matmul_per_thread(m: usize, n: usize) -> (u32, u32) {
+    if m >= 128 && n >= 128 && (m / 128) * (n / 128) >= BIG_TILES_MIN {
+        (8, 8)
+    } else {
+        (gemm_per_thread(m), gemm_per_thread(n))
+    }
+}
+
 // ---- uniform structs: each mirrors the WGSL struct of the same name ------------------------
 
 #[repr(C)]

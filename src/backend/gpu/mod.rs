@@ -1189,7 +1189,7 @@ impl Backend for GpuBackend {
             trans_b: p.trans_b as u32,
             _pad: [0; 3],
         };
-        let (tm, tn) = (gemm_per_thread(p.m), gemm_per_thread(p.n));
+        let (tm, tn) = matmul_per_thread(p.m, p.n);
         let grid = gemm_grid(
             p.m,
             p.n,
