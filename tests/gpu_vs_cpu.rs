@@ -113,14 +113,10 @@ fn matmul_run<B: Backend>(b: &B, p: &Matmul, seed: u64) -> Outputs {
     vec![("c", b.read_f32(&c).unwrap())]
 }
 
-/// Products with at least 512 tiles of 128×128 run on 128×128 tiles, 8×8 outputs a thread
-/// (`matmul_per_thread`): M and N not multiples of 128, K below one K-tile of 16 (k = 7) and
-/// above it with a remainder (k = 19), every operand layout.
-#[test]
-fn big_tile_matmul_gpu_matches_cpu() {
-    for (i, &(m, k, n)) in [(3100, 7, 2950), (2950, 19, 3000)].iter().enumerate() {
-        assert!((m / 128) * (n / 128) >= 512, "{m}×{n} takes the big tiles");
-        for (trans_a, trans_b) in [(false, false), (true, true), (false, true), (true, false)] {
+/// Every operand layout of each (m, k, n) product, the data seeded by `seed` plus the index.
+fn matmuls_match(shapes: &[(usize, usize, usize)], seed: u64) {
+    for (i, &(m, k, n)) in shapes.iter().enumerate() {
+        for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
             let p = Matmul {
                 m,
                 k,
@@ -128,50 +124,34 @@ fn big_tile_matmul_gpu_matches_cpu() {
                 trans_a,
                 trans_b,
             };
-            gpu_matches_cpu!(
-                format!("matmul {p:?}"),
-                1e-4,
-                1e-4,
-                matmul_run,
-                &p,
-                20 + i as u64
-            );
+            let seed = seed + i as u64;
+            gpu_matches_cpu!(format!("matmul {p:?}"), 1e-4, 1e-4, matmul_run, &p, seed);
         }
     }
 }
 
 #[test]
 fn matmul_gpu_matches_cpu() {
-    for (i, &(m, k, n)) in [
+    let shapes = [
         (1, 1, 1),
         (3, 5, 7),
         (65, 17, 130),
         (64, 3136, 10),
         (127, 64, 33),
-    ]
-    .iter()
-    .enumerate()
-    {
-        for trans_a in [false, true] {
-            for trans_b in [false, true] {
-                let p = Matmul {
-                    m,
-                    k,
-                    n,
-                    trans_a,
-                    trans_b,
-                };
-                gpu_matches_cpu!(
-                    format!("matmul {p:?}"),
-                    1e-4,
-                    1e-4,
-                    matmul_run,
-                    &p,
-                    i as u64
-                );
-            }
-        }
+    ];
+    matmuls_match(&shapes, 0);
+}
+
+/// Products with at least 512 tiles of 128×128 run on 128×128 tiles, 8×8 outputs a thread
+/// (`matmul_per_thread`): M and N not multiples of 128, K below one K-tile of 16 (k = 7) and
+/// above it with a remainder (k = 19), every operand layout.
+#[test]
+fn big_tile_matmul_gpu_matches_cpu() {
+    let shapes = [(3100, 7, 2950), (2950, 19, 3000)];
+    for &(m, _, n) in &shapes {
+        assert!((m / 128) * (n / 128) >= 512, "{m}×{n} takes the big tiles");
     }
+    matmuls_match(&shapes, 20);
 }
 
 fn pool_run<B: Backend>(b: &B, p: &Pool2d, seed: u64) -> Outputs {
