@@ -255,17 +255,27 @@ impl ModelSpec {
             .expect("models/lenet5.toml is a valid model (tests/model_file.rs)")
     }
 
-    /// The preset called `name` (`simple-cnn` or `lenet5`).
+    /// The Fashion-MNIST recipe's network (`models/fashion-cnn.toml`): SimpleCNN's
+    /// convolutions each followed by batch norm, then dropout 0.25 → linear(3136→128) →
+    /// BatchNorm1d → ReLU → dropout 0.5 → linear(128→10), named as an `nn.Sequential`.
+    /// 422,090 parameters.
+    pub fn fashion_cnn() -> Self {
+        Self::from_toml(include_str!("../models/fashion-cnn.toml"))
+            .expect("models/fashion-cnn.toml is a valid model (tests/model_file.rs)")
+    }
+
+    /// The preset called `name` (one of [`Self::PRESETS`]).
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "simple-cnn" => Some(Self::simple_cnn()),
             "lenet5" => Some(Self::lenet5()),
+            "fashion-cnn" => Some(Self::fashion_cnn()),
             _ => None,
         }
     }
 
     /// The names of the presets, for messages.
-    pub const PRESETS: [&'static str; 2] = ["simple-cnn", "lenet5"];
+    pub const PRESETS: [&'static str; 3] = ["simple-cnn", "lenet5", "fashion-cnn"];
 
     /// The per-sample shapes of the input and of every layer's output (`layers.len() + 1`
     /// entries), or an error naming the first layer that does not fit its input.

@@ -177,6 +177,29 @@ fn bn_cnn_example_uses_sequential_names() {
     assert_eq!(plain.init_params(0).unwrap()[0].data, init[0].data);
 }
 
+/// The fashion-cnn preset is models/fashion-cnn.toml: batch norm after each convolution and
+/// the first linear layer, dropout before and after it, sequential names, 422,090 parameters
+/// (32·9 + 32 + 2·32 + 64·288 + 64 + 2·64 + 128·3136 + 128 + 2·128 + 10·128 + 10).
+#[test]
+fn fashion_cnn_preset_is_its_file() {
+    let spec = ModelSpec::preset("fashion-cnn").unwrap();
+    assert_eq!(spec, file("fashion-cnn.toml"));
+    assert_eq!(spec.naming, Naming::Sequential);
+    assert_eq!(spec.layers[9], Layer::Dropout { p: 0.25 });
+    assert_eq!(spec.layers[11], Layer::BatchNorm1d { features: 128 });
+    assert_eq!(spec.layers[13], Layer::Dropout { p: 0.5 });
+    assert_eq!(spec.infer_shapes().unwrap().last(), Some(&Shape::Flat(10)));
+    assert_eq!(
+        spec.buffer_names(),
+        vec![
+            ("layers.1".to_string(), 32),
+            ("layers.5".to_string(), 64),
+            ("layers.11".to_string(), 128)
+        ]
+    );
+    assert_eq!(spec.num_params().unwrap(), 422_090);
+}
+
 /// `to_toml` writes what `from_toml` reads back, for the files and for every layer kind
 /// (a rectangular kernel, stride, average pooling, dropout p 0.3, BatchNorm1d).
 #[test]
@@ -184,6 +207,7 @@ fn to_toml_round_trips() {
     for spec in [
         ModelSpec::simple_cnn(),
         ModelSpec::lenet5(),
+        ModelSpec::fashion_cnn(),
         file("bn-cnn.toml"),
     ] {
         assert_eq!(ModelSpec::from_toml(&spec.to_toml()).unwrap(), spec);
