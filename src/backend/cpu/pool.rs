@@ -122,17 +122,28 @@ fn backward_windows_2x2<const RELU: bool>(
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
-        let grads = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
-        for (((a, b), (ga, gb)), &d) in windows.zip(grads).zip(dout) {
-            let (best, max) = first_max_2x2::<RELU>([a[0], a[1], b[0], b[1]]);
-            let d = if !RELU || max > 0.0 { d } else { 0.0 };
-            ga[0] = if best == 0 { d } else { 0.0 };
-            ga[1] = if best == 1 { d } else { 0.0 };
-            gb[0] = if best == 2 { d } else { 0.0 };
-            gb[1] = if best == 3 { d } else { 0.0 };
-        }
+    backward_windows_2x2_scalar::<RELU>(r0, r1, dout, d0, d1);
+}
+
+/// [`backward_windows_2x2`] one window at a time, where there is no SSE2 (on x86-64 a unit test
+/// checks that both forms agree bit for bit).
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn backward_windows_2x2_scalar<const RELU: bool>(
+    r0: &[f32],
+    r1: &[f32],
+    dout: &[f32],
+    d0: &mut [f32],
+    d1: &mut [f32],
+) {
+    let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+    let grads = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
+    for (((a, b), (ga, gb)), &d) in windows.zip(grads).zip(dout) {
+        let (best, max) = first_max_2x2::<RELU>([a[0], a[1], b[0], b[1]]);
+        let d = if !RELU || max > 0.0 { d } else { 0.0 };
+        ga[0] = if best == 0 { d } else { 0.0 };
+        ga[1] = if best == 1 { d } else { 0.0 };
+        gb[0] = if best == 2 { d } else { 0.0 };
+        gb[1] = if best == 3 { d } else { 0.0 };
     }
 }
 
@@ -332,4 +343,65 @@ pub fn avgpool2d_backward(p: &Pool2d, dout: &[f32], dx: &mut [f32]) -> Result<()
             }
         });
     Ok(())
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// The SSE2 form and the portable one give the same bits for rows of 1 to 9 windows (the
+    /// zero-padded tail included) and a long random row, fused or not: windows that are all
+    /// negative, all zero, tied, led by a NaN or holding one later, and mixed.
+    #[test]
+    fn sse2_and_scalar_backward_agree() {
+        #[rustfmt::skip]
+        let special: [[f32; 4]; 9] = [
+            [-1.0, -2.0, -0.5, -3.0],      // all negative: no gradient when fused
+            [0.0, 0.0, 0.0, 0.0],          // a tie at zero
+            [f32::NAN, 1.0, 2.0, 0.5],     // a NaN first
+            [1.0, f32::NAN, 3.0, 3.0],     // a NaN later, then a tie
+            [2.0, 2.0, 1.0, 2.0],          // a tie at the first
+            [-0.0, 0.0, -1.0, -0.0],       // signed zeros
+            [0.5, 1.5, -2.0, 1.5],
+            [-4.0, 0.0, 0.25, -0.25],
+            [3.0, -3.0, 7.0, 6.5],
+        ];
+        let mut seed = 12345u32;
+        let mut random = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            [f32::NAN, -1.0, 0.0, 0.0, 1.0, 2.0, -0.5, 2.0][(seed >> 29) as usize]
+        };
+        let long: Vec<[f32; 4]> = (0..203)
+            .map(|_| [random(), random(), random(), random()])
+            .collect();
+        let rows: Vec<&[[f32; 4]]> = (1..=9).map(|n| &special[..n]).chain([&long[..]]).collect();
+        for windows in rows {
+            let n = windows.len();
+            let r0: Vec<f32> = windows.iter().flat_map(|w| [w[0], w[1]]).collect();
+            let r1: Vec<f32> = windows.iter().flat_map(|w| [w[2], w[3]]).collect();
+            let dout: Vec<f32> = (0..n).map(|j| j as f32 + 0.5).collect();
+            for relu in [false, true] {
+                let run = |simd: bool| {
+                    let (mut d0, mut d1) = (vec![9.0; 2 * n], vec![9.0; 2 * n]);
+                    match (simd, relu) {
+                        (true, false) => {
+                            backward_windows_2x2::<false>(&r0, &r1, &dout, &mut d0, &mut d1)
+                        }
+                        (true, true) => {
+                            backward_windows_2x2::<true>(&r0, &r1, &dout, &mut d0, &mut d1)
+                        }
+                        (false, false) => {
+                            backward_windows_2x2_scalar::<false>(&r0, &r1, &dout, &mut d0, &mut d1)
+                        }
+                        (false, true) => {
+                            backward_windows_2x2_scalar::<true>(&r0, &r1, &dout, &mut d0, &mut d1)
+                        }
+                    }
+                    let bits: Vec<u32> = d0.iter().chain(&d1).map(|v| v.to_bits()).collect();
+                    bits
+                };
+                assert_eq!(run(true), run(false), "{n} windows, relu {relu}");
+            }
+        }
+    }
 }
