@@ -13,6 +13,13 @@ pub enum Error {
     #[error("invalid parameters: {0}")]
     InvalidParams(String),
 
+    /// A setting (a hyper-parameter, an augmentation range …) with an impossible value.
+    /// `name` is the library's name for it, the CLI flag's name with `_` for `-`
+    /// (`momentum`, `lr_step_size`); `message` says what is wrong ("must be in [0, 1), got
+    /// 1.5"). The CLI shows it as `--lr-step-size must be …`.
+    #[error("invalid parameters: {name} {message}")]
+    Setting { name: &'static str, message: String },
+
     /// A data file is missing, truncated or not what it claims to be.
     #[error("{}: {message}", path.display())]
     Data { path: PathBuf, message: String },
@@ -56,6 +63,12 @@ impl Error {
         Error::Shape {
             op,
             detail: detail.into(),
+        }
+    }
+    pub(crate) fn setting(name: &'static str, message: impl Into<String>) -> Self {
+        Error::Setting {
+            name,
+            message: message.into(),
         }
     }
     pub(crate) fn data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {

@@ -1133,6 +1133,9 @@ impl<B: Backend> Backend for Counting<'_, B> {
         self.flushes.set(self.flushes.get() + 1);
         self.inner.flush()
     }
+    fn counters(&self) -> cnn_gpu::backend::Counters {
+        self.inner.counters()
+    }
     fn start_profile(&self) -> cnn_gpu::Result<()> {
         self.inner.start_profile()
     }

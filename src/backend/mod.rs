@@ -54,6 +54,9 @@ pub trait Backend {
     }
     /// Submits the work recorded so far without waiting for it (a no-op on the CPU).
     fn flush(&self) -> Result<()>;
+    /// How many `read_*` and [`Backend::flush`] calls this backend has served since it was
+    /// made: the trainer's tests check with it that a step reads nothing back.
+    fn counters(&self) -> Counters;
 
     // ---- profiling (`cnn-gpu time`) -----------------------------------------------------
 
@@ -346,6 +349,37 @@ pub trait Backend {
         scalars: &Self::Buffer,
         record: &mut Self::Buffer,
     ) -> Result<()>;
+}
+
+/// Host–device round trips a backend has served (see [`Backend::counters`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// `read_f32` and `read_u32` calls (each flushes and waits).
+    pub reads: usize,
+    /// [`Backend::flush`] calls.
+    pub flushes: usize,
+}
+
+/// The counters behind [`Backend::counters`], kept by each backend.
+#[derive(Debug, Default)]
+pub(crate) struct CounterCells {
+    reads: std::sync::atomic::AtomicUsize,
+    flushes: std::sync::atomic::AtomicUsize,
+}
+
+impl CounterCells {
+    pub(crate) fn read(&self) {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub(crate) fn flush(&self) {
+        self.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub(crate) fn get(&self) -> Counters {
+        Counters {
+            reads: self.reads.load(std::sync::atomic::Ordering::Relaxed),
+            flushes: self.flushes.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 /// Wall-clock time per scope, for ops that have finished when their call returns (the CPU) or

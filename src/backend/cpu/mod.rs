@@ -32,6 +32,7 @@ pub struct CpuBackend {
     pool: rayon::ThreadPool,
     /// Per-scope wall time while `cnn-gpu time` profiles (ops finish before they return).
     profile: std::sync::Mutex<Option<super::ScopeClock>>,
+    counters: super::CounterCells,
 }
 
 /// A CPU "device" buffer: 32-bit words stored as `f32`; `u32` content (labels, permutations,
@@ -86,6 +87,7 @@ impl CpuBackend {
         Ok(CpuBackend {
             pool,
             profile: Default::default(),
+            counters: Default::default(),
         })
     }
 
@@ -139,16 +141,22 @@ impl Backend for CpuBackend {
         Ok(())
     }
     fn read_f32(&self, buf: &CpuBuffer) -> Result<Vec<f32>> {
+        self.counters.read();
         Ok(buf.data.clone())
     }
     fn read_u32(&self, buf: &CpuBuffer) -> Result<Vec<u32>> {
+        self.counters.read();
         Ok(buf.as_u32().to_vec())
     }
     fn len(&self, buf: &CpuBuffer) -> usize {
         buf.len()
     }
     fn flush(&self) -> Result<()> {
+        self.counters.flush();
         Ok(())
+    }
+    fn counters(&self) -> super::Counters {
+        self.counters.get()
     }
 
     fn start_profile(&self) -> Result<()> {

@@ -128,6 +128,7 @@ pub struct GpuBackend {
     norm_table: GpuBuffer,
     dispatches: Cell<u64>,
     profile: RefCell<Option<Profile>>,
+    counters: super::CounterCells,
 }
 
 /// Per-scope timing for `cnn-gpu time`.
@@ -191,6 +192,7 @@ impl GpuBackend {
             norm_table,
             dispatches: Cell::new(0),
             profile: RefCell::new(None),
+            counters: Default::default(),
         };
         Ok(backend)
     }
@@ -754,10 +756,12 @@ impl Backend for GpuBackend {
     }
 
     fn read_f32(&self, buf: &GpuBuffer) -> Result<Vec<f32>> {
+        self.counters.read();
         Ok(bytemuck::cast_vec(self.read_words(buf)?))
     }
 
     fn read_u32(&self, buf: &GpuBuffer) -> Result<Vec<u32>> {
+        self.counters.read();
         self.read_words(buf)
     }
 
@@ -770,7 +774,12 @@ impl Backend for GpuBackend {
     }
 
     fn flush(&self) -> Result<()> {
+        self.counters.flush();
         self.submit()
+    }
+
+    fn counters(&self) -> super::Counters {
+        self.counters.get()
     }
 
     fn start_profile(&self) -> Result<()> {
