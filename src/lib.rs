@@ -3,8 +3,8 @@
 //! checked against.
 //!
 //! The pieces: [`backend`] (the [`backend::Backend`] trait and its CPU and GPU implementations),
-//! [`data`] (MNIST-family IDX files), [`model`] (sequential models of layers, the SimpleCNN
-//! and LeNet-5 presets), [`modelfile`] (their TOML descriptions), [`optim`] (optimizers,
+//! [`data`] (MNIST-family IDX files), [`model`] (sequential models of layers, one file per layer
+//! kind, the presets and their TOML model files), [`optim`] (optimizers,
 //! schedules, clipping) and [`train`] (the training loop and evaluation). Around them:
 //! [`digit`] (digit pictures to MNIST images), [`matrix`] (one convolution or pooling of a small
 //! matrix), [`picture`] (pictures of kernels, activations and training curves), [`metrics`] and
@@ -18,7 +18,6 @@ pub mod error;
 pub mod matrix;
 pub mod metrics;
 pub mod model;
-pub mod modelfile;
 pub mod optim;
 pub mod output;
 pub mod picture;

@@ -970,7 +970,7 @@ fn config_validation() {
                 },
                 ..ok.clone()
             },
-            "--clip-grad-norm",
+            "clip_grad_norm",
         ),
         (
             TrainConfig {
@@ -986,12 +986,14 @@ fn config_validation() {
                 },
                 ..ok.clone()
             },
-            "--beta2",
+            "beta2",
         ),
     ];
     for (cfg, what) in cases {
         let err = cfg.validate().expect_err(what).to_string();
         assert!(err.contains(what), "{what}: {err}");
+        // The library names values; only the CLI knows its flags.
+        assert!(!err.contains("--"), "{what} names a flag: {err}");
         assert!(!err.contains('\n'), "one line: {err}");
     }
     TrainConfig {
@@ -1017,7 +1019,7 @@ fn config_validation() {
     };
     let err = warm.validate_for(64).unwrap_err().to_string();
     assert!(
-        err.contains("--warmup-steps 3 is longer than the run (2 steps)"),
+        err.contains("warmup_steps 3 is longer than the run (2 steps)"),
         "{err}"
     );
     warm.validate_for(65).unwrap();

@@ -369,10 +369,12 @@ pub(crate) struct CounterCells {
 
 impl CounterCells {
     pub(crate) fn read(&self) {
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     pub(crate) fn flush(&self) {
-        self.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     pub(crate) fn get(&self) -> Counters {
         Counters {

@@ -1,0 +1,231 @@
+//! `Conv2d`: a 2-d convolution with a weight [out, in, kh, kw] and a bias [out]
+//! ([`Backend::conv2d_forward`] and its three backward ops).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::layer::{Backward, Forward, LayerKind, Pass};
+use super::{Layer, Shape};
+use crate::backend::{Backend, Conv2d};
+use crate::Result;
+
+pub(crate) struct Conv2dKind;
+
+/// A kernel: `3` or `[3, 5]` (height, width).
+#[derive(Serialize, Deserialize, Clone, Copy)]
+#[serde(untagged)]
+pub(crate) enum Kernel {
+    Square(usize),
+    Rect([usize; 2]),
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct File {
+    in_channels: usize,
+    out_channels: usize,
+    kernel: Kernel,
+    #[serde(default = "one")]
+    stride: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    padding: usize,
+}
+
+impl Layer {
+    /// This layer's convolution at `batch` on a per-sample `input` (None for other layers or a
+    /// flat input): the one place a layer becomes backend parameters.
+    pub fn conv2d_params(&self, input: Shape, batch: usize) -> Option<Conv2d> {
+        match (*self, input) {
+            (
+                Layer::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel_h,
+                    kernel_w,
+                    stride,
+                    padding,
+                },
+                Shape::Map { h, w, .. },
+            ) => Some(Conv2d {
+                batch,
+                in_channels,
+                in_h: h,
+                in_w: w,
+                out_channels,
+                kernel_h,
+                kernel_w,
+                stride,
+                padding,
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn conv(cx_layer: &Layer, input: Shape, batch: usize) -> Conv2d {
+    cx_layer
+        .conv2d_params(input, batch)
+        .expect("shape inference gave a conv a feature map")
+}
+
+impl LayerKind for Conv2dKind {
+    const NAME: &'static str = "conv2d";
+    type File = File;
+
+    fn to_file(&self, layer: &Layer) -> File {
+        let Layer::Conv2d {
+            in_channels,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            stride,
+            padding,
+        } = *layer
+        else {
+            unreachable!("a Conv2d")
+        };
+        File {
+            in_channels,
+            out_channels,
+            kernel: if kernel_h == kernel_w {
+                Kernel::Square(kernel_h)
+            } else {
+                Kernel::Rect([kernel_h, kernel_w])
+            },
+            stride,
+            padding,
+        }
+    }
+
+    fn from_file(&self, f: File) -> Layer {
+        let [kernel_h, kernel_w] = match f.kernel {
+            Kernel::Square(k) => [k, k],
+            Kernel::Rect(hw) => hw,
+        };
+        Layer::Conv2d {
+            in_channels: f.in_channels,
+            out_channels: f.out_channels,
+            kernel_h,
+            kernel_w,
+            stride: f.stride,
+            padding: f.padding,
+        }
+    }
+
+    fn fmt(&self, layer: &Layer, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Layer::Conv2d {
+            in_channels,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            stride,
+            padding,
+        } = *layer
+        else {
+            unreachable!("a Conv2d")
+        };
+        write!(
+            f,
+            "Conv2d({in_channels}→{out_channels}, {kernel_h}×{kernel_w}, stride {stride}, padding {padding})"
+        )
+    }
+
+    fn output(&self, layer: &Layer, input: Shape) -> std::result::Result<Shape, String> {
+        let Layer::Conv2d {
+            in_channels,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            stride,
+            padding,
+        } = *layer
+        else {
+            unreachable!("a Conv2d")
+        };
+        let (c, h, w) = input.map("a convolution")?;
+        if c != in_channels {
+            return Err(format!(
+                "expects {in_channels} input channels, got {c} ({input})"
+            ));
+        }
+        if out_channels == 0 || kernel_h == 0 || kernel_w == 0 || stride == 0 {
+            return Err("has a zero size or stride".into());
+        }
+        if kernel_h > h + 2 * padding || kernel_w > w + 2 * padding {
+            return Err(format!(
+                "kernel {kernel_h}×{kernel_w} is larger than the padded input {}×{}",
+                h + 2 * padding,
+                w + 2 * padding
+            ));
+        }
+        let oh = (h + 2 * padding - kernel_h) / stride + 1;
+        let ow = (w + 2 * padding - kernel_w) / stride + 1;
+        Ok(Shape::Map {
+            c: out_channels,
+            h: oh,
+            w: ow,
+        })
+    }
+
+    fn param_shapes(&self, layer: &Layer) -> Option<(Vec<usize>, usize)> {
+        let Layer::Conv2d {
+            in_channels,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            ..
+        } = *layer
+        else {
+            unreachable!("a Conv2d")
+        };
+        Some((
+            vec![out_channels, in_channels, kernel_h, kernel_w],
+            out_channels,
+        ))
+    }
+
+    fn numbered_prefix(&self) -> Option<&'static str> {
+        Some("conv")
+    }
+
+    fn forward<B: Backend>(
+        &self,
+        layer: &Layer,
+        cx: &mut Forward<'_, B>,
+        x: &B::Buffer,
+        y: &mut B::Buffer,
+    ) -> Result<()> {
+        let p = conv(layer, cx.input, cx.batch);
+        let [w, bias] = cx.params else {
+            unreachable!("a conv has a weight and a bias")
+        };
+        cx.b.conv2d_forward(&p, x, &w.value, &bias.value, y)
+    }
+
+    fn backward<B: Backend>(
+        &self,
+        layer: &Layer,
+        cx: &mut Backward<'_, B>,
+        pass: Pass<'_, B>,
+    ) -> Result<()> {
+        let p = conv(layer, cx.input, cx.batch);
+        let [w, bias] = &mut *cx.params else {
+            unreachable!("a conv has a weight and a bias")
+        };
+        cx.b.conv2d_backward_weight(&p, pass.x, pass.dy, &mut w.grad)?;
+        cx.b.conv2d_backward_bias(&p, pass.dy, &mut bias.grad)?;
+        if let Some(dx) = pass.dx {
+            cx.b.conv2d_backward_input(&p, pass.dy, &w.value, dx)?;
+        }
+        Ok(())
+    }
+}
