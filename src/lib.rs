@@ -9,6 +9,10 @@
 //! [`digit`] (digit pictures to MNIST images), [`matrix`] (one convolution or pooling of a small
 //! matrix), [`picture`] (pictures of kernels, activations and training curves), [`metrics`] and
 //! [`output`] (atomic writes of every output file).
+//!
+//! Without the default feature `native` the library builds for `wasm32-unknown-unknown`: the
+//! backends, models, optimisers, checkpoints (as bytes) and the training step, without the
+//! CLI, downloads, the file system, progress bars, signals and pictures' file output.
 
 pub mod backend;
 pub mod checkpoint;
@@ -16,10 +20,13 @@ pub mod data;
 pub mod digit;
 pub mod error;
 pub mod matrix;
+#[cfg(feature = "native")]
 pub mod metrics;
 pub mod model;
 pub mod optim;
+#[cfg(feature = "native")]
 pub mod output;
+#[cfg(feature = "native")]
 pub mod picture;
 pub mod profile;
 pub mod train;

@@ -191,7 +191,7 @@ pub fn normalize_pixel(p: u8) -> f32 {
 /// If `n - 1` does not fit in a u32 (more than 2³² items).
 pub fn shuffled_indices(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
     assert!(
-        n <= u32::MAX as usize + 1,
+        n as u64 <= u32::MAX as u64 + 1,
         "shuffled_indices: {n} items do not fit u32 indices"
     );
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
