@@ -12,8 +12,8 @@
 //!   submits it without waiting. Reads and writes flush first, so they are ordered after every
 //!   op recorded before them.
 //! - Every buffer and dispatch is checked against the adapter's limits before anything is
-//!   recorded; validation, out-of-memory and device-lost reports surface as [`Error::Gpu`] at the
-//!   next flush or read.
+//!   recorded; validation, out-of-memory and device-lost reports surface as
+//!   [`crate::Error::Gpu`] at the next flush or read.
 //!
 //! The files: `context` opens the adapter and device; `memory` holds buffers, writes, readback
 //! and submit; `dispatch` the module, pipeline, uniform and bind-group caches, the grids and the
