@@ -1,9 +1,12 @@
 // conv2d as implicit GEMM (gemm_tile.wgsl is prepended): no im2col buffer, the operands are
-// gathered from the N,C,H,W tensors as the tile is loaded. The override MODE picks the pass:
-//   MODE 0, forward:         out[Cout, B·OH·OW] = w[Cout, Cin·KH·KW] · im2col(x) + bias
-//   MODE 1, input gradient:  dx[Cin, B·H·W] = wᵀ-by-tap[Cin, Cout·KH·KW] · col(dout)
-//   MODE 2, weight gradient: dw[Cout, Cin·KH·KW] = dout[Cout, B·OH·OW] · im2col(x)ᵀ, with K split
-//                            over workgroup z into partial sums that `splitk_reduce` adds up.
+// gathered from the N,C,H,W tensors as the tile is loaded. One entry point per pass, each named
+// after its Backend method; the three share one GEMM body whose operands the override MODE
+// picks, and the host sets MODE to the entry point's number:
+//   MODE 0, conv2d_forward:         out[Cout, B·OH·OW] = w[Cout, Cin·KH·KW] · im2col(x) + bias
+//   MODE 1, conv2d_backward_input:  dx[Cin, B·H·W] = wᵀ-by-tap[Cin, Cout·KH·KW] · col(dout)
+//   MODE 2, conv2d_backward_weight: dw[Cout, Cin·KH·KW] = dout[Cout, B·OH·OW] · im2col(x)ᵀ, with
+//                                   K split over workgroup z into partial sums that
+//                                   `conv2d_backward_weight_reduce` adds up.
 // Bindings: lhs is the A operand's buffer, rhs the B operand's, aux the bias (MODE 0; other
 // modes bind any read-only buffer there), dst the output (or the K-split partials).
 
@@ -126,10 +129,8 @@ fn store_c(m: u32, n: u32, z: u32, v: f32) {
     }
 }
 
-// Dispatch: (column tiles, row tiles, splits) with M, N as in the header; in MODE 0 and 1 the
-// column tiles fold over z when they pass the per-dimension limit.
-@compute @workgroup_size(256)
-fn conv2d_gemm(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+// The GEMM pass that MODE picks, for workgroup `wg` of the entry points below.
+fn conv2d_gemm(local: u32, wg: vec3<u32>, groups: vec3<u32>) {
     let taps = KH * KW;
     var m_len: u32;
     var n_len: u32;
@@ -161,10 +162,28 @@ fn conv2d_gemm(@builtin(local_invocation_index) local: u32, @builtin(workgroup_i
     gemm_tile(local, wg.y * TILE_M, col_tile * TILE_N, m_len, n_len, k_begin, k_end, wg.z);
 }
 
-// dw[i] = Σ_z partial[z, i] over the `splits` K-slices of the weight gradient.
-// lhs = partials [splits, Cout·Cin·KH·KW], dst = dw. Dispatch: ceil(len / 256) (x, y split).
+// Dispatch: (column tiles, row tiles, splits) with M, N as in the header; in MODE 0 and 1 the
+// column tiles fold over z when they pass the per-dimension limit.
 @compute @workgroup_size(256)
-fn splitk_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+fn conv2d_forward(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    conv2d_gemm(local, wg, groups);
+}
+
+@compute @workgroup_size(256)
+fn conv2d_backward_input(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    conv2d_gemm(local, wg, groups);
+}
+
+@compute @workgroup_size(256)
+fn conv2d_backward_weight(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    conv2d_gemm(local, wg, groups);
+}
+
+// The weight gradient's second pass when K was split: dw[i] = Σ_z partial[z, i] over the
+// `splits` K-slices. lhs = partials [splits, Cout·Cin·KH·KW], dst = dw. Dispatch:
+// ceil(len / 256) (x, y split).
+@compute @workgroup_size(256)
+fn conv2d_backward_weight_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = gid.x + gid.y * groups.x * 256u;
     let len = COUT * CIN * KH * KW;
     if i >= len {

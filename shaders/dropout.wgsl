@@ -1,7 +1,8 @@
 // Inverted dropout with a stateless hash RNG: element i is kept at a step when
 // pcg(pcg(pcg(seed) ^ step) ^ i) >= threshold, and then scaled by 1/(1 - p). The forward pass
-// (x -> y) and the backward pass (dy -> dx) are the same kernel: the mask is recomputed, never
-// stored. src/backend/params.rs (dropout_hash) computes the same on the CPU.
+// (x -> y, dropout_forward) and the backward pass (dy -> dx, dropout_backward) run the same
+// body: the mask is recomputed, never stored. src/backend/params.rs (dropout_hash) computes the
+// same on the CPU.
 
 struct DropoutParams {
     len: u32,
@@ -25,12 +26,21 @@ fn pcg(v: u32) -> u32 {
 }
 
 // dst[i] = src[i] * scale where element i is kept, else 0; one thread per element.
-@compute @workgroup_size(256)
-fn dropout(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+fn masked(gid: vec3<u32>, groups: vec3<u32>) {
     let i = gid.x + gid.y * groups.x * 256u;
     if i >= p.len {
         return;
     }
     let h = pcg(pcg(pcg(p.seed) ^ step[0]) ^ i);
     dst[i] = select(0.0, src[i] * p.scale, h >= p.threshold);
+}
+
+@compute @workgroup_size(256)
+fn dropout_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    masked(gid, groups);
+}
+
+@compute @workgroup_size(256)
+fn dropout_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    masked(gid, groups);
 }

@@ -21,7 +21,7 @@ var<workgroup> partial_loss: array<f32, 256>;
 var<workgroup> partial_count: array<u32, 256>;
 
 @compute @workgroup_size(256)
-fn softmax_xent(@builtin(local_invocation_index) local: u32) {
+fn softmax_cross_entropy(@builtin(local_invocation_index) local: u32) {
     var total = 0.0;
     let inv_batch = 1.0 / f32(p.batch);
     for (var r = local; r < p.batch; r += 256u) {

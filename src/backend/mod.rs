@@ -13,6 +13,11 @@
 //! - Ops may be recorded and run later (the GPU backend records a whole step into one command
 //!   encoder); [`Backend::flush`] submits what was recorded, and the `read_*` methods flush and
 //!   wait. Writes through `write_*` are ordered after every op recorded before them.
+//!
+//! The ops come in families, one section of the trait each (gather, conv2d, pool2d,
+//! elementwise, dropout, batch_norm, matmul, bias, loss, optim). A family `F` lives under one
+//! name everywhere: its CPU twin is `cpu/F.rs`, its WGSL kernels `shaders/F.wgsl` (each entry
+//! point named after the trait method it implements) and their launchers `gpu/ops/F.rs`.
 
 pub mod check;
 pub mod cpu;
@@ -69,13 +74,13 @@ pub trait Backend {
     /// Stops profiling; returns each scope's total seconds, in order of first appearance.
     fn finish_profile(&self) -> Result<Vec<(String, f64)>>;
 
-    // ---- data ---------------------------------------------------------------------------
+    // ---- gather -------------------------------------------------------------------------
 
     /// Gathers `p.batch` images and labels from a resident dataset through a permutation:
     /// sample `i` of the batch is dataset item `perm[p.offset + i]`. `images` holds the dataset's
     /// `u8` pixels packed four to a little-endian `u32` word (image `j` pixel `q` is byte
-    /// `j * p.image_len + q`); `x[i, q] = (pixel / 255 − 0.5) / 0.5`, computed in that order in
-    /// f32 as torchvision's ToTensor + Normalize do; `y[i] = labels[perm[p.offset + i]]`.
+    /// `j * p.image_len + q`); `x[i, q] =` [`crate::data::normalize_pixel`]`(pixel)`, as
+    /// torchvision's ToTensor + Normalize compute it; `y[i] = labels[perm[p.offset + i]]`.
     fn gather_batch(
         &self,
         p: &Gather,
@@ -91,7 +96,7 @@ pub trait Backend {
     /// output pixel (u, v) (column, row) reads the source point (sx, sy) =
     /// (a·u + b·v + c, d·u + e·v + f), `[a…f] = affine[o·6 .. o·6 + 6]`, bilinearly from the four
     /// pixels around it (those outside the image count as 0, the background), and
-    /// `x[i, v·cols + u] = (value / 255 − 0.5) / 0.5`. The identity map gives
+    /// `x[i, v·cols + u] =` [`crate::data::normalize_value`]`(value)`. The identity map gives
     /// [`Backend::gather_batch`]'s values (to rounding). `affine`: [≥ perm.len · 6] f32.
     #[allow(clippy::too_many_arguments)] // the gather's buffers, and the transforms
     fn gather_batch_affine(
@@ -105,7 +110,7 @@ pub trait Backend {
         y: &mut Self::Buffer,
     ) -> Result<()>;
 
-    // ---- convolution --------------------------------------------------------------------
+    // ---- conv2d -------------------------------------------------------------------------
 
     /// `out[n,co,oh,ow] = bias[co] + Σ_{ci,kh,kw} w[co,ci,kh,kw] · x[n,ci,oh·s−pad+kh,ow·s−pad+kw]`
     /// (zero outside the input). x: [N,Cin,H,W], w: [Cout,Cin,KH,KW], bias: [Cout],
@@ -142,7 +147,7 @@ pub trait Backend {
         dbias: &mut Self::Buffer,
     ) -> Result<()>;
 
-    // ---- pooling ------------------------------------------------------------------------
+    // ---- pool2d -------------------------------------------------------------------------
 
     /// Max over each window; x: [N,C,H,W], out: [N,C,OH,OW].
     fn maxpool2d_forward(&self, p: &Pool2d, x: &Self::Buffer, out: &mut Self::Buffer)
@@ -188,7 +193,7 @@ pub trait Backend {
         dx: &mut Self::Buffer,
     ) -> Result<()>;
 
-    // ---- element-wise -------------------------------------------------------------------
+    // ---- elementwise --------------------------------------------------------------------
 
     /// y = max(x, 0) over `len` elements.
     fn relu_forward(&self, len: usize, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
@@ -201,7 +206,7 @@ pub trait Backend {
         dx: &mut Self::Buffer,
     ) -> Result<()>;
 
-    // ---- dropout and batch norm ---------------------------------------------------------
+    // ---- dropout ------------------------------------------------------------------------
 
     /// Inverted dropout (PyTorch's `F.dropout` in training): `y[i] = x[i] · 1/(1 − p)` when
     /// `dropout_hash(seed, step[0], i) ≥ threshold(p)` (see [`Dropout`]), else 0. `step` is a
@@ -222,6 +227,8 @@ pub trait Backend {
         dy: &Self::Buffer,
         dx: &mut Self::Buffer,
     ) -> Result<()>;
+    // ---- batch_norm ---------------------------------------------------------------------
+
     /// Training-mode batch statistics of x ([outer, channels, inner]) per channel over outer
     /// and inner (M = outer·inner values, M ≥ 2): `stats = [mean; var]` with the biased
     /// variance (what normalises), and the running statistics `running = [mean; var]` updated
@@ -272,7 +279,7 @@ pub trait Backend {
         dx: &mut Self::Buffer,
     ) -> Result<()>;
 
-    // ---- dense --------------------------------------------------------------------------
+    // ---- matmul -------------------------------------------------------------------------
 
     /// c[m,n] = Σ_k op(a)[m,k] · op(b)[k,n]; a is stored [m,k] or, with `trans_a`, [k,m];
     /// b is stored [k,n] or, with `trans_b`, [n,k].
@@ -283,12 +290,14 @@ pub trait Backend {
         b: &Self::Buffer,
         c: &mut Self::Buffer,
     ) -> Result<()>;
+    // ---- bias ---------------------------------------------------------------------------
+
     /// x[o,c,i] += bias[c] for x of shape [outer, channels, inner] (in place).
     fn bias_add(&self, p: &Channels, bias: &Self::Buffer, x: &mut Self::Buffer) -> Result<()>;
     /// out[c] = Σ_{o,i} x[o,c,i] for x of shape [outer, channels, inner] (bias gradients).
     fn channel_sum(&self, p: &Channels, x: &Self::Buffer, out: &mut Self::Buffer) -> Result<()>;
 
-    // ---- loss, metrics, optimiser -------------------------------------------------------
+    // ---- loss ---------------------------------------------------------------------------
 
     /// Softmax + cross-entropy averaged over the batch, as `nn.CrossEntropyLoss`:
     /// `loss_sum[0] += mean_i (logsumexp(logits[i]) − logits[i, labels[i]])` (accumulated),
@@ -313,6 +322,8 @@ pub trait Backend {
         labels: &Self::Buffer,
         correct: &mut Self::Buffer,
     ) -> Result<()>;
+    // ---- optim --------------------------------------------------------------------------
+
     /// One SGD update (see [`Sgd`]) of `param` from `grad`, with lr and the clipping factor
     /// from the step's [`StepScalars`] buffer. With `velocity` starting at zero the first step
     /// gives v = g, as PyTorch's does.

@@ -1,6 +1,7 @@
 //! Batch gathering from a resident dataset of packed `u8` images.
 
 use crate::backend::{check, Gather, GatherAffine, AFFINE_LEN};
+use crate::data::{normalize_pixel, normalize_value};
 use crate::{Error, Result};
 
 /// Byte `i` of `u8` data packed four to a little-endian `u32` word.
@@ -8,7 +9,7 @@ fn byte(words: &[u32], i: usize) -> u8 {
     (words[i / 4] >> (8 * (i % 4))) as u8
 }
 
-/// `x[i, q] = (pixel / 255 − 0.5) / 0.5` and `y[i] = labels[j]` for dataset item
+/// `x[i, q] = normalize_pixel(pixel)` and `y[i] = labels[j]` for dataset item
 /// `j = perm[p.offset + i]`, i < p.batch. The dataset's size is `labels.len()`; `images` holds
 /// at least its `labels.len() · p.image_len` bytes. Every permutation entry used must name an
 /// item of the dataset (checked here; the GPU cannot afford to).
@@ -30,7 +31,7 @@ pub fn gather_batch(
         let row = &mut x[i * p.image_len..(i + 1) * p.image_len];
         for (q, v) in row.iter_mut().enumerate() {
             let pixel = byte(images, j * p.image_len + q);
-            *v = ((pixel as f32 / 255.0) - 0.5) / 0.5;
+            *v = normalize_pixel(pixel);
         }
         y[i] = labels[j];
     }
@@ -104,7 +105,7 @@ pub fn gather_batch_affine(
             let top = pixel(c0, r0) * (1.0 - fx) + pixel(c1, r0) * fx;
             let bottom = pixel(c0, r1) * (1.0 - fx) + pixel(c1, r1) * fx;
             let value = top * (1.0 - fy) + bottom * fy;
-            *v = ((value / 255.0) - 0.5) / 0.5;
+            *v = normalize_value(value);
         }
         y[i] = labels[j];
     }

@@ -7,14 +7,16 @@
 //! return [`crate::Error::Shape`] on a mismatch, so they can be called directly as well as
 //! through the trait.
 
-pub mod conv;
-pub mod dense;
+pub mod batch_norm;
+pub mod bias;
+pub mod conv2d;
+pub mod dropout;
 pub mod elementwise;
 pub mod gather;
 pub mod loss;
-pub mod norm;
+pub mod matmul;
 pub mod optim;
-pub mod pool;
+pub mod pool2d;
 
 use super::{
     expect_len, Adam, Backend, BatchNorm, Channels, Conv2d, Dropout, Gather, GatherAffine, Matmul,
@@ -184,7 +186,7 @@ impl Backend for CpuBackend {
         Ok(clock.map(super::ScopeClock::finish).unwrap_or_default())
     }
 
-    // ---- data ---------------------------------------------------------------------------
+    // ---- gather -------------------------------------------------------------------------
 
     fn gather_batch(
         &self,
@@ -216,7 +218,7 @@ impl Backend for CpuBackend {
         self.run(|| gather::gather_batch_affine(p, images, labels, perm, affine, &mut x.data, y))
     }
 
-    // ---- convolution --------------------------------------------------------------------
+    // ---- conv2d -------------------------------------------------------------------------
 
     fn conv2d_forward(
         &self,
@@ -226,7 +228,7 @@ impl Backend for CpuBackend {
         bias: &CpuBuffer,
         out: &mut CpuBuffer,
     ) -> Result<()> {
-        self.run(|| conv::conv2d_forward(p, &x.data, &w.data, &bias.data, &mut out.data))
+        self.run(|| conv2d::conv2d_forward(p, &x.data, &w.data, &bias.data, &mut out.data))
     }
     fn conv2d_backward_input(
         &self,
@@ -235,7 +237,7 @@ impl Backend for CpuBackend {
         w: &CpuBuffer,
         dx: &mut CpuBuffer,
     ) -> Result<()> {
-        self.run(|| conv::conv2d_backward_input(p, &dout.data, &w.data, &mut dx.data))
+        self.run(|| conv2d::conv2d_backward_input(p, &dout.data, &w.data, &mut dx.data))
     }
     fn conv2d_backward_weight(
         &self,
@@ -244,7 +246,7 @@ impl Backend for CpuBackend {
         dout: &CpuBuffer,
         dw: &mut CpuBuffer,
     ) -> Result<()> {
-        self.run(|| conv::conv2d_backward_weight(p, &x.data, &dout.data, &mut dw.data))
+        self.run(|| conv2d::conv2d_backward_weight(p, &x.data, &dout.data, &mut dw.data))
     }
     fn conv2d_backward_bias(
         &self,
@@ -252,13 +254,13 @@ impl Backend for CpuBackend {
         dout: &CpuBuffer,
         dbias: &mut CpuBuffer,
     ) -> Result<()> {
-        self.run(|| conv::conv2d_backward_bias(p, &dout.data, &mut dbias.data))
+        self.run(|| conv2d::conv2d_backward_bias(p, &dout.data, &mut dbias.data))
     }
 
-    // ---- pooling ------------------------------------------------------------------------
+    // ---- pool2d -------------------------------------------------------------------------
 
     fn maxpool2d_forward(&self, p: &Pool2d, x: &CpuBuffer, out: &mut CpuBuffer) -> Result<()> {
-        self.run(|| pool::maxpool2d_forward(p, &x.data, &mut out.data))
+        self.run(|| pool2d::maxpool2d_forward(p, &x.data, &mut out.data))
     }
     fn maxpool2d_backward(
         &self,
@@ -267,10 +269,10 @@ impl Backend for CpuBackend {
         dout: &CpuBuffer,
         dx: &mut CpuBuffer,
     ) -> Result<()> {
-        self.run(|| pool::maxpool2d_backward(p, &x.data, &dout.data, &mut dx.data))
+        self.run(|| pool2d::maxpool2d_backward(p, &x.data, &dout.data, &mut dx.data))
     }
     fn relu_maxpool2d_forward(&self, p: &Pool2d, x: &CpuBuffer, out: &mut CpuBuffer) -> Result<()> {
-        self.run(|| pool::relu_maxpool2d_forward(p, &x.data, &mut out.data))
+        self.run(|| pool2d::relu_maxpool2d_forward(p, &x.data, &mut out.data))
     }
     fn relu_maxpool2d_backward(
         &self,
@@ -279,16 +281,16 @@ impl Backend for CpuBackend {
         dout: &CpuBuffer,
         dx: &mut CpuBuffer,
     ) -> Result<()> {
-        self.run(|| pool::relu_maxpool2d_backward(p, &x.data, &dout.data, &mut dx.data))
+        self.run(|| pool2d::relu_maxpool2d_backward(p, &x.data, &dout.data, &mut dx.data))
     }
     fn avgpool2d_forward(&self, p: &Pool2d, x: &CpuBuffer, out: &mut CpuBuffer) -> Result<()> {
-        self.run(|| pool::avgpool2d_forward(p, &x.data, &mut out.data))
+        self.run(|| pool2d::avgpool2d_forward(p, &x.data, &mut out.data))
     }
     fn avgpool2d_backward(&self, p: &Pool2d, dout: &CpuBuffer, dx: &mut CpuBuffer) -> Result<()> {
-        self.run(|| pool::avgpool2d_backward(p, &dout.data, &mut dx.data))
+        self.run(|| pool2d::avgpool2d_backward(p, &dout.data, &mut dx.data))
     }
 
-    // ---- element-wise -------------------------------------------------------------------
+    // ---- elementwise --------------------------------------------------------------------
 
     fn relu_forward(&self, len: usize, x: &CpuBuffer, y: &mut CpuBuffer) -> Result<()> {
         self.run(|| elementwise::relu_forward(len, &x.data, &mut y.data))
@@ -303,7 +305,7 @@ impl Backend for CpuBackend {
         self.run(|| elementwise::relu_backward(len, &y.data, &dy.data, &mut dx.data))
     }
 
-    // ---- dropout and batch norm ---------------------------------------------------------
+    // ---- dropout ------------------------------------------------------------------------
 
     fn dropout_forward(
         &self,
@@ -314,7 +316,7 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         expect_len("dropout_forward", "step", step.len(), 1)?;
         let step = step.as_u32()[0];
-        self.run(|| norm::dropout("dropout_forward", p, step, &x.data, &mut y.data))
+        self.run(|| dropout::dropout_forward(p, step, &x.data, &mut y.data))
     }
     fn dropout_backward(
         &self,
@@ -325,8 +327,10 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         expect_len("dropout_backward", "step", step.len(), 1)?;
         let step = step.as_u32()[0];
-        self.run(|| norm::dropout("dropout_backward", p, step, &dy.data, &mut dx.data))
+        self.run(|| dropout::dropout_backward(p, step, &dy.data, &mut dx.data))
     }
+    // ---- batch_norm ---------------------------------------------------------------------
+
     fn batch_norm_stats(
         &self,
         p: &BatchNorm,
@@ -334,7 +338,7 @@ impl Backend for CpuBackend {
         stats: &mut CpuBuffer,
         running: &mut CpuBuffer,
     ) -> Result<()> {
-        self.run(|| norm::batch_norm_stats(p, &x.data, &mut stats.data, &mut running.data))
+        self.run(|| batch_norm::batch_norm_stats(p, &x.data, &mut stats.data, &mut running.data))
     }
     fn batch_norm_forward(
         &self,
@@ -346,7 +350,7 @@ impl Backend for CpuBackend {
         y: &mut CpuBuffer,
     ) -> Result<()> {
         self.run(|| {
-            norm::batch_norm_forward(
+            batch_norm::batch_norm_forward(
                 p,
                 &x.data,
                 &stats.data,
@@ -366,7 +370,7 @@ impl Backend for CpuBackend {
         dbias: &mut CpuBuffer,
     ) -> Result<()> {
         self.run(|| {
-            norm::batch_norm_backward_params(
+            batch_norm::batch_norm_backward_params(
                 p,
                 &x.data,
                 &dy.data,
@@ -388,7 +392,7 @@ impl Backend for CpuBackend {
         dx: &mut CpuBuffer,
     ) -> Result<()> {
         self.run(|| {
-            norm::batch_norm_backward_input(
+            batch_norm::batch_norm_backward_input(
                 p,
                 &x.data,
                 &dy.data,
@@ -401,19 +405,21 @@ impl Backend for CpuBackend {
         })
     }
 
-    // ---- dense --------------------------------------------------------------------------
+    // ---- matmul -------------------------------------------------------------------------
 
     fn matmul(&self, p: &Matmul, a: &CpuBuffer, b: &CpuBuffer, c: &mut CpuBuffer) -> Result<()> {
-        self.run(|| dense::matmul(p, &a.data, &b.data, &mut c.data))
+        self.run(|| matmul::matmul(p, &a.data, &b.data, &mut c.data))
     }
+    // ---- bias ---------------------------------------------------------------------------
+
     fn bias_add(&self, p: &Channels, bias: &CpuBuffer, x: &mut CpuBuffer) -> Result<()> {
-        self.run(|| dense::bias_add(p, &bias.data, &mut x.data))
+        self.run(|| bias::bias_add(p, &bias.data, &mut x.data))
     }
     fn channel_sum(&self, p: &Channels, x: &CpuBuffer, out: &mut CpuBuffer) -> Result<()> {
-        self.run(|| dense::channel_sum(p, &x.data, &mut out.data))
+        self.run(|| bias::channel_sum(p, &x.data, &mut out.data))
     }
 
-    // ---- loss, metrics, optimiser -------------------------------------------------------
+    // ---- loss ---------------------------------------------------------------------------
 
     fn softmax_cross_entropy(
         &self,
@@ -445,6 +451,8 @@ impl Backend for CpuBackend {
         let correct = bytemuck::cast_slice_mut(&mut correct.data);
         self.run(|| loss::count_correct(p, &logits.data, labels, correct))
     }
+    // ---- optim --------------------------------------------------------------------------
+
     fn sgd_step(
         &self,
         p: &Sgd,

@@ -64,8 +64,8 @@ fn instance() -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
-fn enumerate(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
-    pollster::block_on(instance.enumerate_adapters(backends()))
+async fn enumerate(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    instance.enumerate_adapters(backends()).await
 }
 
 /// How much `auto` prefers an adapter: lower is better. Real GPUs first, then software ones;
@@ -88,7 +88,7 @@ fn rank(adapter: &wgpu::Adapter) -> (u8, u8) {
 
 /// Every adapter wgpu finds, with the index `auto` would pick (None when there is none).
 pub fn list_adapters() -> (Vec<AdapterSummary>, Option<usize>) {
-    let adapters = enumerate(&instance());
+    let adapters = pollster::block_on(enumerate(&instance()));
     let pick = auto_pick(&adapters);
     let list = adapters
         .iter()
@@ -181,9 +181,11 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    pub(crate) fn open(selector: Option<&str>) -> Result<Context> {
+    /// Finds the adapters, picks the one `selector` names (see [`choose`]) and opens a device
+    /// on it (`GpuBackend::new` blocks on this; the web awaits it).
+    pub(crate) async fn open(selector: Option<&str>) -> Result<Context> {
         let instance = instance();
-        let adapters = enumerate(&instance);
+        let adapters = enumerate(&instance).await;
         let index = choose(&adapters, selector)?;
         let adapter = &adapters[index];
         let summary = AdapterSummary::of(index, adapter);
@@ -193,14 +195,16 @@ impl Context {
         let wanted =
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
         let features = adapter.features() & wanted;
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("cnn-gpu"),
-            required_features: features,
-            required_limits: limits.clone(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            ..Default::default()
-        }))
-        .map_err(|e| Error::NoAdapter(format!("could not open {}: {e}", summary.describe())))?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("cnn-gpu"),
+                required_features: features,
+                required_limits: limits.clone(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(format!("could not open {}: {e}", summary.describe())))?;
 
         let errors = ErrorSink::default();
         let sink = errors.clone();

@@ -4,7 +4,9 @@
 // (the first maximum in row-major order, as PyTorch).
 // With RELU = 1, max-pooling is fused with the ReLU before it: x is the ReLU's input, each
 // window value is relu(v) (v if v > 0, else 0) before the max, and the backward pass lets the
-// gradient through only where that max is positive, as the ReLU's backward would.
+// gradient through only where that max is positive, as the ReLU's backward would. Each entry
+// point is named after its Backend method; relu_maxpool2d_forward and _backward run the same
+// bodies as maxpool2d_forward and _backward, and the host sets RELU = 1 for them (0 otherwise).
 
 // The plane's shape is fixed per pipeline (override constants: divisions by constants are
 // cheap); the number of planes, batch · channels, travels in the uniform.
@@ -75,8 +77,8 @@ fn covering(i: u32, out_len: u32) -> vec2<u32> {
     return vec2<u32>(lo, hi);
 }
 
-@compute @workgroup_size(256)
-fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+// One output of a max-pool (fused with the ReLU before it when RELU = 1).
+fn maxpool2d_forward_at(gid: vec3<u32>, groups: vec3<u32>) {
     let i = thread_index(gid, groups);
     let per_plane = OH * OW;
     if i >= p.planes * per_plane {
@@ -88,8 +90,8 @@ fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     dst[i] = window_argmax(base, s / OW, s % OW).value;
 }
 
-@compute @workgroup_size(256)
-fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+// One input gradient of a max-pool (fused with the ReLU before it when RELU = 1).
+fn maxpool2d_backward_at(gid: vec3<u32>, groups: vec3<u32>) {
     let i = thread_index(gid, groups);
     let per_plane = H * W;
     if i >= p.planes * per_plane {
@@ -114,7 +116,27 @@ fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 }
 
 @compute @workgroup_size(256)
-fn avgpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+fn maxpool2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    maxpool2d_forward_at(gid, groups);
+}
+
+@compute @workgroup_size(256)
+fn relu_maxpool2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    maxpool2d_forward_at(gid, groups);
+}
+
+@compute @workgroup_size(256)
+fn maxpool2d_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    maxpool2d_backward_at(gid, groups);
+}
+
+@compute @workgroup_size(256)
+fn relu_maxpool2d_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    maxpool2d_backward_at(gid, groups);
+}
+
+@compute @workgroup_size(256)
+fn avgpool2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = thread_index(gid, groups);
     let per_plane = OH * OW;
     if i >= p.planes * per_plane {
@@ -135,7 +157,7 @@ fn avgpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 }
 
 @compute @workgroup_size(256)
-fn avgpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+fn avgpool2d_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = thread_index(gid, groups);
     let per_plane = H * W;
     if i >= p.planes * per_plane {

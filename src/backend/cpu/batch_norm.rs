@@ -1,34 +1,11 @@
-//! Dropout and batch normalisation, forward and backward. Per-channel sums are taken in f64.
+//! Batch normalisation, forward and backward. Per-channel sums are taken in f64.
 
 use rayon::prelude::*;
 
-use super::dense::sum;
+use super::bias::sum;
 use super::PAR_MIN_LEN;
-use crate::backend::{check, dropout_hash, BatchNorm, Dropout};
+use crate::backend::{check, BatchNorm};
 use crate::Result;
-
-/// `dst[i] = src[i] · scale` where element i is kept at `step`, else 0: the forward pass on
-/// x → y and the backward pass on dy → dx alike.
-pub fn dropout(
-    op: &'static str,
-    p: &Dropout,
-    step: u32,
-    src: &[f32],
-    dst: &mut [f32],
-) -> Result<()> {
-    check::dropout(op, p, 1, src.len(), dst.len())?;
-    let (threshold, scale) = (p.threshold(), p.scale());
-    let kernel = |(i, (d, &s)): (usize, (&mut f32, &f32))| {
-        let keep = dropout_hash(p.seed, step, i as u32) >= threshold;
-        *d = if keep { s * scale } else { 0.0 };
-    };
-    if p.len < PAR_MIN_LEN {
-        dst.iter_mut().zip(src).enumerate().for_each(kernel);
-    } else {
-        dst.par_iter_mut().zip(src).enumerate().for_each(kernel);
-    }
-    Ok(())
-}
 
 /// Σ over the [inner] rows of channel `c` (of a tensor seen as [outer, channels, inner]) of
 /// `f(row offset)`: each row's value is taken in f32 (so it vectorises), the rows add in f64.

@@ -1,7 +1,7 @@
 // Batch gathering from the resident dataset: x[i, q] = normalised pixel q of image
 // perm[offset + i], y[i] = its label. Pixels are u8 packed four to a little-endian u32; the
-// normalisation is a 256-entry table computed on the host with the CPU backend's formula, so
-// both backends see bit-identical inputs. One thread per output pixel.
+// normalisation is a 256-entry table computed on the host with crate::data::normalize_pixel,
+// so both backends see bit-identical inputs. One thread per output pixel.
 //
 // gather_batch_affine resamples each image through its own affine map first (augmentation):
 // output pixel (u, v) reads source point (a·u + b·v + c, d·u + e·v + f), bilinearly, with 0
@@ -45,6 +45,12 @@ fn gather_batch(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     }
 }
 
+// crate::data::normalize_value, the host's one definition of the normalisation, for the
+// interpolated values that the table cannot hold.
+fn normalize_value(value: f32) -> f32 {
+    return ((value / 255.0) - 0.5) / 0.5;
+}
+
 // Pixel (c, r) of dataset item `item` as a float, 0 outside the image.
 fn source_pixel(item: u32, c: i32, r: i32) -> f32 {
     let rows = i32(p.image_len / p.cols);
@@ -77,7 +83,7 @@ fn gather_batch_affine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     let top = source_pixel(item, c0, r0) * (1.0 - fx) + source_pixel(item, c0 + 1, r0) * fx;
     let bottom = source_pixel(item, c0, r0 + 1) * (1.0 - fx) + source_pixel(item, c0 + 1, r0 + 1) * fx;
     let value = top * (1.0 - fy) + bottom * fy;
-    x[e] = ((value / 255.0) - 0.5) / 0.5;
+    x[e] = normalize_value(value);
     if q == 0u {
         y[i] = labels[item];
     }

@@ -16,7 +16,8 @@ use std::cell::RefCell;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::dense::{channel_sum, gemm, MatRef};
+use super::bias::channel_sum;
+use super::matmul::{gemm, MatRef};
 use crate::backend::{check, Channels, Conv2d};
 use crate::Result;
 
