@@ -211,4 +211,3 @@ pub fn shuffled_indices(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
     }
     indices
 }
-

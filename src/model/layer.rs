@@ -65,8 +65,8 @@ macro_rules! for_each_kind {
         $then! {
             Conv2d => super::conv2d::Conv2dKind,
             Relu => super::relu::ReluKind,
-            MaxPool2d => super::pool::MaxPool2dKind,
-            AvgPool2d => super::pool::AvgPool2dKind,
+            MaxPool2d => super::pool2d::MaxPool2dKind,
+            AvgPool2d => super::pool2d::AvgPool2dKind,
             Flatten => super::flatten::FlattenKind,
             Linear => super::linear::LinearKind,
             Dropout => super::dropout::DropoutKind,

@@ -7,7 +7,7 @@
 //! [`Model::update`] only record backend ops, so a training step allocates nothing and reads
 //! nothing back.
 //!
-//! Each layer kind is one file (`conv2d.rs`, `relu.rs`, `pool.rs`, `flatten.rs`, `linear.rs`,
+//! Each layer kind is one file (`conv2d.rs`, `relu.rs`, `pool2d.rs`, `flatten.rs`, `linear.rs`,
 //! `dropout.rs`, `batch_norm.rs`): its shape rule, parameters, model-file table, forward and
 //! backward together, registered in `layer.rs`. This file runs them in order.
 //!
@@ -31,7 +31,7 @@ mod flatten;
 mod layer;
 mod linear;
 mod params;
-mod pool;
+mod pool2d;
 mod relu;
 mod spec;
 mod state;
