@@ -31,7 +31,7 @@ use cnn_gpu::backend::cpu::CpuBackend;
 use cnn_gpu::backend::Backend;
 use cnn_gpu::data::Dataset;
 use cnn_gpu::model::{Layer, Model, ModelSpec};
-use cnn_gpu::train::{fit, QuietReporter, ResidentDataset, TrainConfig};
+use cnn_gpu::train::{fit, FitOptions, ResidentDataset, TrainConfig};
 use cnn_gpu::Result;
 use common::{fmt_time, Filter, Sizes};
 use rand::{Rng, SeedableRng};
@@ -108,7 +108,7 @@ fn fit_epochs<B: Backend>(
         ..TrainConfig::default()
     };
     let mut model = Model::new(b, ModelSpec::simple_cnn(), cfg.seed)?;
-    fit(b, &mut model, data, &cfg, &mut QuietReporter)
+    fit(b, &mut model, data, &cfg, FitOptions::quiet())
 }
 
 fn run_backend<B: Backend>(

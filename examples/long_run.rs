@@ -16,7 +16,7 @@ use cnn_gpu::backend::gpu::{GpuBackend, GpuOptions};
 use cnn_gpu::backend::Backend;
 use cnn_gpu::data::{load_mnist, resolve_data_dir, Dataset, DatasetKind};
 use cnn_gpu::model::{Model, ModelSpec};
-use cnn_gpu::train::{self, Event, Flow, LossRecord, Reporter, TrainConfig};
+use cnn_gpu::train::{self, Event, FitOptions, Flow, LossRecord, Reporter, TrainConfig};
 
 struct Args {
     gpu: bool,
@@ -120,19 +120,12 @@ fn run<B: Backend>(b: &B, args: &Args, live_buffers: &dyn Fn() -> Option<usize>)
         }
         Ok(Flow::Continue)
     };
-    let summary = train::train_with(
-        b,
-        &mut model,
-        &train_set,
-        &test_set,
-        &cfg,
-        &mut reporter,
-        &mut hook,
-    )
-    .unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(1)
-    });
+    let opts = FitOptions::reporting(&mut reporter).hook(&mut hook);
+    let summary =
+        train::train(b, &mut model, &train_set, &test_set, &cfg, opts).unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(1)
+        });
     println!(
         "accuracy on {} test images: {:.2}%",
         summary.eval.total,

@@ -42,8 +42,8 @@ pub enum Error {
     Interrupted { epoch: usize, step: usize },
     /// Training diverged: the loss of a step was NaN or infinite.
     #[error(
-        "the loss became {value} at step {step} (epoch {epoch}, batch {batch}); lower --lr, or \
-         add --warmup-steps or --clip-grad-norm"
+        "the loss became {value} at step {step} (epoch {epoch}, batch {batch}); lower the \
+         learning rate, or add warm-up steps or gradient clipping"
     )]
     Diverged {
         /// 1-based, counted over the whole run.

@@ -954,7 +954,9 @@ fn divergence_exits_2_and_keeps_the_last_good_checkpoint() {
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{err}");
     assert!(
-        errors[0].contains("the loss became") && errors[0].contains(" at step "),
+        errors[0].contains("the loss became")
+            && errors[0].contains(" at step ")
+            && errors[0].contains("lower --lr"),
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");

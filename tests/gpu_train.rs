@@ -8,7 +8,7 @@ use cnn_gpu::backend::Backend;
 use cnn_gpu::data::Dataset;
 use cnn_gpu::model::{Model, ModelSpec, NamedTensor};
 use cnn_gpu::optim::{LrSchedule, OptimConfig, Optimizer};
-use cnn_gpu::train::{self, LossRecord, QuietReporter, TrainConfig};
+use cnn_gpu::train::{self, FitOptions, LossRecord, TrainConfig};
 use common::{assert_close, cpu, with_gpu_options};
 
 /// 28×28 images of ten classes: class c is a bright bar at row 2c plus deterministic noise,
@@ -45,15 +45,9 @@ fn run<B: Backend>(
         optim,
         ..TrainConfig::default()
     };
-    let (model, summary): (Model<B>, _) = train::run(
-        b,
-        ModelSpec::simple_cnn(),
-        data,
-        data,
-        &cfg,
-        &mut QuietReporter,
-    )
-    .expect("training runs");
+    let mut model = Model::new(b, ModelSpec::simple_cnn(), cfg.seed).expect("a model");
+    let summary =
+        train::train(b, &mut model, data, data, &cfg, FitOptions::quiet()).expect("training runs");
     let params = model.read_params(b).expect("read parameters");
     (summary.fit.losses, params, summary.eval.correct)
 }

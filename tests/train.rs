@@ -13,7 +13,7 @@ use cnn_gpu::metrics::{read_metrics, MetricsReporter, MetricsWriter, Record};
 use cnn_gpu::model::{Layer, Model, ModelSpec, NamedTensor, Naming, Shape, Workspace};
 use cnn_gpu::optim::{LrSchedule, OptimConfig, Optimizer};
 use cnn_gpu::train::{
-    evaluate, evaluate_detailed, fit, fit_with, Event, Flow, QuietReporter, ResidentDataset,
+    evaluate, evaluate_detailed, fit, Event, FitOptions, Flow, QuietReporter, ResidentDataset,
     TrainConfig, TrainSummary,
 };
 use cnn_gpu::Error;
@@ -426,7 +426,14 @@ fn first_step_is_sgd_on_the_gradient<B: Backend>(
         }
         Ok(Flow::Continue)
     };
-    let summary = fit_with(b, &mut model, &res, &cfg, &mut QuietReporter, &mut hook).unwrap();
+    let summary = fit(
+        b,
+        &mut model,
+        &res,
+        &cfg,
+        FitOptions::quiet().hook(&mut hook),
+    )
+    .unwrap();
     assert_eq!(summary.epochs.len(), epochs);
     assert_eq!(summary.epochs[0].steps, 1);
     assert_eq!(summary.losses.len(), epochs);
@@ -521,7 +528,7 @@ fn train_lines<B: Backend>(b: &B, spec: ModelSpec, loss_ratio: f32) -> (Model<B>
     };
     let mut model = Model::new(b, spec, cfg.seed).unwrap();
     let summary =
-        cnn_gpu::train::train(b, &mut model, &train, &test, &cfg, &mut QuietReporter).unwrap();
+        cnn_gpu::train::train(b, &mut model, &train, &test, &cfg, FitOptions::quiet()).unwrap();
     let fit = &summary.fit;
     assert_eq!(fit.epochs.len(), 8);
     assert!(fit.epochs.iter().all(|e| e.steps == 16 && e.images == 250));
@@ -574,7 +581,7 @@ fn learns_with_adamw<B: Backend>(b: &B) {
     };
     let mut model = Model::new(b, small_cnn(), cfg.seed).unwrap();
     let summary =
-        cnn_gpu::train::train(b, &mut model, &train, &test, &cfg, &mut QuietReporter).unwrap();
+        cnn_gpu::train::train(b, &mut model, &train, &test, &cfg, FitOptions::quiet()).unwrap();
     let losses = &summary.fit.losses;
     let (first, last) = (losses[0].loss, losses.last().unwrap().loss);
     assert!(last < 0.25 * first, "loss fell from {first} to only {last}");
@@ -609,8 +616,14 @@ fn divergence_names_the_step<B: Backend>(b: &B) {
             }
             Ok(Flow::Continue)
         };
-        let err = fit_with(b, &mut model, &res, &cfg, &mut QuietReporter, &mut hook)
-            .expect_err("lr 1e30 diverges");
+        let err = fit(
+            b,
+            &mut model,
+            &res,
+            &cfg,
+            FitOptions::quiet().hook(&mut hook),
+        )
+        .expect_err("lr 1e30 diverges");
         (err, hooked)
     };
     let (every_step, hooked) = diverged(1);
@@ -628,7 +641,7 @@ fn divergence_names_the_step<B: Backend>(b: &B) {
     assert!(hooked.is_empty(), "no epoch hook after divergence");
     let msg = every_step.to_string();
     assert!(
-        msg.contains(&format!("at step {step} ")) && msg.contains("--lr"),
+        msg.contains(&format!("at step {step} ")) && msg.contains("learning rate"),
         "{msg}"
     );
     let (at_epoch_end, hooked) = diverged(100);
@@ -660,7 +673,15 @@ fn metrics_record_every_interval_and_epoch<B: Backend>(b: &B) {
     let writer = MetricsWriter::create(&path).unwrap();
     let mut rep = MetricsReporter::new(QuietReporter, writer, "test", Some("adapter".into()));
     let mut model = Model::new(b, small_cnn(), 4).unwrap();
-    let summary = cnn_gpu::train::train(b, &mut model, &train, &test, &cfg, &mut rep).unwrap();
+    let summary = cnn_gpu::train::train(
+        b,
+        &mut model,
+        &train,
+        &test,
+        &cfg,
+        FitOptions::reporting(&mut rep),
+    )
+    .unwrap();
     rep.finish().unwrap();
     let records = read_metrics(&path).unwrap();
     assert_eq!(
@@ -740,7 +761,7 @@ fn max_steps_stops_mid_epoch<B: Backend>(b: &B) {
     };
     let mut model = Model::new(b, small_cnn(), 2).unwrap();
     let summary =
-        cnn_gpu::train::train(b, &mut model, &train, &train, &cfg, &mut QuietReporter).unwrap();
+        cnn_gpu::train::train(b, &mut model, &train, &train, &cfg, FitOptions::quiet()).unwrap();
     let fit = &summary.fit;
     // 100 images are 7 steps an epoch (the last of 4): epoch 1 whole, then 2 steps of epoch 2.
     assert_eq!(fit.losses.len(), 9);
@@ -777,7 +798,7 @@ fn no_shuffle_takes_the_files_order<B: Backend>(b: &B) {
         };
         let mut model = Model::new(b, small_cnn(), 2).unwrap();
         let data = ResidentDataset::upload(b, &train, 3, "train").unwrap();
-        fit(b, &mut model, &data, &cfg, &mut QuietReporter)
+        fit(b, &mut model, &data, &cfg, FitOptions::quiet())
             .unwrap()
             .losses[0]
             .loss
@@ -831,7 +852,7 @@ fn bad_labels_and_sizes_are_refused<B: Backend>(b: &B) {
         &mut model,
         &res,
         &TrainConfig::default(),
-        &mut QuietReporter,
+        FitOptions::quiet(),
     )
     .expect_err("batch 64 > 6 images");
     assert!(
@@ -842,7 +863,7 @@ fn bad_labels_and_sizes_are_refused<B: Backend>(b: &B) {
         batch_size: 2,
         ..TrainConfig::default()
     };
-    let err = fit(b, &mut model, &res, &cfg, &mut QuietReporter).expect_err("input size");
+    let err = fit(b, &mut model, &res, &cfg, FitOptions::quiet()).expect_err("input size");
     assert!(err.to_string().contains("64 pixels"), "{err}");
 }
 backend_test!(
@@ -1061,7 +1082,7 @@ fn mnist_loss_falls<B: Backend>(b: &B) {
     };
     let mut model = Model::new(b, ModelSpec::simple_cnn(), cfg.seed).unwrap();
     let summary =
-        cnn_gpu::train::train(b, &mut model, &train, &test, &cfg, &mut QuietReporter).unwrap();
+        cnn_gpu::train::train(b, &mut model, &train, &test, &cfg, FitOptions::quiet()).unwrap();
     let losses: Vec<f32> = summary.fit.losses.iter().map(|r| r.loss).collect();
     eprintln!(
         "MNIST, 300 steps on {}: losses {losses:?}, accuracy {:.2}%, {:.0} images/s",
@@ -1445,7 +1466,7 @@ fn reads_back_only_at_log_intervals_for<B: Backend>(b: &B, spec: ModelSpec) {
         };
         b.reads.set(0);
         b.flushes.set(0);
-        let summary = fit(b, &mut model, &res, &cfg, &mut QuietReporter).unwrap();
+        let summary = fit(b, &mut model, &res, &cfg, FitOptions::quiet()).unwrap();
         assert_eq!(summary.losses.len(), 2 * logs_per_epoch);
         assert_eq!(b.flushes.get(), 2 * 7, "one flush per step");
         assert_eq!(
@@ -1482,7 +1503,7 @@ fn batch_too_large_for_the_adapter_is_refused_with_the_largest_that_fits() {
             ..TrainConfig::default()
         };
         let mut model = Model::new(gpu, small_cnn(), 2).unwrap();
-        let err = cnn_gpu::train::train(gpu, &mut model, &train, &train, &cfg, &mut QuietReporter)
+        let err = cnn_gpu::train::train(gpu, &mut model, &train, &train, &cfg, FitOptions::quiet())
             .expect_err("batch 11 does not fit");
         assert!(matches!(err, cnn_gpu::Error::Limit(_)), "{err:?}");
         assert!(
@@ -1498,7 +1519,7 @@ fn batch_too_large_for_the_adapter_is_refused_with_the_largest_that_fits() {
             ..cfg
         };
         let summary =
-            cnn_gpu::train::train(gpu, &mut model, &train, &train, &cfg, &mut QuietReporter)
+            cnn_gpu::train::train(gpu, &mut model, &train, &train, &cfg, FitOptions::quiet())
                 .expect("batch 10 fits, and evaluation splits its batches of 64");
         assert_eq!(summary.eval.total, 100);
     });
@@ -1623,8 +1644,9 @@ fn bn_dropout_training_matches_between_backends() {
         ..TrainConfig::default()
     };
     fn run<B: Backend>(b: &B, data: &Dataset, cfg: &TrainConfig) -> (Vec<f32>, Model<B>) {
-        let (model, summary) =
-            cnn_gpu::train::run(b, bn_dropout_cnn(), data, data, cfg, &mut QuietReporter).unwrap();
+        let mut model = Model::new(b, bn_dropout_cnn(), cfg.seed).unwrap();
+        let summary =
+            cnn_gpu::train::train(b, &mut model, data, data, cfg, FitOptions::quiet()).unwrap();
         (summary.fit.losses.iter().map(|r| r.loss).collect(), model)
     }
     let c = cpu();
@@ -1661,7 +1683,7 @@ fn batch_of_one_is_refused_before_training<B: Backend>(b: &B) {
         ..TrainConfig::default()
     };
     let mut model = Model::new(b, bn_dropout_cnn(), 0).unwrap();
-    let err = cnn_gpu::train::train(b, &mut model, &data, &data, &cfg, &mut QuietReporter)
+    let err = cnn_gpu::train::train(b, &mut model, &data, &data, &cfg, FitOptions::quiet())
         .expect_err("a last batch of 1");
     let msg = err.to_string();
     assert!(
@@ -1686,7 +1708,7 @@ backend_test!(
 /// `resume_within`, logs exactly the losses of a run never stopped and ends with the same
 /// parameters (to f32 rounding of the separate runs: none, bit for bit, on one backend).
 fn stop_and_resume_mid_epoch_equals_an_uninterrupted_run<B: Backend>(b: &B) {
-    use cnn_gpu::train::{fit_with, Event, Flow, MidEpoch};
+    use cnn_gpu::train::{Event, Flow, MidEpoch};
     let train = synthetic_images(5, 100, 8, 8);
     // 100 images in batches of 16: 7 steps an epoch, losses after batches 3 and 6.
     let cfg = TrainConfig {
@@ -1699,26 +1721,25 @@ fn stop_and_resume_mid_epoch_equals_an_uninterrupted_run<B: Backend>(b: &B) {
     };
     let res = ResidentDataset::upload(b, &train, 3, "train").unwrap();
     let mut whole = Model::new(b, small_cnn(), cfg.seed).unwrap();
-    let all = fit(b, &mut whole, &res, &cfg, &mut QuietReporter).unwrap();
+    let all = fit(b, &mut whole, &res, &cfg, FitOptions::quiet()).unwrap();
     assert_eq!(all.losses.len(), 4);
 
     // Stop after step 11 in all: step 4 of epoch 2, one step into a loss window.
     let mut model = Model::new(b, small_cnn(), cfg.seed).unwrap();
     let mut stopped = None;
-    let err = fit_with(
+    let err = fit(
         b,
         &mut model,
         &res,
         &cfg,
-        &mut QuietReporter,
-        &mut |e, _| {
+        FitOptions::quiet().hook(&mut |e, _| {
             match *e {
                 Event::Step { total: 11, .. } => return Ok(Flow::Stop),
                 Event::Stopped { epoch, at } => stopped = Some((epoch, at)),
                 _ => {}
             }
             Ok(Flow::Continue)
-        },
+        }),
     )
     .expect_err("stopped");
     assert!(
@@ -1741,7 +1762,7 @@ fn stop_and_resume_mid_epoch_equals_an_uninterrupted_run<B: Backend>(b: &B) {
         }),
         ..cfg.clone()
     };
-    let rest = fit(b, &mut resumed, &res, &rest_cfg, &mut QuietReporter).unwrap();
+    let rest = fit(b, &mut resumed, &res, &rest_cfg, FitOptions::quiet()).unwrap();
     assert_eq!(rest.epochs.len(), 1);
     assert_eq!(rest.epochs[0].steps, 3, "steps 5 to 7 of epoch 2");
     assert_eq!(
@@ -1783,7 +1804,7 @@ fn resume_points_outside_the_epoch_are_refused() {
 /// per step or per epoch (uniforms, bind groups and staging buffers are cached).
 #[test]
 fn gpu_buffers_do_not_grow_from_epoch_to_epoch() {
-    use cnn_gpu::train::{fit_with, Event, Flow};
+    use cnn_gpu::train::{Event, Flow};
     common::with_gpu(|gpu| {
         let train = synthetic_images(1, 100, 8, 8);
         let cfg = TrainConfig {
@@ -1796,18 +1817,17 @@ fn gpu_buffers_do_not_grow_from_epoch_to_epoch() {
         let mut model = Model::new(gpu, small_cnn(), 1).unwrap();
         let before = gpu.live_buffers();
         let mut counts = Vec::new();
-        fit_with(
+        fit(
             gpu,
             &mut model,
             &res,
             &cfg,
-            &mut QuietReporter,
-            &mut |e, _| {
+            FitOptions::quiet().hook(&mut |e, _| {
                 if let Event::EpochEnd { .. } = e {
                     counts.push(gpu.live_buffers());
                 }
                 Ok(Flow::Continue)
-            },
+            }),
         )
         .unwrap();
         assert!(counts[0] > before, "the loop's workspaces are counted");

@@ -6,7 +6,7 @@ use clap::Args;
 
 use cnn_gpu::backend::Backend;
 use cnn_gpu::checkpoint::{self, Checkpoint};
-use cnn_gpu::model::{Model, ModelSpec};
+use cnn_gpu::model::ModelSpec;
 use cnn_gpu::train::{self, ResidentDataset};
 
 use super::{open_backend, run_failure, Chosen, DataArgs, DeviceArgs, Failure, ModelArgs};
@@ -46,7 +46,7 @@ pub(crate) fn eval_on<B: Backend>(
     ckpt: &Checkpoint,
 ) -> Result<(), Failure> {
     let mnist = args.data.load()?;
-    let model = Model::from_checkpoint(b, spec, ckpt).map_err(run_failure)?;
+    let model = checkpoint::build_model(b, spec, ckpt).map_err(run_failure)?;
     let test =
         ResidentDataset::upload(b, &mnist.test, model.classes(), "test").map_err(run_failure)?;
     let r = train::evaluate_detailed(b, &model, &test, args.batch_size).map_err(run_failure)?;

@@ -63,10 +63,14 @@ impl Failure {
             message: e.to_string(),
         }
     }
-    /// A refused setting (exit 2), without the library's "invalid parameters" prefix.
+    /// A refused setting (exit 2), without the library's "invalid parameters" prefix; a
+    /// setting the library names is named by its flag.
     fn config(e: cnn_gpu::Error) -> Self {
         match e {
             cnn_gpu::Error::InvalidParams(msg) => Failure::usage(msg),
+            cnn_gpu::Error::Setting { name, message } => {
+                Failure::usage(format!("{} {message}", flag(name)))
+            }
             other => Failure::usage(other),
         }
     }
@@ -144,14 +148,33 @@ pub(crate) fn open_gpu(args: &DeviceArgs) -> cnn_gpu::Result<GpuBackend> {
 }
 
 /// Library errors: limits the user can change (a smaller batch) and a diverged run (a smaller
-/// lr) exit 2, the rest 1.
+/// lr) exit 2, the rest 1. The flags that fix a setting or a divergence are named here: the
+/// library names values.
 pub(crate) fn run_failure(e: cnn_gpu::Error) -> Failure {
     match e {
-        cnn_gpu::Error::Limit(_)
-        | cnn_gpu::Error::InvalidParams(_)
-        | cnn_gpu::Error::Diverged { .. } => Failure::usage(format!("{e:#}")),
+        cnn_gpu::Error::Setting { name, message } => {
+            Failure::usage(format!("invalid parameters: {} {message}", flag(name)))
+        }
+        cnn_gpu::Error::Diverged {
+            step,
+            epoch,
+            batch,
+            value,
+        } => Failure::usage(format!(
+            "the loss became {value} at step {step} (epoch {epoch}, batch {batch}); lower --lr, \
+             or add --warmup-steps or --clip-grad-norm"
+        )),
+        cnn_gpu::Error::Limit(_) | cnn_gpu::Error::InvalidParams(_) => {
+            Failure::usage(format!("{e:#}"))
+        }
         other => Failure::other(format!("{other:#}")),
     }
+}
+
+/// The flag of the setting the library calls `name`: `--` and the name, `-` for `_`
+/// (`lr_step_size` is `--lr-step-size`).
+pub(crate) fn flag(name: &str) -> String {
+    format!("--{}", name.replace('_', "-"))
 }
 
 /// Where the dataset comes from: shared by every command that reads MNIST.

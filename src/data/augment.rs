@@ -43,25 +43,28 @@ impl Default for Augment {
 const SALT: u64 = 0x6175_676d_656e_7421; // "augment!"
 
 impl Augment {
-    /// Refuses ranges that make no sense, naming the flag.
+    /// Refuses ranges that make no sense, naming the setting (`augment_rotate` …).
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::InvalidParams(msg));
         if !(self.rotate_deg.is_finite() && (0.0..=180.0).contains(&self.rotate_deg)) {
-            return bad(format!(
-                "--augment-rotate must be between 0 and 180 degrees, not {}",
-                self.rotate_deg
+            return Err(Error::setting(
+                "augment_rotate",
+                format!("must be between 0 and 180 degrees, not {}", self.rotate_deg),
             ));
         }
         if !(self.translate_px.is_finite() && self.translate_px >= 0.0) {
-            return bad(format!(
-                "--augment-translate must be a non-negative number of pixels, not {}",
-                self.translate_px
+            return Err(Error::setting(
+                "augment_translate",
+                format!(
+                    "must be a non-negative number of pixels, not {}",
+                    self.translate_px
+                ),
             ));
         }
         let (lo, hi) = (self.scale_min, self.scale_max);
         if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi) {
-            return bad(format!(
-                "--augment-scale must be MIN:MAX with 0 < MIN ≤ MAX, not {lo}:{hi}"
+            return Err(Error::setting(
+                "augment_scale",
+                format!("must be MIN:MAX with 0 < MIN ≤ MAX, not {lo}:{hi}"),
             ));
         }
         Ok(())
@@ -170,37 +173,37 @@ mod tests {
     }
 
     #[test]
-    fn nonsense_ranges_are_refused_naming_the_flag() {
+    fn nonsense_ranges_are_refused_naming_the_setting() {
         let ok = Augment::default();
         assert!(ok.validate().is_ok());
-        for (aug, flag) in [
+        for (aug, setting) in [
             (
                 Augment {
                     rotate_deg: -1.0,
                     ..ok
                 },
-                "--augment-rotate",
+                "augment_rotate",
             ),
             (
                 Augment {
                     rotate_deg: f32::NAN,
                     ..ok
                 },
-                "--augment-rotate",
+                "augment_rotate",
             ),
             (
                 Augment {
                     translate_px: -0.5,
                     ..ok
                 },
-                "--augment-translate",
+                "augment_translate",
             ),
             (
                 Augment {
                     scale_min: 0.0,
                     ..ok
                 },
-                "--augment-scale",
+                "augment_scale",
             ),
             (
                 Augment {
@@ -208,11 +211,14 @@ mod tests {
                     scale_max: 1.1,
                     ..ok
                 },
-                "--augment-scale",
+                "augment_scale",
             ),
         ] {
-            let err = aug.validate().unwrap_err().to_string();
-            assert!(err.contains(flag), "{aug:?}: {err}");
+            let err = aug.validate().unwrap_err();
+            assert!(
+                matches!(&err, Error::Setting { name, .. } if *name == setting),
+                "{aug:?}: {err:?}"
+            );
         }
     }
 }

@@ -9,9 +9,9 @@
 //! `step` below); and a `__metadata__` map: `format` = `cnn-gpu`, `architecture` (see
 //! [`architecture`]), `model` (the model's TOML description, see [`ModelSpec::to_toml`], from
 //! which `eval` and `train --init/--resume` rebuild the model), and with a [`TrainState`]
-//! `epoch`, `step`, `seed`, `lr`, the optimiser settings (see [`OptimConfig::to_metadata`]),
-//! `batch_size`, `train_images` and, for a checkpoint written inside an epoch,
-//! `loss_window_sum` and `loss_window_steps`.
+//! `epoch`, `step`, `seed`, `lr`, the optimiser settings (see
+//! [`crate::optim::OptimConfig::to_metadata`]), `batch_size`, `train_images` and, for a
+//! checkpoint written inside an epoch, `loss_window_sum` and `loss_window_steps`.
 //!
 //! Batch-norm layers add PyTorch's buffers: `<name>.running_mean` and `<name>.running_var`
 //! (F32 [features]) and `<name>.num_batches_tracked`, an I64 scalar (shape []) as PyTorch
@@ -22,7 +22,8 @@
 //! crash never leaves a half-written checkpoint under the final name. Loading checks everything
 //! (the file, its format, every tensor's dtype and shape, missing or extra tensors and, when the
 //! metadata names one, the architecture) and reports each problem as [`Error::Data`] naming the
-//! file.
+//! file. The file functions are thin wrappers: [`to_bytes`], [`model_to_bytes`], [`parse`] and
+//! [`model_of_bytes`] do the same work on bytes in memory.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,9 +32,11 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::backend::Backend;
 use crate::model::{Model, ModelSpec, NamedTensor, Naming, NormBuffers};
-use crate::optim::OptimConfig;
-use crate::train::LossWindow;
 use crate::{Error, Result};
+
+mod state;
+
+pub use state::{LossWindow, TrainState};
 
 /// The `format` metadata value of files this crate writes.
 pub const FORMAT: &str = "cnn-gpu";
@@ -45,27 +48,6 @@ const MOMENTUM_SUFFIX: &str = ".momentum_buffer";
 const EXP_AVG_SUFFIX: &str = ".exp_avg";
 const EXP_AVG_SQ_SUFFIX: &str = ".exp_avg_sq";
 const STATE_SUFFIXES: [&str; 3] = [MOMENTUM_SUFFIX, EXP_AVG_SUFFIX, EXP_AVG_SQ_SUFFIX];
-
-/// Where training stood when a checkpoint was written (saved as metadata).
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainState {
-    /// Epochs completed (1-based count).
-    pub epoch: usize,
-    /// Training steps completed in all.
-    pub step: usize,
-    pub seed: u64,
-    /// The base learning rate.
-    pub lr: f32,
-    /// The optimiser, schedule and clipping.
-    pub optim: OptimConfig,
-    /// The running loss window of a checkpoint written inside an epoch (on Ctrl-C): with it a
-    /// resumed run prints the loss lines of an uninterrupted one.
-    pub loss_window: Option<LossWindow>,
-    /// The batch size and training-set size the steps were counted in (files from before
-    /// these were recorded lack them): resuming needs the same ones.
-    pub batch_size: Option<usize>,
-    pub train_images: Option<usize>,
-}
 
 /// What a checkpoint file holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,29 +68,7 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The training state recorded in the metadata, when all of it is there and parses.
     pub fn train_state(&self) -> Option<TrainState> {
-        let get = |k: &str| self.metadata.get(k);
-        // Absent: Some(None); present but not a number: None (the state is unusable).
-        let optional = |k: &str| match get(k) {
-            None => Some(None),
-            Some(v) => v.parse().ok().map(Some),
-        };
-        let loss_window = match (get("loss_window_sum"), get("loss_window_steps")) {
-            (None, None) => None,
-            (sum, steps) => Some(LossWindow {
-                sum: sum?.parse().ok()?,
-                steps: steps?.parse().ok()?,
-            }),
-        };
-        Some(TrainState {
-            epoch: get("epoch")?.parse().ok()?,
-            step: get("step")?.parse().ok()?,
-            seed: get("seed")?.parse().ok()?,
-            lr: get("lr")?.parse().ok()?,
-            optim: OptimConfig::from_metadata(&self.metadata)?,
-            loss_window,
-            batch_size: optional("batch_size")?,
-            train_images: optional("train_images")?,
-        })
+        TrainState::from_metadata(&self.metadata)
     }
 }
 
@@ -131,9 +91,15 @@ pub fn architecture(spec: &ModelSpec) -> String {
 /// The model a checkpoint describes in its `model` metadata (written by [`save`]), if any;
 /// None for files without it (PyTorch's, or older ones). Reads only the header.
 pub fn model_of(path: &Path) -> Result<Option<ModelSpec>> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::data(path, format!("cannot read the checkpoint: {e}")))?;
+    model_of_bytes(&bytes, path)
+}
+
+/// [`model_of`] for a checkpoint held in memory; `path` is the file named in errors.
+pub fn model_of_bytes(bytes: &[u8], path: &Path) -> Result<Option<ModelSpec>> {
     let bad = |msg: String| Error::data(path, msg);
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read the checkpoint: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
         bad(format!(
             "not a safetensors checkpoint ({} bytes): {e}",
             bytes.len()
@@ -189,6 +155,17 @@ pub fn save_with_norms(
     norms: &[NormBuffers],
     state: Option<&TrainState>,
 ) -> Result<()> {
+    write_atomic(path, &to_bytes(spec, params, optimizer, norms, state)?)
+}
+
+/// The checkpoint [`save_with_norms`] writes, as the bytes of a safetensors file.
+pub fn to_bytes(
+    spec: &ModelSpec,
+    params: &[NamedTensor],
+    optimizer: OptimizerTensors<'_>,
+    norms: &[NormBuffers],
+    state: Option<&TrainState>,
+) -> Result<Vec<u8>> {
     let expected = spec.param_shapes()?;
     let check = |ts: &[NamedTensor], what: &str| -> Result<()> {
         for (name, shape) in &expected {
@@ -283,7 +260,9 @@ pub fn save_with_norms(
         .map(|(name, dtype, bytes, shape)| {
             TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
-                .map_err(|e| Error::data(path, format!("cannot encode tensor {name}: {e}")))
+                .map_err(|e| {
+                    Error::InvalidParams(format!("cannot encode checkpoint tensor {name}: {e}"))
+                })
         })
         .collect::<Result<Vec<_>>>()?;
 
@@ -292,28 +271,10 @@ pub fn save_with_norms(
     meta.insert("architecture".to_string(), architecture(spec));
     meta.insert("model".to_string(), spec.to_toml());
     if let Some(s) = state {
-        meta.insert("epoch".to_string(), s.epoch.to_string());
-        meta.insert("step".to_string(), s.step.to_string());
-        meta.insert("seed".to_string(), s.seed.to_string());
-        meta.insert("lr".to_string(), s.lr.to_string());
-        s.optim.to_metadata(&mut meta);
-        for (key, value) in [
-            ("batch_size", s.batch_size),
-            ("train_images", s.train_images),
-        ] {
-            if let Some(v) = value {
-                meta.insert(key.to_string(), v.to_string());
-            }
-        }
-        if let Some(w) = &s.loss_window {
-            // Rust prints an f32 with the fewest digits that parse back to the same value.
-            meta.insert("loss_window_sum".to_string(), w.sum.to_string());
-            meta.insert("loss_window_steps".to_string(), w.steps.to_string());
-        }
+        s.to_metadata(&mut meta);
     }
-    let bytes = safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::data(path, format!("cannot encode the checkpoint: {e}")))?;
-    write_atomic(path, &bytes)
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::InvalidParams(format!("cannot encode the checkpoint: {e}")))
 }
 
 /// Reads `model`'s parameters (and, with `with_velocity`, its optimiser state: the momentum
@@ -326,6 +287,16 @@ pub fn save_model<B: Backend>(
     with_velocity: bool,
     state: Option<&TrainState>,
 ) -> Result<()> {
+    write_atomic(path, &model_to_bytes(b, model, with_velocity, state)?)
+}
+
+/// The checkpoint [`save_model`] writes, as the bytes of a safetensors file.
+pub fn model_to_bytes<B: Backend>(
+    b: &B,
+    model: &Model<B>,
+    with_velocity: bool,
+    state: Option<&TrainState>,
+) -> Result<Vec<u8>> {
     let params = model.read_params(b)?;
     let (velocity, exp_avg_sq) = if with_velocity {
         (Some(model.read_velocity(b)?), model.read_exp_avg_sq(b)?)
@@ -337,7 +308,7 @@ pub fn save_model<B: Backend>(
         exp_avg_sq: exp_avg_sq.as_deref(),
     };
     let norms = model.read_norm_buffers(b)?;
-    save_with_norms(path, model.spec(), &params, optimizer, &norms, state)
+    to_bytes(model.spec(), &params, optimizer, &norms, state)
 }
 
 /// Reads and checks a checkpoint for a model of `spec`. Every problem is an [`Error::Data`]
@@ -535,8 +506,16 @@ pub fn load_model<B: Backend>(
     path: &Path,
 ) -> Result<(Model<B>, Checkpoint)> {
     let ckpt = load(path, &spec)?;
-    let model = Model::from_checkpoint(b, spec, &ckpt)?;
+    let model = build_model(b, spec, &ckpt)?;
     Ok((model, ckpt))
+}
+
+/// Builds a model of `spec` on `b` with `ckpt`'s parameters and batch-norm statistics
+/// (momentum buffers start at zero; resuming restores them, see `train::Resume`).
+pub fn build_model<B: Backend>(b: &B, spec: ModelSpec, ckpt: &Checkpoint) -> Result<Model<B>> {
+    let mut model = Model::with_params(b, spec, &ckpt.params)?;
+    model.set_norm_buffers(b, &ckpt.norms)?;
+    Ok(model)
 }
 
 /// Checks that a `what` (say "checkpoint") can be written to `path` (see
