@@ -2,7 +2,7 @@
 //! On the GPU the times come from timestamp queries around each kernel (the wall clock, with a
 //! wait at each layer, where the adapter has none); on the CPU from the wall clock.
 
-use std::time::Instant;
+use web_time::Instant;
 
 use rand::{Rng, SeedableRng};
 

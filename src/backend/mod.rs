@@ -399,14 +399,14 @@ impl CounterCells {
 /// a backend that waits at each scope change.
 #[derive(Debug, Default)]
 pub(crate) struct ScopeClock {
-    current: Option<(String, std::time::Instant)>,
+    current: Option<(String, web_time::Instant)>,
     totals: Vec<(String, f64)>,
 }
 
 impl ScopeClock {
     pub(crate) fn enter(&mut self, name: &str) {
         self.close();
-        self.current = Some((name.to_string(), std::time::Instant::now()));
+        self.current = Some((name.to_string(), web_time::Instant::now()));
     }
     fn close(&mut self) {
         if let Some((name, start)) = self.current.take() {

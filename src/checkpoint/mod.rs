@@ -88,6 +88,7 @@ pub fn architecture(spec: &ModelSpec) -> String {
     s
 }
 
+#[cfg(feature = "native")]
 /// The model a checkpoint describes in its `model` metadata (written by [`save`]), if any;
 /// None for files without it (PyTorch's, or older ones). Reads only the header.
 pub fn model_of(path: &Path) -> Result<Option<ModelSpec>> {
@@ -128,6 +129,7 @@ pub struct OptimizerTensors<'a> {
     pub exp_avg_sq: Option<&'a [NamedTensor]>,
 }
 
+#[cfg(feature = "native")]
 /// Writes `params` (and the optimiser's state tensors, when given) of a model of `spec` to
 /// `path`, atomically, with any batch-norm statistics at PyTorch's initial values (see
 /// [`save_with_norms`]). `state` adds the training state to the metadata.
@@ -146,6 +148,7 @@ pub fn save(
     save_with_norms(path, spec, params, optimizer, &norms, state)
 }
 
+#[cfg(feature = "native")]
 /// [`save`] with the batch-norm layers' statistics (one per batch-norm layer of `spec`).
 pub fn save_with_norms(
     path: &Path,
@@ -277,6 +280,7 @@ pub fn to_bytes(
         .map_err(|e| Error::InvalidParams(format!("cannot encode the checkpoint: {e}")))
 }
 
+#[cfg(feature = "native")]
 /// Reads `model`'s parameters (and, with `with_velocity`, its optimiser state: the momentum
 /// buffers, and Adam's second moments when the model has them) and saves them to `path` (see
 /// [`save`]).
@@ -311,6 +315,7 @@ pub fn model_to_bytes<B: Backend>(
     to_bytes(model.spec(), &params, optimizer, &norms, state)
 }
 
+#[cfg(feature = "native")]
 /// Reads and checks a checkpoint for a model of `spec`. Every problem is an [`Error::Data`]
 /// naming `path`.
 pub fn load(path: &Path, spec: &ModelSpec) -> Result<Checkpoint> {
@@ -498,6 +503,7 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
     })
 }
 
+#[cfg(feature = "native")]
 /// Builds a model of `spec` on `b` with the weights of the checkpoint at `path` (momentum
 /// buffers start at zero), and returns it with the checkpoint it came from.
 pub fn load_model<B: Backend>(
@@ -518,10 +524,12 @@ pub fn build_model<B: Backend>(b: &B, spec: ModelSpec, ckpt: &Checkpoint) -> Res
     Ok(model)
 }
 
+#[cfg(feature = "native")]
 /// Checks that a `what` (say "checkpoint") can be written to `path` (see
 /// [`crate::output::check_writable`]): a bad path then fails before training, not after it.
 pub use crate::output::check_writable;
 
+#[cfg(feature = "native")]
 /// Writes `bytes` to `path` atomically (see [`crate::output::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::output::write_atomic(path, bytes, "checkpoint")

@@ -10,7 +10,9 @@
 //! reader limited to that size plus one byte.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Write};
+#[cfg(feature = "native")]
+use std::io::{BufReader, Seek, SeekFrom};
 use std::path::Path;
 
 use flate2::read::GzDecoder;
@@ -224,6 +226,7 @@ fn check_len(actual: u64, header: &IdxHeader, path: &Path) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "native")]
 /// Opens a raw IDX file, checks its header and that its length is exactly what the header says,
 /// and leaves the file positioned at the first data byte. `error_path` is the file named in errors
 /// (the original `.gz` when `path` is its decompressed copy).
@@ -243,11 +246,13 @@ fn open_validated(path: &Path, kind: IdxKind, error_path: &Path) -> Result<(File
     Ok((file, header))
 }
 
+#[cfg(feature = "native")]
 /// Checks a raw IDX file without reading its data.
 pub(crate) fn validate_raw(path: &Path, kind: IdxKind) -> Result<IdxHeader> {
     open_validated(path, kind, path).map(|(_, header)| header)
 }
 
+#[cfg(feature = "native")]
 /// Reads a raw IDX file (validated as by [`validate_raw`]) and returns its header and data bytes.
 /// `error_path` is the file named in errors.
 pub(crate) fn read_raw(
@@ -276,6 +281,7 @@ pub(crate) fn read_raw(
     Ok((header, body))
 }
 
+#[cfg(feature = "native")]
 /// Decompresses the gzipped IDX file `gz_path` into the raw file `out_path`, checking the header
 /// first and never producing more than the header's size plus one byte, so a wrong count can
 /// neither allocate nor write without bound. Errors name `gz_path`.

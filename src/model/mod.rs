@@ -183,18 +183,6 @@ impl<B: Backend> Model<B> {
         })
     }
 
-    /// Builds the model with a checkpoint's parameters and batch-norm statistics (its momentum
-    /// buffers are left at zero).
-    pub fn from_checkpoint(
-        b: &B,
-        spec: ModelSpec,
-        ckpt: &crate::checkpoint::Checkpoint,
-    ) -> Result<Self> {
-        let mut model = Self::with_params(b, spec, &ckpt.params)?;
-        model.set_norm_buffers(b, &ckpt.norms)?;
-        Ok(model)
-    }
-
     /// Keys the dropout masks: the mask of the next training step is drawn from (`seed`,
     /// `step`, layer, element), and `step` counts up by one per training forward pass.
     /// [`Model::new`] sets (its seed, 0); a resumed run sets the steps already taken.

@@ -4,7 +4,7 @@
 //! accumulated on the backend and read back only at log intervals (and once per epoch, to time
 //! it). After every step and epoch the hook may stop the run ([`Event`]).
 
-use std::time::Instant;
+use web_time::Instant;
 
 use crate::backend::Backend;
 use crate::model::Model;
