@@ -79,7 +79,7 @@ pub trait Backend {
     /// Gathers `p.batch` images and labels from a resident dataset through a permutation:
     /// sample `i` of the batch is dataset item `perm[p.offset + i]`. `images` holds the dataset's
     /// `u8` pixels packed four to a little-endian `u32` word (image `j` pixel `q` is byte
-    /// `j * p.image_len + q`); `x[i, q] =` [`crate::data::normalize_pixel`]`(pixel)`, as
+    /// `j * p.image_len + q`); `x[i, q] =` [`normalize_pixel`]`(pixel)`, as
     /// torchvision's ToTensor + Normalize compute it; `y[i] = labels[perm[p.offset + i]]`.
     fn gather_batch(
         &self,
@@ -96,7 +96,7 @@ pub trait Backend {
     /// output pixel (u, v) (column, row) reads the source point (sx, sy) =
     /// (a·u + b·v + c, d·u + e·v + f), `[a…f] = affine[o·6 .. o·6 + 6]`, bilinearly from the four
     /// pixels around it (those outside the image count as 0, the background), and
-    /// `x[i, v·cols + u] =` [`crate::data::normalize_value`]`(value)`. The identity map gives
+    /// `x[i, v·cols + u] =` [`normalize_value`]`(value)`. The identity map gives
     /// [`Backend::gather_batch`]'s values (to rounding). `affine`: [≥ perm.len · 6] f32.
     #[allow(clippy::too_many_arguments)] // the gather's buffers, and the transforms
     fn gather_batch_affine(

@@ -279,6 +279,19 @@ pub fn clip_scale(max_norm: Option<f32>, sum_squares: f32) -> f32 {
     }
 }
 
+/// Maps a pixel to the network's input exactly as torchvision's `ToTensor()` followed by
+/// `Normalize((0.5,), (0.5,))` does, in the same order of f32 operations: 0 → −1, 255 → 1.
+/// Both backends' gathers use it (the GPU through a table built from it).
+pub fn normalize_pixel(p: u8) -> f32 {
+    normalize_value(p as f32)
+}
+
+/// [`normalize_pixel`] of a value between pixels, as a bilinear resampling gives: the one
+/// definition of the normalisation, `(v / 255 − 0.5) / 0.5` in that order of f32 operations.
+pub fn normalize_value(v: f32) -> f32 {
+    ((v / 255.0) - 0.5) / 0.5
+}
+
 /// Batch gathering from a resident dataset (see [`super::Backend::gather_batch`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Gather {

@@ -178,18 +178,8 @@ pub struct Mnist {
     pub test: Dataset,
 }
 
-/// Maps a pixel to the network's input exactly as torchvision's `ToTensor()` followed by
-/// `Normalize((0.5,), (0.5,))` does, in the same order of f32 operations: 0 → −1, 255 → 1.
-/// Both backends' gathers use it (the GPU through a table built from it).
-pub fn normalize_pixel(p: u8) -> f32 {
-    normalize_value(p as f32)
-}
-
-/// [`normalize_pixel`] of a value between pixels, as a bilinear resampling gives: the one
-/// definition of the normalisation, `(v / 255 − 0.5) / 0.5` in that order of f32 operations.
-pub fn normalize_value(v: f32) -> f32 {
-    ((v / 255.0) - 0.5) / 0.5
-}
+/// The pixel normalisation is the gather op's: see [`crate::backend::normalize_pixel`].
+pub use crate::backend::{normalize_pixel, normalize_value};
 
 /// A permutation of `0..n` for one epoch: Fisher–Yates driven by ChaCha8 keyed by `seed`, on the
 /// stream numbered `epoch`, so every epoch differs and a run is reproducible from its seed.

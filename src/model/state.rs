@@ -3,6 +3,7 @@
 //! ([`NamedTensor`], [`NormBuffers`]). The optimiser's state is [`crate::optim::OptimState`].
 
 use crate::backend::Backend;
+use crate::optim::Parameter;
 use crate::{Error, Result};
 
 /// A host copy of one named tensor (a parameter or its gradient), row-major.
@@ -43,6 +44,21 @@ impl<B: Backend> Param<B> {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl<B: Backend> Parameter<B> for Param<B> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn len(&self) -> usize {
+        Param::len(self)
+    }
+    fn grad(&self) -> &B::Buffer {
+        &self.grad
+    }
+    fn value_and_grad(&mut self) -> (&mut B::Buffer, &B::Buffer) {
+        (&mut self.value, &self.grad)
     }
 }
 

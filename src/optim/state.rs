@@ -3,8 +3,19 @@
 
 use super::{OptimConfig, Optimizer};
 use crate::backend::Backend;
-use crate::model::Param;
 use crate::Result;
+
+/// What the optimiser updates: one parameter tensor, its value and its gradient (the model's
+/// [`crate::model::Param`]).
+pub trait Parameter<B: Backend> {
+    /// The name its state buffers are labelled with.
+    fn name(&self) -> &str;
+    /// Its number of values.
+    fn len(&self) -> usize;
+    fn grad(&self) -> &B::Buffer;
+    /// The value to update and the gradient to update it from.
+    fn value_and_grad(&mut self) -> (&mut B::Buffer, &B::Buffer);
+}
 
 /// The optimiser state of a model's parameters, in the model's parameter order.
 pub struct OptimState<B: Backend> {
@@ -17,10 +28,10 @@ pub struct OptimState<B: Backend> {
 
 impl<B: Backend> OptimState<B> {
     /// Zero momentum for each parameter.
-    pub fn new(b: &B, params: &[Param<B>]) -> Result<Self> {
+    pub fn new(b: &B, params: &[impl Parameter<B>]) -> Result<Self> {
         let velocity = params
             .iter()
-            .map(|p| b.zeros(p.len(), &format!("{}.velocity", p.name)))
+            .map(|p| b.zeros(p.len(), &format!("{}.velocity", p.name())))
             .collect::<Result<_>>()?;
         Ok(OptimState {
             velocity,
@@ -43,11 +54,15 @@ impl<B: Backend> OptimState<B> {
     }
 
     /// Each parameter's second moment, allocated (zero) first if there are none yet.
-    pub fn exp_avg_sq_mut(&mut self, b: &B, params: &[Param<B>]) -> Result<&mut [B::Buffer]> {
+    pub fn exp_avg_sq_mut(
+        &mut self,
+        b: &B,
+        params: &[impl Parameter<B>],
+    ) -> Result<&mut [B::Buffer]> {
         if self.exp_avg_sq.is_none() {
             let v = params
                 .iter()
-                .map(|p| b.zeros(p.len(), &format!("{}.exp_avg_sq", p.name)))
+                .map(|p| b.zeros(p.len(), &format!("{}.exp_avg_sq", p.name())))
                 .collect::<Result<_>>()?;
             self.exp_avg_sq = Some(v);
         }
@@ -74,21 +89,22 @@ impl<B: Backend> OptimState<B> {
         &mut self,
         b: &B,
         optim: &OptimConfig,
-        params: &mut [Param<B>],
+        params: &mut [impl Parameter<B>],
         scalars: &mut B::Buffer,
     ) -> Result<()> {
         b.scope("update");
         let clip = optim.clip_grad_norm;
         if clip.is_some() {
             for p in params.iter() {
-                b.sum_squares(p.len(), &p.grad, scalars)?;
+                b.sum_squares(p.len(), p.grad(), scalars)?;
             }
         }
         match optim.optimizer {
             Optimizer::Sgd { .. } => {
                 for (p, m) in params.iter_mut().zip(&mut self.velocity) {
                     let sgd = optim.optimizer.sgd_params(p.len(), clip).expect("SGD");
-                    b.sgd_step(&sgd, scalars, &mut p.value, &p.grad, m)?;
+                    let (value, grad) = p.value_and_grad();
+                    b.sgd_step(&sgd, scalars, value, grad, m)?;
                 }
             }
             Optimizer::Adam { .. } => {
@@ -96,7 +112,8 @@ impl<B: Backend> OptimState<B> {
                 let v = self.exp_avg_sq.as_mut().expect("allocated above");
                 for ((p, m), v) in params.iter_mut().zip(&mut self.velocity).zip(v) {
                     let adam = optim.optimizer.adam_params(p.len(), clip).expect("Adam");
-                    b.adam_step(&adam, scalars, &mut p.value, &p.grad, m, v)?;
+                    let (value, grad) = p.value_and_grad();
+                    b.adam_step(&adam, scalars, value, grad, m, v)?;
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Batch gathering from a resident dataset of packed `u8` images.
 
 use crate::backend::{check, Gather, GatherAffine, AFFINE_LEN};
-use crate::data::{normalize_pixel, normalize_value};
+use crate::backend::{normalize_pixel, normalize_value};
 use crate::{Error, Result};
 
 /// Byte `i` of `u8` data packed four to a little-endian `u32` word.

@@ -78,7 +78,7 @@ pub struct GpuBackend {
     staging: RefCell<HashMap<u64, wgpu::Buffer>>,
     recording: RefCell<Option<Recording>>,
     next_id: Cell<u64>,
-    /// The 256 normalised pixel values, computed on the host with [`crate::data::normalize_pixel`].
+    /// The 256 normalised pixel values, computed on the host with [`crate::backend::normalize_pixel`].
     norm_table: GpuBuffer,
     dispatches: Cell<u64>,
     profile: RefCell<Option<Profile>>,
@@ -110,7 +110,7 @@ impl GpuBackend {
             RuntimeChecks::On => true,
             RuntimeChecks::Off => false,
         };
-        let table: Vec<f32> = (0..=255u8).map(crate::data::normalize_pixel).collect();
+        let table: Vec<f32> = (0..=255u8).map(crate::backend::normalize_pixel).collect();
         let norm_table = create_buffer(&ctx, 256, "normalisation table", 0)?;
         ctx.queue
             .write_buffer(&norm_table.buffer, 0, bytemuck::cast_slice(&table));
