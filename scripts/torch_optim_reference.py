@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference values for tests/optim.rs and the LR-schedule tests, computed with PyTorch itself
+"""Reference values for tests/optim/ and the LR-schedule tests, computed with PyTorch itself
 (an independent route from the kernels under test). Run: python3 scripts/torch_optim_reference.py
 
 Every case starts from the same small tensors and takes three steps with fixed gradients;
