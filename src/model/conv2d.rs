@@ -71,6 +71,38 @@ impl Layer {
     }
 }
 
+/// A `Layer::Conv2d`'s fields.
+struct Fields {
+    in_channels: usize,
+    out_channels: usize,
+    kernel_h: usize,
+    kernel_w: usize,
+    stride: usize,
+    padding: usize,
+}
+
+fn fields(layer: &Layer) -> Fields {
+    let Layer::Conv2d {
+        in_channels,
+        out_channels,
+        kernel_h,
+        kernel_w,
+        stride,
+        padding,
+    } = *layer
+    else {
+        unreachable!("a Conv2d")
+    };
+    Fields {
+        in_channels,
+        out_channels,
+        kernel_h,
+        kernel_w,
+        stride,
+        padding,
+    }
+}
+
 fn conv(cx_layer: &Layer, input: Shape, batch: usize) -> Conv2d {
     cx_layer
         .conv2d_params(input, batch)
@@ -82,17 +114,14 @@ impl LayerKind for Conv2dKind {
     type File = File;
 
     fn to_file(&self, layer: &Layer) -> File {
-        let Layer::Conv2d {
+        let Fields {
             in_channels,
             out_channels,
             kernel_h,
             kernel_w,
             stride,
             padding,
-        } = *layer
-        else {
-            unreachable!("a Conv2d")
-        };
+        } = fields(layer);
         File {
             in_channels,
             out_channels,
@@ -122,17 +151,14 @@ impl LayerKind for Conv2dKind {
     }
 
     fn fmt(&self, layer: &Layer, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Layer::Conv2d {
+        let Fields {
             in_channels,
             out_channels,
             kernel_h,
             kernel_w,
             stride,
             padding,
-        } = *layer
-        else {
-            unreachable!("a Conv2d")
-        };
+        } = fields(layer);
         write!(
             f,
             "Conv2d({in_channels}→{out_channels}, {kernel_h}×{kernel_w}, stride {stride}, padding {padding})"
@@ -140,17 +166,14 @@ impl LayerKind for Conv2dKind {
     }
 
     fn output(&self, layer: &Layer, input: Shape) -> std::result::Result<Shape, String> {
-        let Layer::Conv2d {
+        let Fields {
             in_channels,
             out_channels,
             kernel_h,
             kernel_w,
             stride,
             padding,
-        } = *layer
-        else {
-            unreachable!("a Conv2d")
-        };
+        } = fields(layer);
         let (c, h, w) = input.map("a convolution")?;
         if c != in_channels {
             return Err(format!(
@@ -177,16 +200,13 @@ impl LayerKind for Conv2dKind {
     }
 
     fn param_shapes(&self, layer: &Layer) -> Option<(Vec<usize>, usize)> {
-        let Layer::Conv2d {
+        let Fields {
             in_channels,
             out_channels,
             kernel_h,
             kernel_w,
             ..
-        } = *layer
-        else {
-            unreachable!("a Conv2d")
-        };
+        } = fields(layer);
         Some((
             vec![out_channels, in_channels, kernel_h, kernel_w],
             out_channels,
