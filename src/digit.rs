@@ -104,7 +104,7 @@ pub fn mnist_pixels(img: &GreyImage, invert: bool) -> Result<Vec<u8>> {
     let (x0, y0, x1, y1) = ink_box(&ink, img.width, img.height).ok_or_else(|| {
         Error::InvalidParams(format!(
             "no ink found: every pixel is {} (MNIST digits are light on black; \
-             {} --invert for this image)",
+             {} inverting this image)",
             if invert { "light" } else { "dark" },
             if invert { "drop" } else { "try" }
         ))

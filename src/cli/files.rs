@@ -29,7 +29,11 @@ pub(crate) fn load_digit(path: &Path, invert: bool) -> Result<Vec<u8>, Failure> 
         );
     }
     digit::mnist_pixels(&img, invert).map_err(|e| match e {
-        cnn_gpu::Error::InvalidParams(msg) => Failure::usage(format!("{}: {msg}", path.display())),
+        cnn_gpu::Error::InvalidParams(msg) => {
+            // The library says "try inverting this image"; the flag that does it is ours.
+            let msg = msg.replace(" inverting this image", " --invert for this image");
+            Failure::usage(format!("{}: {msg}", path.display()))
+        }
         other => Failure::usage(other),
     })
 }

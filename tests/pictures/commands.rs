@@ -355,3 +355,44 @@ fn a_drawing_on_paper_gets_an_invert_hint() {
     assert_eq!(body(&inverted), body(&plain));
     assert!(!stderr(&inverted).contains("bright border"));
 }
+
+/// A picture with no ink at all is refused with a message naming the file and, since the
+/// library only says "try inverting this image", the CLI's own flag for that.
+#[test]
+fn a_blank_picture_is_refused_with_the_invert_flag() {
+    let f = Fixture::new();
+    // 40×40 (not 28×28), so that the digit is looked for rather than taken as it is.
+    image::GrayImage::from_raw(40, 40, vec![0; 1600])
+        .unwrap()
+        .save(f.path("blank.png"))
+        .unwrap();
+    let args = [
+        "predict",
+        "--backend",
+        "cpu",
+        "--checkpoint",
+        &f.path("ckpt.safetensors"),
+    ];
+    let out = cnn_gpu(&[&args[..], &[&f.path("blank.png")]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("blank.png")
+            && err.contains("no ink found: every pixel is dark")
+            && err.contains("try --invert for this image"),
+        "{err}"
+    );
+    // White paper with nothing on it, inverted: no ink either, and the hint says so.
+    image::GrayImage::from_raw(40, 40, vec![255; 1600])
+        .unwrap()
+        .save(f.path("paper.png"))
+        .unwrap();
+    let out = cnn_gpu(&[&args[..], &["--invert", &f.path("paper.png")]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("every pixel is light")
+            && stderr(&out).contains("drop --invert for this image"),
+        "{}",
+        stderr(&out)
+    );
+}

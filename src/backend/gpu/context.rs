@@ -108,8 +108,8 @@ fn choose(adapters: &[wgpu::Adapter], selector: Option<&str>) -> Result<usize> {
     if adapters.is_empty() {
         return Err(Error::NoAdapter(
             "wgpu found no Vulkan, Metal, DX12 or OpenGL adapter on this machine; install a GPU \
-             driver (or Mesa's lavapipe: apt-get install mesa-vulkan-drivers), or train with \
-             --backend cpu"
+             driver (or Mesa's lavapipe: apt-get install mesa-vulkan-drivers), or train on the \
+             CPU backend"
                 .into(),
         ));
     }
