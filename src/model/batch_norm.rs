@@ -108,7 +108,7 @@ macro_rules! batch_norm_kind {
                     num_features: features(layer),
                 }
             }
-            fn from_file(&self, f: File) -> Layer {
+            fn to_layer(&self, f: File) -> Layer {
                 Layer::$variant {
                     features: f.num_features,
                 }

@@ -135,7 +135,7 @@ impl LayerKind for Conv2dKind {
         }
     }
 
-    fn from_file(&self, f: File) -> Layer {
+    fn to_layer(&self, f: File) -> Layer {
         let [kernel_h, kernel_w] = match f.kernel {
             Kernel::Square(k) => [k, k],
             Kernel::Rect(hw) => hw,

@@ -50,7 +50,7 @@ impl LayerKind for DropoutKind {
     fn to_file(&self, layer: &Layer) -> File {
         File { p: prob(layer) }
     }
-    fn from_file(&self, f: File) -> Layer {
+    fn to_layer(&self, f: File) -> Layer {
         Layer::Dropout { p: f.p }
     }
     fn fmt(&self, layer: &Layer, f: &mut fmt::Formatter<'_>) -> fmt::Result {

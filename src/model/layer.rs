@@ -85,7 +85,7 @@ pub(crate) trait LayerKind {
     type File: Serialize + DeserializeOwned;
 
     fn to_file(&self, layer: &Layer) -> Self::File;
-    fn from_file(&self, file: Self::File) -> Layer;
+    fn to_layer(&self, file: Self::File) -> Layer;
     /// As `Conv2d(1→32, 3×3, stride 1, padding 1)`.
     fn fmt(&self, layer: &Layer, f: &mut fmt::Formatter<'_>) -> fmt::Result;
     /// The per-sample output shape for `input`, or why the layer does not fit it.
@@ -213,7 +213,7 @@ macro_rules! impl_dispatch {
         ) -> Option<std::result::Result<Layer, toml::de::Error>> {
             $(if name == <$kind as LayerKind>::NAME {
                 return Some(
-                    <<$kind as LayerKind>::File>::deserialize(table).map(|f| $kind.from_file(f)),
+                    <<$kind as LayerKind>::File>::deserialize(table).map(|f| $kind.to_layer(f)),
                 );
             })*
             None

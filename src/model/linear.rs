@@ -41,7 +41,7 @@ impl LayerKind for LinearKind {
             out_features,
         }
     }
-    fn from_file(&self, f: File) -> Layer {
+    fn to_layer(&self, f: File) -> Layer {
         Layer::Linear {
             in_features: f.in_features,
             out_features: f.out_features,

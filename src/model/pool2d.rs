@@ -91,7 +91,7 @@ macro_rules! pool_kind {
             fn to_file(&self, layer: &Layer) -> File {
                 file(layer)
             }
-            fn from_file(&self, f: File) -> Layer {
+            fn to_layer(&self, f: File) -> Layer {
                 Layer::$variant {
                     kernel: f.kernel,
                     stride: f.stride.unwrap_or(f.kernel),

@@ -23,7 +23,7 @@ impl LayerKind for ReluKind {
     fn to_file(&self, _layer: &Layer) -> File {
         File {}
     }
-    fn from_file(&self, _f: File) -> Layer {
+    fn to_layer(&self, _f: File) -> Layer {
         Layer::Relu
     }
     fn fmt(&self, _layer: &Layer, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -7,10 +7,11 @@ use crate::Result;
 
 /// What the optimiser updates: one parameter tensor, its value and its gradient (the model's
 /// [`crate::model::Param`]).
+#[allow(clippy::len_without_is_empty)] // a parameter tensor is never empty
 pub trait Parameter<B: Backend> {
     /// The name its state buffers are labelled with.
     fn name(&self) -> &str;
-    /// Its number of values.
+    /// Its number of values (never 0: every tensor of a model has a size).
     fn len(&self) -> usize;
     fn grad(&self) -> &B::Buffer;
     /// The value to update and the gradient to update it from.

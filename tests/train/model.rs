@@ -220,7 +220,7 @@ fn fused_relu_pool_changes_nothing<B: Backend>(b: &B) {
     let mut apart = fused.clone();
     let mut layers = Vec::new();
     for (i, layer) in fused.layers.iter().enumerate() {
-        layers.push(layer.clone());
+        layers.push(*layer);
         if *layer == Layer::Relu && matches!(fused.layers[i + 1], Layer::MaxPool2d { .. }) {
             layers.push(Layer::Dropout { p: 0.0 });
         }
