@@ -6,7 +6,7 @@
 //!
 //! `CNN_GPU_FUZZ_CASES=N` sets the cases per target (default 300), and
 //! `CNN_GPU_FUZZ_SECONDS=S` runs each target for S seconds instead (a long fuzzing session;
-//! README's Robustness section). `CNN_GPU_FUZZ_SEED` picks the random stream (default 0).
+//! docs/robustness.md). `CNN_GPU_FUZZ_SEED` picks the random stream (default 0).
 //! The cargo-fuzz targets in `fuzz/` drive the same entry points with coverage feedback.
 
 use std::io::Write;

@@ -1,5 +1,5 @@
 //! Test-only faults, from the hidden environment variable `CNN_GPU_FAULT` (documented in
-//! README's Robustness section; `tests/cli/` uses it). Never needed by a user:
+//! docs/robustness.md; `tests/cli/` uses it). Never needed by a user:
 //!
 //! - `panic`: panic in `main` after parsing, to check that a panic reaches the user as one
 //!   `error: internal error: … (please report …)` line and exit code 1;

@@ -182,7 +182,7 @@ pub(crate) fn flag(name: &str) -> String {
 #[derive(Args, Debug)]
 pub(crate) struct ModelArgs {
     /// The model: `simple-cnn` (the default), `lenet5`, `fashion-cnn`, or a model file (TOML;
-    /// see README, "Model files"). eval, and train with --init or --resume, take it from the
+    /// see docs/model-files.md). eval, and train with --init or --resume, take it from the
     /// checkpoint when the checkpoint describes its model.
     #[arg(long, value_name = "NAME|FILE")]
     pub(crate) model: Option<String>,
