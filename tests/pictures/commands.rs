@@ -1,7 +1,7 @@
 //! The picture and inference commands through the binary: `predict` prints the library's
-//! probabilities, `convolve` the tutorial's demo (docs/looking-inside.md), `filters`, `featuremaps` and `convolve -o` write
-//! PNGs, bad input is refused with one line and no file left behind, and a drawing on paper gets
-//! an `--invert` hint.
+//! probabilities, `convolve` the tutorial's demo (docs/looking-inside.md), `filters`,
+//! `featuremaps` and `convolve -o` write PNGs, bad input is refused with one line and no file
+//! left behind, and a drawing on paper gets an `--invert` hint.
 
 use std::process::Output;
 

@@ -6,8 +6,9 @@
 //!   refusals (exit 2, one line, no file left behind);
 //! - `plot`: training curves, in the library and through `cnn-gpu plot`.
 //!
-//! This file holds what the modules share: the tutorial's demo (docs/looking-inside.md) matrix, a sharp checkpoint's
-//! parameters, a digit, the reference probabilities and a temporary directory of inputs.
+//! This file holds what the modules share: the tutorial's demo matrix (docs/looking-inside.md),
+//! a sharp checkpoint's parameters, a digit, the reference probabilities and a temporary
+//! directory of inputs.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -23,7 +24,8 @@ use cnn_gpu::checkpoint;
 use cnn_gpu::data::normalize_pixel;
 use cnn_gpu::model::{Model, ModelSpec, NamedTensor, Workspace};
 
-/// The tutorial's demo input (docs/looking-inside.md): a 3×3 block of ones in a 5×5 field of zeros.
+/// The tutorial's demo input (docs/looking-inside.md): a 3×3 block of ones in a 5×5 field of
+/// zeros.
 const DEMO: &str = "0 0 0 0 0\n0 1 1 1 0\n0 1 1 1 0\n0 1 1 1 0\n0 0 0 0 0\n";
 
 /// SimpleCNN parameters from `seed`, with the last layer's weights scaled up so that the
