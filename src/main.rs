@@ -4,9 +4,9 @@
 //! Exit codes:
 //! - 0: success;
 //! - 2: something the user must fix — a bad flag value (refused before any work; clap's own
-//!   parse errors also exit 2), unusable MNIST files in the data directory, or missing files
-//!   that could not be downloaded;
-//! - 1: any other failure (no GPU adapter, a backend error, a GPU fault …), and an internal
+//!   parse errors also exit 2), unusable MNIST files in the data directory, missing files
+//!   that could not be downloaded, or `--backend gpu` with no GPU adapter;
+//! - 1: any other failure (a backend error, a GPU fault …), and an internal
 //!   error (a panic: one line `error: internal error: … (please report …)`, no backtrace);
 //! - 130: interrupted by Ctrl-C (`train` saves a checkpoint to resume from first).
 //!

@@ -481,7 +481,8 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
             .map_err(|_| bad(format!("missing batch-norm tensor `{t}`")))?;
         if view.dtype() != Dtype::I64 || view.data().len() != 8 {
             return Err(bad(format!(
-                "tensor `{t}` has dtype {:?} and shape {:?}, expected an I64 scalar (as PyTorch                  writes it)",
+                "tensor `{t}` has dtype {:?} and shape {:?}, expected an I64 scalar (as PyTorch \
+                 writes it)",
                 view.dtype(),
                 view.shape()
             )));
