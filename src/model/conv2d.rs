@@ -103,8 +103,8 @@ fn fields(layer: &Layer) -> Fields {
     }
 }
 
-fn conv(cx_layer: &Layer, input: Shape, batch: usize) -> Conv2d {
-    cx_layer
+fn conv(layer: &Layer, input: Shape, batch: usize) -> Conv2d {
+    layer
         .conv2d_params(input, batch)
         .expect("shape inference gave a conv a feature map")
 }
@@ -114,24 +114,17 @@ impl LayerKind for Conv2dKind {
     type File = File;
 
     fn to_file(&self, layer: &Layer) -> File {
-        let Fields {
-            in_channels,
-            out_channels,
-            kernel_h,
-            kernel_w,
-            stride,
-            padding,
-        } = fields(layer);
+        let l = fields(layer);
         File {
-            in_channels,
-            out_channels,
-            kernel: if kernel_h == kernel_w {
-                Kernel::Square(kernel_h)
+            in_channels: l.in_channels,
+            out_channels: l.out_channels,
+            kernel: if l.kernel_h == l.kernel_w {
+                Kernel::Square(l.kernel_h)
             } else {
-                Kernel::Rect([kernel_h, kernel_w])
+                Kernel::Rect([l.kernel_h, l.kernel_w])
             },
-            stride,
-            padding,
+            stride: l.stride,
+            padding: l.padding,
         }
     }
 
@@ -151,66 +144,44 @@ impl LayerKind for Conv2dKind {
     }
 
     fn fmt(&self, layer: &Layer, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Fields {
-            in_channels,
-            out_channels,
-            kernel_h,
-            kernel_w,
-            stride,
-            padding,
-        } = fields(layer);
+        let l = fields(layer);
         write!(
             f,
-            "Conv2d({in_channels}→{out_channels}, {kernel_h}×{kernel_w}, stride {stride}, padding {padding})"
+            "Conv2d({}→{}, {}×{}, stride {}, padding {})",
+            l.in_channels, l.out_channels, l.kernel_h, l.kernel_w, l.stride, l.padding
         )
     }
 
     fn output(&self, layer: &Layer, input: Shape) -> std::result::Result<Shape, String> {
-        let Fields {
-            in_channels,
-            out_channels,
-            kernel_h,
-            kernel_w,
-            stride,
-            padding,
-        } = fields(layer);
+        let l = fields(layer);
         let (c, h, w) = input.map("a convolution")?;
-        if c != in_channels {
+        if c != l.in_channels {
             return Err(format!(
-                "expects {in_channels} input channels, got {c} ({input})"
+                "expects {} input channels, got {c} ({input})",
+                l.in_channels
             ));
         }
-        if out_channels == 0 || kernel_h == 0 || kernel_w == 0 || stride == 0 {
+        if l.out_channels == 0 || l.kernel_h == 0 || l.kernel_w == 0 || l.stride == 0 {
             return Err("has a zero size or stride".into());
         }
-        if kernel_h > h + 2 * padding || kernel_w > w + 2 * padding {
+        let (ph, pw) = (h + 2 * l.padding, w + 2 * l.padding);
+        if l.kernel_h > ph || l.kernel_w > pw {
             return Err(format!(
-                "kernel {kernel_h}×{kernel_w} is larger than the padded input {}×{}",
-                h + 2 * padding,
-                w + 2 * padding
+                "kernel {}×{} is larger than the padded input {ph}×{pw}",
+                l.kernel_h, l.kernel_w
             ));
         }
-        let oh = (h + 2 * padding - kernel_h) / stride + 1;
-        let ow = (w + 2 * padding - kernel_w) / stride + 1;
         Ok(Shape::Map {
-            c: out_channels,
-            h: oh,
-            w: ow,
+            c: l.out_channels,
+            h: (ph - l.kernel_h) / l.stride + 1,
+            w: (pw - l.kernel_w) / l.stride + 1,
         })
     }
 
     fn param_shapes(&self, layer: &Layer) -> Option<(Vec<usize>, usize)> {
-        let Fields {
-            in_channels,
-            out_channels,
-            kernel_h,
-            kernel_w,
-            ..
-        } = fields(layer);
-        Some((
-            vec![out_channels, in_channels, kernel_h, kernel_w],
-            out_channels,
-        ))
+        let l = fields(layer);
+        let weight = vec![l.out_channels, l.in_channels, l.kernel_h, l.kernel_w];
+        Some((weight, l.out_channels))
     }
 
     fn numbered_prefix(&self) -> Option<&'static str> {

@@ -166,10 +166,6 @@ pub(crate) struct Pass<'a, B: Backend> {
 macro_rules! impl_dispatch {
     ($($variant:ident => $kind:path,)*) => {
         impl Layer {
-            /// The model-file `kind` of this layer.
-            pub fn kind_name(&self) -> &'static str {
-                match self { $(Layer::$variant { .. } => <$kind as LayerKind>::NAME,)* }
-            }
             pub(crate) fn output(&self, input: Shape) -> std::result::Result<Shape, String> {
                 match self { $(Layer::$variant { .. } => $kind.output(self, input),)* }
             }
