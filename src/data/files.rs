@@ -364,8 +364,8 @@ mod tests {
     fn data_dir_precedence_is_cli_then_env_then_default_then_system() {
         let cli = Path::new("/from/cli");
         let env = Some(OsString::from("/from/env"));
-        let default = Path::new("/nonexistent/default");
         let root = tempfile::tempdir().unwrap();
+        let default = root.path().join("default"); // never created
         let (full, partial) = (root.path().join("full"), root.path().join("partial"));
         for (dir, files) in [(&full, &MNIST_FILES[..]), (&partial, &MNIST_FILES[..3])] {
             std::fs::create_dir(dir).unwrap();
@@ -374,7 +374,7 @@ mod tests {
             }
         }
         let system = [partial.clone(), full.clone()];
-        let resolve = |cli, env| resolve_data_dir_from(cli, env, default, &system);
+        let resolve = |cli, env| resolve_data_dir_from(cli, env, &default, &system);
         assert_eq!(resolve(Some(cli), env.clone()), cli);
         assert_eq!(resolve(None, env), Path::new("/from/env"));
         // The default directory lacks files: the first system directory holding all four.
@@ -384,7 +384,7 @@ mod tests {
         // download target.
         assert_eq!(resolve_data_dir_from(None, None, &full, &[]), full);
         assert_eq!(
-            resolve_data_dir_from(None, None, default, &system[..1]),
+            resolve_data_dir_from(None, None, &default, &system[..1]),
             default
         );
     }

@@ -12,7 +12,16 @@ use crate::{error_line, interrupt_at, mnist_like_dir, strs};
 
 #[test]
 fn nonsense_values_are_refused_before_any_work() {
-    let cpu = ["train", "--backend", "cpu", "--data-dir", "/nonexistent"];
+    // A data directory that does not exist: a refusal here comes before any data is read.
+    let root = tempfile::tempdir().unwrap();
+    let absent = root.path().join("absent");
+    let cpu = [
+        "train",
+        "--backend",
+        "cpu",
+        "--data-dir",
+        absent.to_str().unwrap(),
+    ];
     for (flag, value, what) in [
         ("--batch-size", "0", "batch size"),
         ("--lr", "0", "learning rate"),
@@ -228,7 +237,16 @@ fn nonsense_against_the_data_and_checkpoints_is_refused() {
 /// line naming the flag, before any work.
 #[test]
 fn optimizer_flags_are_checked_before_any_work() {
-    let cpu = ["train", "--backend", "cpu", "--data-dir", "/nonexistent"];
+    // A data directory that does not exist: a refusal here comes before any data is read.
+    let root = tempfile::tempdir().unwrap();
+    let absent = root.path().join("absent");
+    let cpu = [
+        "train",
+        "--backend",
+        "cpu",
+        "--data-dir",
+        absent.to_str().unwrap(),
+    ];
     let cases: [(&[&str], &str); 13] = [
         (&["--optimizer", "adam", "--beta1", "1"], "--beta1"),
         (&["--optimizer", "adam", "--beta2", "-0.5"], "--beta2"),

@@ -212,7 +212,7 @@ fn bad_input_is_refused_with_one_line() {
                 "--checkpoint",
                 &ck,
                 "-o",
-                "/nonexistent/dir/x.png",
+                &f.path("no-such-dir/x.png"),
             ]
             .map(String::from)
             .to_vec(),
@@ -317,7 +317,7 @@ fn bad_input_is_refused_with_one_line() {
                 "--kernel",
                 "edge",
                 "-o",
-                "/nonexistent/x.png",
+                &f.path("no-such-dir/x.png"),
             ]
             .map(String::from)
             .to_vec(),

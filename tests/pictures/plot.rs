@@ -149,7 +149,7 @@ fn plot_writes_the_requested_size_and_refuses_bad_files() {
         assert_refused(&["plot", &file, "-o", o], what, d);
     }
     assert_refused(
-        &["plot", &path("m.jsonl"), "-o", "/nonexistent/c.png"],
+        &["plot", &path("m.jsonl"), "-o", &path("no-such-dir/c.png")],
         "cannot write a picture",
         d,
     );
