@@ -37,7 +37,8 @@ pub enum Error {
     Gpu(String),
 
     /// Training stopped after a step because its hook asked (Ctrl-C): the hook saw
-    /// [`crate::train::Event::Stopped`] first.
+    /// [`crate::train::Event::Stopped`] first. Or the hook stopped the final evaluation, after
+    /// the last epoch (`step` is then that epoch's last).
     #[error("interrupted after step {step} of epoch {epoch}")]
     Interrupted { epoch: usize, step: usize },
     /// Training diverged: the loss of a step was NaN or infinite.

@@ -55,7 +55,25 @@ enum Command {
     Plot(cli::plot::PlotArgs),
 }
 
+/// Mesa's Vulkan layer that picks the default GPU (VK_LAYER_MESA_device_select, loaded with
+/// every Mesa driver) asks libwayland for a display while adapters are listed; with no
+/// usable XDG_RUNTIME_DIR (a server, a container, CI) libwayland prints `error: XDG_RUNTIME_DIR
+/// is invalid or not set in the environment.` twice, errors that are not ours and change
+/// nothing. There is no display to choose by then, so the layer is turned off as its manifest
+/// allows (NODEVICE_SELECT=1), unless the user set either variable to choose a device.
+/// Called first in `main`, before any thread exists.
+fn quiet_display_probe() {
+    let runtime_dir_usable =
+        std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_absolute());
+    let chosen = std::env::var_os("NODEVICE_SELECT").is_some()
+        || std::env::var_os("MESA_VK_DEVICE_SELECT").is_some();
+    if !runtime_dir_usable && !chosen {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_display_probe();
     install_panic_hook();
     match std::panic::catch_unwind(run) {
         Ok(code) => code,

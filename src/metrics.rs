@@ -105,7 +105,7 @@ impl MetricsWriter {
         let line = serde_json::to_string(record).expect("a record serialises");
         writeln!(self.out, "{line}")
             .and_then(|_| self.out.flush())
-            .map_err(|e| Error::data(&self.path, format!("cannot write: {e}")))
+            .map_err(|e| Error::data(&self.path, format!("cannot write the metrics file: {e}")))
     }
 }
 
@@ -123,7 +123,7 @@ pub struct MetricsReporter<R: Reporter> {
     /// Steps of the run so far, and the batch size, learned from [`Reporter::step`].
     step: usize,
     pending_epoch: Option<EpochStats>,
-    /// The first write error: the run goes on, and the error is returned by [`Self::finish`].
+    /// The first write error, for [`Reporter::failure`] (which stops the run) or [`Self::finish`].
     error: Option<Error>,
 }
 
@@ -144,7 +144,8 @@ impl<R: Reporter> MetricsReporter<R> {
         }
     }
 
-    /// The first error met while writing, if any.
+    /// The first error met while writing, if any (and not yet handed to the loop by
+    /// [`Reporter::failure`]).
     pub fn finish(self) -> Result<()> {
         self.error.map_or(Ok(()), Err)
     }
@@ -224,6 +225,10 @@ impl<R: Reporter> Reporter for MetricsReporter<R> {
     }
     fn eval(&mut self, eval: &EvalResult) {
         self.inner.eval(eval);
+    }
+    /// A write that failed stops the run at once (its checkpoint saved), rather than at the end.
+    fn failure(&mut self) -> Option<Error> {
+        self.error.take()
     }
 }
 

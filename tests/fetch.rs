@@ -324,6 +324,19 @@ fn a_file_whose_hash_differs_is_refused_and_nothing_is_left() {
     assert!(attempts[0].1.contains("SHA-256 mismatch"), "{message}");
     assert!(!dir.exists(), "the directory it created is removed again");
 
+    // Every directory it created, not just the last one.
+    let nested = root.path().join("some/new/dir/mnist");
+    let err = fetch_files(
+        &nested,
+        &server.mirrors(),
+        &fx.files(),
+        &mut Recorder::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("SHA-256 mismatch"), "{err}");
+    assert!(!root.path().join("some").exists(), "no parent left behind");
+    assert_eq!(listing(root.path()), Vec::<String>::new());
+
     // Into an existing directory: that stays, empty.
     let existing = tempfile::tempdir().unwrap();
     let err = fetch_files(

@@ -8,9 +8,12 @@
 //! - `pause@step:N`: after step N, print `fault: paused after step N` on stderr and wait (at
 //!   most 60 s) for Ctrl-C, so a test can interrupt at a known step;
 //! - `hang@step:N`: after step N, print `fault: hanging after step N` and sleep 60 s whatever
-//!   happens: a step that does not end, for the second Ctrl-C that must exit at once.
+//!   happens: a step that does not end, for the second Ctrl-C that must exit at once;
+//! - `pause@eval`: at the first batch of the final evaluation, print `fault: paused in the
+//!   final evaluation` and wait as `pause` does;
+//! - `slow:MS`: sleep MS milliseconds after every step, so that a signal sent at a random
+//!   moment of a short run falls inside training (the fault matrix, `tests/cli/matrix.rs`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Failure;
@@ -24,6 +27,8 @@ pub(crate) enum Fault {
     DeviceLost { step: usize },
     Pause { step: usize },
     Hang { step: usize },
+    PauseEval,
+    Slow { ms: u64 },
 }
 
 /// How long `pause` and `hang` last at most.
@@ -37,7 +42,7 @@ impl Fault {
             Ok(v) if !v.is_empty() => Fault::parse(&v).map(Some).ok_or_else(|| {
                 Failure::usage(format!(
                     "{FAULT_ENV}={v:?} is not a fault: use panic, device-lost@step:N, \
-                     pause@step:N or hang@step:N (or unset it)"
+                     pause@step:N, pause@eval, hang@step:N or slow:MS (or unset it)"
                 ))
             }),
             _ => Ok(None),
@@ -45,8 +50,13 @@ impl Fault {
     }
 
     fn parse(s: &str) -> Option<Fault> {
-        if s == "panic" {
-            return Some(Fault::Panic);
+        match s {
+            "panic" => return Some(Fault::Panic),
+            "pause@eval" => return Some(Fault::PauseEval),
+            _ => {}
+        }
+        if let Some(ms) = s.strip_prefix("slow:") {
+            return ms.parse().ok().map(|ms| Fault::Slow { ms });
         }
         let (kind, step) = s.split_once("@step:")?;
         let step: usize = step.parse().ok().filter(|&n| n >= 1)?;
@@ -58,29 +68,44 @@ impl Fault {
         }
     }
 
-    /// Runs the fault if it is due after step `total` of the run. `interrupted` is the Ctrl-C
-    /// flag; `lose_device` destroys the GPU device.
+    /// Runs the fault if it is due after step `total` of the run. `interrupted` says whether
+    /// a stopping signal came; `lose_device` destroys the GPU device.
     pub(crate) fn after_step(
         &self,
         total: usize,
-        interrupted: &AtomicBool,
+        interrupted: &dyn Fn() -> bool,
         lose_device: &dyn Fn(),
     ) {
         match *self {
             Fault::DeviceLost { step } if step == total => lose_device(),
             Fault::Pause { step } if step == total => {
                 eprintln!("fault: paused after step {step}");
-                let start = Instant::now();
-                while !interrupted.load(Ordering::SeqCst) && start.elapsed() < STALL {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+                wait_for(interrupted);
             }
             Fault::Hang { step } if step == total => {
                 eprintln!("fault: hanging after step {step}");
                 std::thread::sleep(STALL);
             }
+            Fault::Slow { ms } => std::thread::sleep(Duration::from_millis(ms)),
             _ => {}
         }
+    }
+
+    /// Runs the fault if it is due at a batch of the evaluation after `epoch` (None: the
+    /// final one).
+    pub(crate) fn in_evaluation(&self, epoch: Option<usize>, interrupted: &dyn Fn() -> bool) {
+        if *self == Fault::PauseEval && epoch.is_none() {
+            eprintln!("fault: paused in the final evaluation");
+            wait_for(interrupted);
+        }
+    }
+}
+
+/// Waits until `interrupted`, at most [`STALL`].
+fn wait_for(interrupted: &dyn Fn() -> bool) {
+    let start = Instant::now();
+    while !interrupted() && start.elapsed() < STALL {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -100,6 +125,8 @@ mod tests {
             Some(Fault::Pause { step: 12 })
         );
         assert_eq!(Fault::parse("hang@step:1"), Some(Fault::Hang { step: 1 }));
+        assert_eq!(Fault::parse("slow:20"), Some(Fault::Slow { ms: 20 }));
+        assert_eq!(Fault::parse("pause@eval"), Some(Fault::PauseEval));
         for bad in [
             "",
             "pause",
@@ -107,6 +134,8 @@ mod tests {
             "pause@step:x",
             "oops@step:2",
             "panic@step:1",
+            "slow:",
+            "slow:-1",
         ] {
             assert_eq!(Fault::parse(bad), None, "{bad}");
         }

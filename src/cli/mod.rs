@@ -265,6 +265,25 @@ impl DataArgs {
         }
     }
 
+    /// These flags as they would be typed (the defaults left out), for a command to print.
+    pub(crate) fn flags(&self) -> Vec<String> {
+        let mut words = Vec::new();
+        if self.dataset != DatasetChoice::Mnist {
+            let value = self.dataset.to_possible_value().expect("not skipped");
+            words.extend(["--dataset".to_string(), value.get_name().to_string()]);
+        }
+        if let Some(dir) = &self.data_dir {
+            words.extend(["--data-dir".to_string(), dir.display().to_string()]);
+        }
+        for m in &self.mirrors {
+            words.extend(["--mirror".to_string(), m.clone()]);
+        }
+        if self.no_download {
+            words.push("--no-download".into());
+        }
+        words
+    }
+
     /// Finds the dataset (downloading missing files unless --no-download) and loads it.
     pub(crate) fn load(&self) -> Result<Mnist, Failure> {
         let kind = self.kind();

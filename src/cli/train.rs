@@ -1,13 +1,12 @@
 //! `cnn-gpu train`: the flags become a [`cnn_gpu::train::TrainConfig`] and a [`Start`], and
 //! the library's [`Session`] trains. What stays here is the command line's: the data, checkpoint
-//! and metrics files, the printed lines and progress bars, Ctrl-C, the test faults, and the
-//! messages and exit codes.
+//! and metrics files, the printed lines and progress bars, the signals and the time limit, the
+//! periodic checkpoints, the test faults, and the messages and exit codes.
 
 use std::cell::Cell;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cnn_gpu::backend::Backend;
 use cnn_gpu::checkpoint::{self, TrainState};
@@ -20,11 +19,19 @@ use super::{open_backend, run_failure, Chosen, Failure};
 
 mod args;
 mod print;
+mod stop;
 
 pub(crate) use args::TrainArgs;
 use print::PrintReporter;
+use stop::{Periodic, Signals, Stops, Why};
 
 pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<(), Failure> {
+    // From the start: a signal while the data loads stops the run before its first step.
+    let stops = Stops {
+        signals: Signals::watch()?,
+        started: Instant::now(),
+        limit: args.time_limit,
+    };
     // Refuse bad values before any work.
     let spec = args
         .model
@@ -61,6 +68,17 @@ pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<()
     if args.save_every == Some(0) {
         return Err(Failure::usage("--save-every must be at least 1"));
     }
+    if args.save_every_steps == Some(0) {
+        return Err(Failure::usage("--save-every-steps must be at least 1"));
+    }
+    let every = match args.save_every_minutes {
+        Some(m) if !(m.is_finite() && m > 0.0 && m <= 1e9) => {
+            return Err(Failure::usage(format!(
+                "--save-every-minutes must be a positive number of minutes, got {m}"
+            )))
+        }
+        m => m.map(|m| Duration::from_secs_f64(m * 60.0)),
+    };
     // A bad checkpoint or metrics path fails now, not after training.
     if let Some(path) = &args.save {
         checkpoint::check_writable(path, "checkpoint").map_err(Failure::usage)?;
@@ -79,6 +97,12 @@ pub(crate) fn train_command(args: &TrainArgs, fault: Option<Fault>) -> Result<()
         start,
         cfg,
         fault,
+        stops,
+        periodic: Periodic {
+            steps: args.save_every_steps,
+            every,
+            last_save: Cell::new(Instant::now()),
+        },
     };
     // The backend is chosen once, here: a fault later in the run ends it with an error (the
     // last checkpoint intact), never with a switch to another backend.
@@ -118,13 +142,15 @@ struct Run<'a> {
     start: Start,
     cfg: TrainConfig,
     fault: Option<Fault>,
+    stops: Stops,
+    periodic: Periodic,
 }
 
 impl Run<'_> {
     /// Loads the dataset, trains the model on `b` (the GPU `adapter`, or the CPU when None)
-    /// and prints the results. Ctrl-C stops it after the step in progress (saving a checkpoint
-    /// to resume from, with --save); a second Ctrl-C exits at once. `lose_device` serves the
-    /// test-only device-lost fault.
+    /// and prints the results. A stopping signal or the time limit stops it after the step in
+    /// progress, or in an evaluation (saving a checkpoint to resume from, with --save); a
+    /// second signal exits at once. `lose_device` serves the test-only device-lost fault.
     fn on<B: Backend>(
         self,
         b: &B,
@@ -137,6 +163,8 @@ impl Run<'_> {
             start,
             cfg,
             fault,
+            stops,
+            periodic,
         } = self;
         let mnist = args.data.load()?;
         let session =
@@ -154,50 +182,90 @@ impl Run<'_> {
             None => None,
         };
         let mut model = session.model(b, spec).map_err(run_failure)?;
+        if let Some(why) = stops.due() {
+            return Err(Failure {
+                code: why.code(),
+                message: format!("{} before training started; nothing saved", why.describe()),
+            });
+        }
         if session.resuming() {
             println!("{}", resuming_line(cfg));
         }
-        // What was last saved, for the message when the run fails later.
+        // What was last saved, and whether training is over (the final evaluation follows),
+        // for the message when the run stops or fails later.
         let saved: Cell<Option<(usize, usize)>> = Cell::new(None);
-        let save = |m: &Model<B>, path: &Path, st: TrainState, optimizer: bool| {
-            checkpoint::save_model(b, m, path, optimizer, Some(&st))?;
-            println!(
-                "Saved checkpoint {} (epoch {}, step {})",
-                path.display(),
-                st.epoch,
-                st.step
-            );
-            saved.set(Some((st.epoch, st.step)));
-            cnn_gpu::Result::Ok(())
-        };
-        let interrupted = Arc::new(AtomicBool::new(false));
-        watch_ctrl_c(&interrupted)?;
+        let trained = Cell::new(false);
+        let why: Cell<Option<Why>> = Cell::new(None);
+        let save =
+            |m: &Model<B>, path: &Path, st: TrainState, optimizer: bool| -> cnn_gpu::Result<()> {
+                checkpoint::save_model(b, m, path, optimizer, Some(&st))?;
+                println!(
+                    "Saved checkpoint {} (epoch {}, step {})",
+                    path.display(),
+                    st.epoch,
+                    st.step
+                );
+                saved.set(Some((st.epoch, st.step)));
+                periodic.saved();
+                Ok(())
+            };
         let mut hook = |event: &Event, m: &Model<B>| -> cnn_gpu::Result<Flow> {
             match *event {
                 Event::Step { total, .. } => {
                     if let Some(f) = &fault {
-                        f.after_step(total, &interrupted, lose_device);
+                        f.after_step(total, &|| stops.signals.received().is_some(), lose_device);
+                    }
+                    // The run's last step goes on to the final save: a stop now falls in the
+                    // final evaluation.
+                    if session.is_last_step(total) {
+                        return Ok(Flow::Continue);
+                    }
+                    if stops.due().is_none() && periodic.due(session.run_step(total)) {
+                        return Ok(Flow::Checkpoint);
                     }
                 }
-                Event::EpochEnd { epoch, total } => match (&args.save, args.save_every) {
-                    // The last epoch's checkpoint is written after training.
-                    (Some(path), Some(n)) if epoch.is_multiple_of(n) && epoch < cfg.epochs => {
-                        let st = session.state_at_epoch_end(epoch, total);
-                        save(m, path, st, args.save_optimizer)?
-                    }
-                    _ => {}
-                },
-                Event::Stopped { epoch, at } => {
+                Event::Checkpoint { epoch, at } => {
                     if let Some(path) = &args.save {
-                        // Everything resuming needs: the momentum whatever --save-optimizer says.
-                        save(m, path, session.state_at_stop(epoch, &at), true)?;
+                        save(m, path, session.state_at(epoch, &at), true)?;
                     }
+                    return Ok(Flow::Continue);
+                }
+                Event::EpochEnd { epoch, total, last } => {
+                    if last {
+                        trained.set(true);
+                    }
+                    if let Some(path) = &args.save {
+                        // The final checkpoint is written before the final evaluation, so that
+                        // a stop or a failure there loses nothing.
+                        let every = args.save_every.is_some_and(|n| epoch.is_multiple_of(n));
+                        if last || every {
+                            let st = session.state_at_epoch_end(epoch, total);
+                            save(m, path, st, args.save_optimizer)?;
+                        }
+                    }
+                    if last {
+                        return Ok(Flow::Continue);
+                    }
+                }
+                Event::Evaluating { epoch } => {
+                    if let Some(f) = &fault {
+                        f.in_evaluation(epoch, &|| stops.signals.received().is_some());
+                    }
+                }
+                Event::Stopped { epoch, at } => {
+                    if let (Some(path), false) = (&args.save, trained.get()) {
+                        // Everything resuming needs: the momentum whatever --save-optimizer says.
+                        save(m, path, session.state_at(epoch, &at), true)?;
+                    }
+                    return Ok(Flow::Continue);
                 }
             }
-            Ok(if interrupted.load(Ordering::SeqCst) {
-                Flow::Stop
-            } else {
-                Flow::Continue
+            Ok(match stops.due() {
+                Some(w) => {
+                    why.set(Some(w));
+                    Flow::Stop
+                }
+                None => Flow::Continue,
             })
         };
         let mut run = |reporter: &mut dyn Reporter| {
@@ -218,11 +286,14 @@ impl Run<'_> {
             }
             None => run(&mut { printer }),
         };
-        let summary = result.map_err(|e| failure(e, args.save.as_deref(), saved.get()))?;
-        if let Some(path) = &args.save {
-            let st = session.state_at_end(&summary.fit);
-            save(&model, path, st, args.save_optimizer).map_err(run_failure)?;
-        }
+        let stopped = Stopped {
+            why: why.get(),
+            data_flags: args.data.flags(),
+            save: args.save.as_deref(),
+            saved: saved.get(),
+            trained: trained.get(),
+        };
+        let summary = result.map_err(|e| stopped.failure(e))?;
         println!(
             "Steady state: {:.0} images/s (the first step, with start-up, took {:.3} s)",
             summary.fit.steady_images_per_sec, summary.fit.first_step_seconds
@@ -245,43 +316,85 @@ fn resuming_line(cfg: &TrainConfig) -> String {
     )
 }
 
-/// The failure of a run that stopped with `e`: Ctrl-C exits 130 with the command that resumes
-/// from `save`; other errors name the last checkpoint written, `saved` (epoch, step).
-fn failure(e: cnn_gpu::Error, save: Option<&Path>, saved: Option<(usize, usize)>) -> Failure {
-    if let cnn_gpu::Error::Interrupted { epoch, step } = e {
-        let message = match save {
-            Some(path) => format!(
-                "interrupted after step {step} of epoch {epoch}; saved {} with the optimizer \
-                 state; resume with: {}",
-                path.display(),
-                resume_command(path)
-            ),
-            None => format!(
-                "interrupted after step {step} of epoch {epoch}; nothing saved (train with \
-                 --save PATH to be able to resume)"
-            ),
-        };
-        return Failure { code: 130, message };
-    }
-    let mut f = run_failure(e);
-    if let (Some(path), Some((epoch, step))) = (save, saved) {
-        f.message.push_str(&format!(
-            "; the last checkpoint, {} (epoch {epoch}, step {step}), is intact",
-            path.display()
-        ));
-    }
-    f
+/// How a run that did not finish ended, for its message.
+struct Stopped<'a> {
+    /// What stopped it (None: a stop the hook did not ask for cannot happen; an error).
+    why: Option<Why>,
+    /// The data flags, for the `eval` command it prints.
+    data_flags: Vec<String>,
+    /// The --save path, and the (epoch, step) last written there.
+    save: Option<&'a Path>,
+    saved: Option<(usize, usize)>,
+    /// Training was over: the stop or failure fell in the final evaluation.
+    trained: bool,
 }
 
-/// Ctrl-C (SIGINT) sets `flag`, which the training hook checks after every step; a second
-/// Ctrl-C, with the flag already set, exits at once with code 130 (registered first, so it
-/// sees the flag before the first signal sets it).
-fn watch_ctrl_c(flag: &Arc<AtomicBool>) -> Result<(), Failure> {
-    use signal_hook::consts::SIGINT;
-    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(flag))
-        .and_then(|_| signal_hook::flag::register(SIGINT, Arc::clone(flag)))
-        .map(|_| ())
-        .map_err(|e| Failure::other(format!("cannot install the Ctrl-C handler: {e}")))
+impl Stopped<'_> {
+    /// The failure of a run that ended with `e`. A stop exits with its reason's code (130 for
+    /// Ctrl-C, 143 for SIGTERM, 129 for SIGHUP, 75 for the time limit) and the command that
+    /// resumes from the checkpoint; other errors name the last checkpoint written, and that
+    /// command too.
+    fn failure(&self, e: cnn_gpu::Error) -> Failure {
+        let resume = |path: &Path| format!("resume with: {}", resume_command(path));
+        if let cnn_gpu::Error::Interrupted { epoch, step } = e {
+            let why = self.why.unwrap_or(Why::Signal(signal_hook::consts::SIGINT));
+            let what = why.describe();
+            let message = match (self.save, self.trained) {
+                (Some(path), true) => format!(
+                    "{what} in the evaluation after the last epoch; training was complete and is \
+                     saved in {}; evaluate it with: {}",
+                    path.display(),
+                    self.eval_command(path)
+                ),
+                (None, true) => format!(
+                    "{what} in the evaluation after the last epoch; training was complete but \
+                     nothing was saved (train with --save PATH to keep the weights)"
+                ),
+                (Some(path), false) => format!(
+                    "{what} after step {step} of epoch {epoch}; saved {} with the optimizer \
+                     state; {}",
+                    path.display(),
+                    resume(path)
+                ),
+                (None, false) => format!(
+                    "{what} after step {step} of epoch {epoch}; nothing saved (train with \
+                     --save PATH to be able to resume)"
+                ),
+            };
+            return Failure {
+                code: why.code(),
+                message,
+            };
+        }
+        let mut f = run_failure(e);
+        if let (Some(path), Some((epoch, step))) = (self.save, self.saved) {
+            f.message.push_str(&format!(
+                "; the last checkpoint, {} (epoch {epoch}, step {step}), is intact",
+                path.display()
+            ));
+            if !self.trained {
+                f.message.push_str(&format!("; {}", resume(path)));
+            }
+        }
+        f
+    }
+}
+
+impl Stopped<'_> {
+    /// The command that evaluates `checkpoint` on this run's data, quoted for a POSIX shell.
+    fn eval_command(&self, checkpoint: &Path) -> String {
+        let program = std::env::args_os()
+            .next()
+            .map_or_else(|| "cnn-gpu".into(), |a| a.to_string_lossy().into_owned());
+        let mut words = vec![program, "eval".into(), "--checkpoint".into()];
+        words.push(checkpoint.display().to_string());
+        words.extend(self.data_flags.iter().cloned());
+        words
+            .iter()
+            .map(|w| shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// The command line that resumes this run from `checkpoint`: this one without --init or

@@ -207,7 +207,8 @@ fn resolve_mirrors_from(cli: &[String], env: Option<String>, defaults: &[&str]) 
 /// trying `mirrors` in order, and returns the paths written. `sha256` is the lowercase hex
 /// SHA-256 of the uncompressed content; a file whose hash differs is refused.
 ///
-/// `dir` is created if needed. Each file is downloaded into a temporary file in `dir`, verified
+/// `dir` (and its missing parents) is created if needed, and removed again if the fetch fails
+/// with nothing in it. Each file is downloaded into a temporary file in `dir`, verified
 /// and only then renamed into place, so a failure leaves no partial file. Files fetched before a
 /// failure stay (they are complete and verified); the first file that no mirror delivers ends
 /// the fetch with [`FetchError::Unavailable`] listing every attempt.
@@ -217,15 +218,25 @@ pub fn fetch_files(
     files: &[(&str, &str)],
     progress: &mut dyn Progress,
 ) -> Result<Vec<PathBuf>, FetchError> {
-    let existed = dir.is_dir();
-    fs::create_dir_all(dir).map_err(|source| FetchError::Io {
-        dir: dir.to_path_buf(),
-        source,
-    })?;
-    let result = fetch_into(dir, mirrors, files, progress);
-    if result.is_err() && !existed {
-        // Leave no empty directory behind either; fails harmlessly if anything is in it.
-        let _ = fs::remove_dir(dir);
+    // The directories this creates, deepest first: a failure removes them again.
+    let created: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    let result = fs::create_dir_all(dir)
+        .map_err(|source| FetchError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        })
+        .and_then(|_| fetch_into(dir, mirrors, files, progress));
+    if result.is_err() {
+        // Leave no empty directory behind either; each removal fails harmlessly if anything
+        // is in it (a complete file fetched before the failure).
+        for d in &created {
+            if fs::remove_dir(d).is_err() {
+                break;
+            }
+        }
     }
     result
 }

@@ -10,7 +10,7 @@ use crate::backend::Backend;
 use crate::model::Model;
 use crate::{Error, Result};
 
-use super::eval::evaluate_detailed;
+use super::eval::evaluate_detailed_until;
 use super::report::{EpochStats, FitSummary, LossRecord, Reporter};
 use super::step::{ResidentDataset, Trainer};
 use super::{Event, Flow, Hook, LossWindow, MidEpoch, TrainConfig};
@@ -90,6 +90,8 @@ struct EpochSteps {
     epoch_loss: f64,
     /// The hook asked to stop.
     stop: bool,
+    /// The reporter failed ([`Reporter::failure`]): the run stops and returns this.
+    failure: Option<Error>,
 }
 
 /// The loop's borrowed parts, so each epoch's two halves are methods.
@@ -125,6 +127,7 @@ impl<B: Backend> Epochs<'_, '_, B> {
             in_interval: window.steps,
             epoch_loss: 0.0,
             stop: false,
+            failure: None,
         };
         for step in first_step..steps {
             // The step's 1-based number over the whole run (resumed runs included).
@@ -159,7 +162,16 @@ impl<B: Backend> Epochs<'_, '_, B> {
                 step: step + 1,
                 total: self.tally.total_steps,
             };
-            if (self.hook)(&event, self.model)? == Flow::Stop {
+            match (self.hook)(&event, self.model)? {
+                Flow::Stop => done.stop = true,
+                Flow::Checkpoint => {
+                    let at = self.standing(&done)?;
+                    (self.hook)(&Event::Checkpoint { epoch, at }, self.model)?;
+                }
+                Flow::Continue => {}
+            }
+            if let Some(e) = self.rep.failure() {
+                done.failure = Some(e);
                 done.stop = true;
             }
             if done.stop || cfg.max_steps == Some(self.tally.total_steps) {
@@ -167,6 +179,18 @@ impl<B: Backend> Epochs<'_, '_, B> {
             }
         }
         Ok(done)
+    }
+
+    /// Where the run stands after the steps of `done`: the steps of the epoch done and the
+    /// running loss window, read back (which waits for the last step).
+    fn standing(&self, done: &EpochSteps) -> Result<MidEpoch> {
+        Ok(MidEpoch {
+            steps_done: done.first_step + done.steps_done,
+            window: LossWindow {
+                sum: self.trainer.read_loss(self.b)?,
+                steps: done.in_interval,
+            },
+        })
     }
 
     /// Ends `epoch`: times it, reports it (with its evaluation) unless a stop cut it short, and
@@ -202,27 +226,37 @@ impl<B: Backend> Epochs<'_, '_, B> {
             },
         };
         let mut stop = done.stop;
+        let mut failure = done.failure;
         if at.steps_done == steps || !stop {
             self.rep.epoch(&stats);
             tally.summary.epochs.push(stats);
             if let (true, Some(test)) = (cfg.eval_every_epoch, self.test) {
-                let report = evaluate_detailed(b, self.model, test, cfg.eval_batch_size)?;
-                self.rep.epoch_eval(epoch, &report);
+                let (hook, model) = (&mut *self.hook, &*self.model);
+                let mut asked = || {
+                    let event = Event::Evaluating { epoch: Some(epoch) };
+                    Ok(hook(&event, model)? == Flow::Stop)
+                };
+                match evaluate_detailed_until(b, model, test, cfg.eval_batch_size, &mut asked)? {
+                    Some(report) => self.rep.epoch_eval(epoch, &report),
+                    None => stop = true,
+                }
             }
+            failure = failure.or_else(|| self.rep.failure());
             let event = Event::EpochEnd {
                 epoch,
                 total: tally.total_steps,
+                last: epoch == cfg.epochs || cfg.max_steps == Some(tally.total_steps),
             };
-            if (self.hook)(&event, self.model)? == Flow::Stop {
+            if (self.hook)(&event, self.model)? == Flow::Stop || failure.is_some() {
                 stop = true;
             }
         }
         if stop {
             (self.hook)(&Event::Stopped { epoch, at }, self.model)?;
-            return Err(Error::Interrupted {
+            return Err(failure.unwrap_or(Error::Interrupted {
                 epoch,
                 step: at.steps_done,
-            });
+            }));
         }
         Ok(())
     }

@@ -161,12 +161,30 @@ pub fn evaluate<B: Backend>(
     data: &ResidentDataset<B>,
     batch: usize,
 ) -> Result<EvalResult> {
+    evaluate_until(b, model, data, batch, &mut never).map(|r| r.expect("never stopped"))
+}
+
+/// Asked after every batch of an evaluation: true abandons it.
+pub(super) type StopCheck<'a> = dyn FnMut() -> Result<bool> + 'a;
+
+fn never() -> Result<bool> {
+    Ok(false)
+}
+
+/// [`evaluate`], asking `stop` after every batch: None when it said stop.
+pub(super) fn evaluate_until<B: Backend>(
+    b: &B,
+    model: &Model<B>,
+    data: &ResidentDataset<B>,
+    batch: usize,
+    stop: &mut StopCheck<'_>,
+) -> Result<Option<EvalResult>> {
     let n = data.len;
     let Some(mut pass) = EvalPass::new(b, model, data, batch)? else {
-        return Ok(EvalResult {
+        return Ok(Some(EvalResult {
             correct: 0,
             total: 0,
-        });
+        }));
     };
     let mut correct = b.zeros(1, "correct")?;
     for offset in (0..n).step_by(pass.batch) {
@@ -174,9 +192,12 @@ pub fn evaluate<B: Backend>(
         model.forward(b, ws)?;
         model.count_correct(b, ws, &mut correct)?;
         b.flush()?;
+        if stop()? {
+            return Ok(None);
+        }
     }
     let correct = b.read_u32(&correct)?[0] as usize;
-    Ok(EvalResult { correct, total: n })
+    Ok(Some(EvalResult { correct, total: n }))
 }
 
 /// A detailed evaluation: accuracy, mean loss and the confusion matrix.
@@ -209,11 +230,22 @@ pub fn evaluate_detailed<B: Backend>(
     data: &ResidentDataset<B>,
     batch: usize,
 ) -> Result<EvalReport> {
+    evaluate_detailed_until(b, model, data, batch, &mut never).map(|r| r.expect("never stopped"))
+}
+
+/// [`evaluate_detailed`], asking `stop` after every batch: None when it said stop.
+pub(super) fn evaluate_detailed_until<B: Backend>(
+    b: &B,
+    model: &Model<B>,
+    data: &ResidentDataset<B>,
+    batch: usize,
+    stop: &mut StopCheck<'_>,
+) -> Result<Option<EvalReport>> {
     let classes = model.classes();
     let n = data.len;
     let mut confusion = vec![0usize; classes * classes];
     let Some(mut pass) = EvalPass::new(b, model, data, batch)? else {
-        return Ok(EvalReport {
+        return Ok(Some(EvalReport {
             eval: EvalResult {
                 correct: 0,
                 total: 0,
@@ -221,7 +253,7 @@ pub fn evaluate_detailed<B: Backend>(
             mean_loss: 0.0,
             classes,
             confusion,
-        });
+        }));
     };
     let bs = pass.batch;
     let tail = n % bs;
@@ -253,16 +285,19 @@ pub fn evaluate_detailed<B: Backend>(
             }
             confusion[label as usize * classes + best] += 1;
         }
+        if stop()? {
+            return Ok(None);
+        }
     }
     // Each batch added its mean: weight the sums by their batch sizes.
     let mean_loss = (b.read_f32(&loss_full)?[0] as f64 * bs as f64
         + b.read_f32(&loss_tail)?[0] as f64 * tail as f64)
         / n as f64;
     let correct = (0..classes).map(|c| confusion[c * classes + c]).sum();
-    Ok(EvalReport {
+    Ok(Some(EvalReport {
         eval: EvalResult { correct, total: n },
         mean_loss,
         classes,
         confusion,
-    })
+    }))
 }

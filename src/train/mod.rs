@@ -193,19 +193,35 @@ impl TrainConfig {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Event {
     /// A step was recorded (not waited for): `step` is 1-based within `epoch`, `total` counts
-    /// this run's steps. Returning [`Flow::Stop`] ends training after it.
+    /// this run's steps. Returning [`Flow::Stop`] ends training after it; [`Flow::Checkpoint`]
+    /// asks for an [`Event::Checkpoint`] now.
     Step {
         epoch: usize,
         step: usize,
         total: usize,
     },
+    /// Where the run stands after the step the hook answered with [`Flow::Checkpoint`]: what
+    /// resuming needs, as [`Event::Stopped`] gives it (the model holds the parameters and
+    /// momentum). Reading the loss window back waits for the step.
+    Checkpoint { epoch: usize, at: MidEpoch },
     /// An epoch ended (the last, and one cut short by `max_steps`, included) after `total`
-    /// steps of this run.
-    EpochEnd { epoch: usize, total: usize },
-    /// Training stops inside `epoch` because the hook asked; `at` is what resuming needs
-    /// (the model holds the parameters and momentum). Training then returns
-    /// [`Error::Interrupted`]. When the stop falls on an epoch's last step, `EpochEnd` comes
-    /// first and `at.steps_done` is the epoch's step count.
+    /// steps of this run; `last` when it is the run's last epoch (the final evaluation, if
+    /// any, follows).
+    EpochEnd {
+        epoch: usize,
+        total: usize,
+        last: bool,
+    },
+    /// A batch of an evaluation on the test set was recorded: the one after `epoch` (Some),
+    /// or the final one (None). Returning [`Flow::Stop`] abandons it: after an epoch the run
+    /// stops as at the epoch's end ([`Event::Stopped`] follows); the final one returns
+    /// [`Error::Interrupted`].
+    Evaluating { epoch: Option<usize> },
+    /// Training stops inside `epoch` because the hook asked (or the reporter failed:
+    /// [`Reporter::failure`]); `at` is what resuming needs (the model holds the parameters and
+    /// momentum). Training then returns [`Error::Interrupted`] (or the reporter's error). When
+    /// the stop falls on an epoch's last step, `EpochEnd` comes first and `at.steps_done` is
+    /// the epoch's step count.
     Stopped { epoch: usize, at: MidEpoch },
 }
 
@@ -213,6 +229,9 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
     Continue,
+    /// After [`Event::Step`]: hand the hook an [`Event::Checkpoint`], then go on (elsewhere it
+    /// means [`Flow::Continue`]).
+    Checkpoint,
     Stop,
 }
 

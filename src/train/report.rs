@@ -4,6 +4,7 @@
 //! writes JSON lines ([`crate::metrics`]).
 
 use super::eval::{EvalReport, EvalResult};
+use crate::Error;
 
 /// The mean loss over one log interval.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -64,6 +65,13 @@ pub trait Reporter {
     /// is set.
     fn epoch_eval(&mut self, _epoch: usize, _report: &EvalReport) {}
     fn eval(&mut self, _eval: &EvalResult) {}
+    /// An error the reporter met, handed over once (e.g. its file could not be written). The
+    /// loop asks after every step and epoch report: training then stops at once, as when the
+    /// hook asks ([`super::Event::Stopped`], so what resuming needs can be saved), and returns
+    /// this error.
+    fn failure(&mut self) -> Option<Error> {
+        None
+    }
 }
 
 /// Reports nothing (tests, benchmarks).

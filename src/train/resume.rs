@@ -11,10 +11,10 @@ use crate::model::{Model, ModelSpec};
 use crate::{Error, Result};
 
 use super::epochs;
-use super::eval::evaluate;
+use super::eval::evaluate_until;
 use super::report::{FitSummary, TrainSummary};
 use super::step::ResidentDataset;
-use super::{FitOptions, LossWindow, MidEpoch, TrainConfig};
+use super::{Event, FitOptions, Flow, LossWindow, MidEpoch, TrainConfig};
 
 /// A checkpoint a run can be continued from: it holds the training state and the optimiser
 /// state its optimiser needs (momentum buffers, or Adam's two moments).
@@ -187,10 +187,32 @@ impl<'d> Session<'d> {
         let test = ResidentDataset::upload(b, self.test_set, classes, "test")?;
         opts.with(|rep, hook| {
             let fit = epochs::run(b, model, &train, Some(&test), &self.cfg, rep, hook)?;
-            let eval = evaluate(b, model, &test, self.cfg.eval_batch_size)?;
+            let model = &*model;
+            let mut asked = || Ok(hook(&Event::Evaluating { epoch: None }, model)? == Flow::Stop);
+            let bs = self.cfg.eval_batch_size;
+            let Some(eval) = evaluate_until(b, model, &test, bs, &mut asked)? else {
+                let last = fit.epochs.last();
+                return Err(Error::Interrupted {
+                    epoch: last.map_or(0, |e| e.epoch),
+                    step: last.map_or(0, |e| e.steps),
+                });
+            };
             rep.eval(&eval);
             Ok(TrainSummary { fit, eval })
         })
+    }
+
+    /// The number, over the whole run (a resumed run's earlier steps included), of the step
+    /// this session's [`super::Event::Step`] counts as `total`.
+    pub fn run_step(&self, total: usize) -> usize {
+        self.steps_before + total
+    }
+
+    /// Whether this session's step `total` is the run's last (of its last epoch, or the
+    /// `max_steps`th).
+    pub fn is_last_step(&self, total: usize) -> bool {
+        self.cfg.max_steps == Some(total)
+            || self.run_step(total) == self.cfg.epochs * self.steps_per_epoch
     }
 
     /// The state to record after `epoch` ended at [`super::Event::EpochEnd`], `total` steps
@@ -199,9 +221,9 @@ impl<'d> Session<'d> {
         self.state(epoch, self.steps_before + total, None)
     }
 
-    /// The state to record at [`super::Event::Stopped`]: everything resuming needs, the loss
-    /// window of a stop inside the epoch included.
-    pub fn state_at_stop(&self, epoch: usize, at: &MidEpoch) -> TrainState {
+    /// The state to record at [`super::Event::Stopped`] or [`super::Event::Checkpoint`]:
+    /// everything resuming needs, the loss window of a point inside the epoch included.
+    pub fn state_at(&self, epoch: usize, at: &MidEpoch) -> TrainState {
         let done = (epoch - 1) * self.steps_per_epoch + at.steps_done;
         if at.steps_done == self.steps_per_epoch {
             self.state(epoch, done, None)

@@ -45,7 +45,7 @@ fn ctrl_c_saves_and_the_printed_command_resumes_as_if_never_stopped() {
     assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
     let line = error_line(&first);
     assert!(
-        line.contains("interrupted after step 3 of epoch 2")
+        line.contains("interrupted by SIGINT after step 3 of epoch 2")
             && line.contains("with the optimizer state"),
         "{line}"
     );
@@ -121,7 +121,8 @@ fn ctrl_c_without_save_says_how_to_make_a_run_resumable() {
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     let line = error_line(&out);
     assert!(
-        line.contains("interrupted after step 1 of epoch 1") && line.contains("--save PATH"),
+        line.contains("interrupted by SIGINT after step 1 of epoch 1")
+            && line.contains("--save PATH"),
         "{line}"
     );
 }

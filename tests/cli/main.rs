@@ -3,7 +3,11 @@
 //! - `train`: short training runs (the same loss lines on both backends), saving, `eval`,
 //!   `--init`, other models, and divergence;
 //! - `resume`: `--resume` reproducing an uninterrupted run (SGD, Adam, batch norm + dropout);
-//! - `faults`: Ctrl-C, a panic and a lost GPU device, through the test-only faults.
+//! - `faults`: Ctrl-C, a panic and a lost GPU device, through the test-only faults;
+//! - `stops`: SIGTERM and SIGHUP, a stop in the evaluation, the periodic checkpoints, the time
+//!   limit and a metrics file that cannot be written;
+//! - `matrix`: the fault matrix, every stopping signal and SIGKILL at random moments, on both
+//!   backends.
 //!
 //! This file holds the helpers the modules share: MNIST-like data, loss-line parsing, running
 //! the binary.
@@ -12,8 +16,10 @@
 mod common;
 
 mod faults;
+mod matrix;
 mod messages;
 mod resume;
+mod stops;
 mod train;
 
 use std::path::Path;
@@ -136,7 +142,18 @@ fn cpu_train_16(data_dir: &str) -> [&str; 9] {
 /// Runs `cmd` with the test-only fault `fault` (see src/cli/fault.rs), waits until it prints
 /// `marker` on stderr, sends it SIGINT once per entry of `pauses` (sleeping that long after
 /// each, so two signals are not merged into one), and returns its output.
-fn interrupt_at(mut cmd: Command, fault: &str, marker: &str, pauses: &[u64]) -> Output {
+fn interrupt_at(cmd: Command, fault: &str, marker: &str, pauses: &[u64]) -> Output {
+    signal_at(cmd, fault, marker, libc::SIGINT, pauses)
+}
+
+/// [`interrupt_at`] with the signal `sig`.
+fn signal_at(
+    mut cmd: Command,
+    fault: &str,
+    marker: &str,
+    sig: libc::c_int,
+    pauses: &[u64],
+) -> Output {
     use std::io::{BufRead, BufReader, Read};
     use std::process::Stdio;
     let mut child = cmd
@@ -160,7 +177,7 @@ fn interrupt_at(mut cmd: Command, fault: &str, marker: &str, pauses: &[u64]) -> 
     for &ms in pauses {
         let pid = child.id() as libc::pid_t;
         // SAFETY: kill(2) on our own child, which has not been waited for (so the pid is ours).
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     err.read_to_string(&mut seen).unwrap();

@@ -87,6 +87,20 @@ fn unknown_adapter_is_refused_naming_the_cpu_backend() {
     assert_refused(&args, "--backend cpu");
 }
 
+/// A start prints no `error:` line that is not ours: where XDG_RUNTIME_DIR is unset (a server,
+/// CI), libwayland, probed by Mesa's device-selection layer, would print two.
+#[test]
+fn a_start_without_a_desktop_prints_no_error_line() {
+    let out = cnn_gpu_command(&["info"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .env_remove("MESA_VK_DEVICE_SELECT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("error"), "{}", stderr(&out));
+}
+
 #[test]
 fn info_lists_adapters_or_says_there_are_none() {
     let out = cnn_gpu(&["info"]);
@@ -168,6 +182,25 @@ fn nonsense_against_the_data_and_checkpoints_is_refused() {
     assert_refused(
         &strs(&with(&["--save", &ckpt, "--save-every", "0"])),
         "--save-every",
+    );
+    for (flag, value) in [
+        ("--save-every-steps", "0"),
+        ("--save-every-minutes", "0"),
+        ("--save-every-minutes", "-1"),
+        ("--save-every-minutes", "NaN"),
+        ("--time-limit", "0s"),
+        ("--time-limit", "soon"),
+        ("--time-limit", "-5m"),
+    ] {
+        assert_refused(&strs(&with(&["--save", &ckpt, flag, value])), flag);
+    }
+    // The periodic checkpoints are of --save's file (clap names it on the next line).
+    let out = cnn_gpu(&strs(&with(&["--save-every-steps", "5"])));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("required arguments were not provided:\n  --save <PATH>"),
+        "{}",
+        stderr(&out)
     );
     assert_refused(&strs(&with(&["--save", d])), "is a directory");
     assert_refused(

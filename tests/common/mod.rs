@@ -216,11 +216,6 @@ pub fn cnn_gpu_command(args: &[&str]) -> Command {
 
 /// The environment every run of the binary gets.
 pub fn test_env(cmd: &mut Command) {
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        // Without it libwayland, probed by the Vulkan loader, prints its own "error: …" lines,
-        // which would hide whether ours is the only one.
-        cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    }
     // Keep the tests independent of where a developer keeps MNIST.
     cmd.env_remove("CNN_GPU_DATA_DIR")
         // Only the tests that ask for a test-only fault get one.

@@ -42,6 +42,25 @@ pub(crate) struct TrainArgs {
     /// Also write the --save checkpoint every N epochs.
     #[arg(long, value_name = "N", requires = "save")]
     pub(crate) save_every: Option<usize>,
+    /// Also write the --save checkpoint, resumable (with the optimizer state), every N
+    /// training steps (counted over the whole run): a run killed outright (SIGKILL, a power
+    /// cut) loses at most N steps.
+    #[arg(long, value_name = "N", requires = "save")]
+    pub(crate) save_every_steps: Option<usize>,
+    /// Also write the --save checkpoint, resumable, after the first step that ends M minutes
+    /// (a decimal, e.g. 0.5) after the last save.
+    #[arg(
+        long,
+        value_name = "M",
+        requires = "save",
+        allow_negative_numbers = true
+    )]
+    pub(crate) save_every_minutes: Option<f64>,
+    /// Stop after the first step that ends this long after the start (e.g. 90m, 1h30m, 45s),
+    /// saving the --save checkpoint to resume from, and exit 75: set it a few minutes inside a
+    /// scheduler's limit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub(crate) time_limit: Option<std::time::Duration>,
     /// Also save the optimizer state (SGD: optimizer.<name>.momentum_buffer; Adam:
     /// optimizer.<name>.exp_avg and .exp_avg_sq): PyTorch's strict load_state_dict then needs
     /// them filtered out.
@@ -76,6 +95,16 @@ pub(crate) struct TrainArgs {
     /// Zoom range, MIN:MAX (e.g. 0.9:1.1).
     #[arg(long, value_name = "MIN:MAX", value_parser = parse_scale)]
     pub(crate) augment_scale: Option<(f32, f32)>,
+}
+
+/// `--time-limit DURATION`: humantime's units (s, m, h, d …), more than zero.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}: expected a duration such as 90m, 1h30m or 45s"))?;
+    if d.is_zero() {
+        return Err("the time limit must be more than zero".into());
+    }
+    Ok(d)
 }
 
 /// `--augment-scale MIN:MAX`.
