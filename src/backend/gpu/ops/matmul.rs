@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::to_u32;
-use crate::backend::gpu::dispatch::{shader, Kernel, Shader};
+use crate::backend::gpu::dispatch::{shader, Constants, Kernel, Shader};
 use crate::backend::gpu::{GpuBackend, GpuBuffer};
 use crate::backend::{check, Matmul};
 use crate::Result;
@@ -96,9 +96,10 @@ pub(in crate::backend::gpu) fn matmul(
     };
     let (tm, tn) = matmul_per_thread(p.m, p.n);
     let grid = gemm_grid(p.m, p.n, tm, tn, 1, gpu.max_workgroups())?;
+    gpu.next_flops(2.0 * (p.m * p.n * p.k) as f64);
     gpu.dispatch_with(
         MATMUL,
-        vec![("TM", tm), ("TN", tn)],
+        Constants::of(&[("TM", tm), ("TN", tn)]),
         &params,
         &[(A, a), (B, b), (C, &*c)],
         grid,
