@@ -24,7 +24,7 @@ fn plans_simple_cnn(gpu: &GpuBackend) {
     // Warm-up, planned and two timed steps: four steps of the same dispatches.
     let per_step = (gpu.dispatch_count() - before) / 4;
     assert_eq!(plan.dispatches.len() as u64, per_step);
-    assert_eq!(plan.dispatches.len(), 34, "{:#?}", plan.dispatches);
+    assert_eq!(plan.dispatches.len(), 36, "{:#?}", plan.dispatches);
     assert!(plan.record_submit > 0.0 && plan.record_submit.is_finite());
 
     // conv1 forward: M = 32 channels (2 a thread: one 32-row tile), N = 64·28·28 columns
@@ -47,6 +47,31 @@ fn plans_simple_cnn(gpu: &GpuBackend) {
                 .iter()
                 .any(|d| d.flops == 2.0 * 64.0 * 64.0 * 3136.0 && d.groups == [1, 1, 1]),
         "{fc:#?}"
+    );
+
+    // The bias gradients of the convolutions sum in two passes whose first fills the GPU:
+    // conv2.b's 64 channels in 8 slices, conv1.b's 32 in 16 (each slice ≥ 1024 elements).
+    let partial: Vec<u64> = find(&plan.dispatches, "channel_sum_partial")
+        .iter()
+        .map(|d| d.workgroups())
+        .collect();
+    assert_eq!(partial, [512, 512]);
+    // What still starves a 132-SM GPU at batch 64: fc1's three products (forward on 1
+    // workgroup, both gradients on 49) and conv2's split-K reduce (72).
+    let starving: Vec<(&str, u64)> = plan
+        .dispatches
+        .iter()
+        .filter(|d| d.starves(132))
+        .map(|d| (d.entry, d.workgroups()))
+        .collect();
+    assert_eq!(
+        starving,
+        [
+            ("matmul", 1),
+            ("matmul", 49),
+            ("matmul", 49),
+            ("conv2d_backward_weight_reduce", 72)
+        ]
     );
 
     let gemm: f64 = plan
