@@ -36,6 +36,8 @@ const BACKWARD_WEIGHT: Pass = Pass {
 };
 /// The weight gradient's second pass when K was split.
 const BACKWARD_WEIGHT_REDUCE: Kernel = Kernel::new(SHADER, "conv2d_backward_weight_reduce");
+/// Its threads per workgroup (conv2d.wgsl's `@workgroup_size`).
+const REDUCE_WORKGROUP: usize = 64;
 
 // conv2d.wgsl's bindings (0 is the uniform): the GEMM's A and B operands, the bias (read by
 // the forward pass only; the others bind any read-only buffer there), and the output.
@@ -162,7 +164,7 @@ pub(in crate::backend::gpu) fn conv2d_backward_weight(
         conv_constants(p)?,
         &params,
         &reduce,
-        gpu.grid(m * n)?,
+        gpu.grid_groups((m * n).div_ceil(REDUCE_WORKGROUP))?,
     )
 }
 
