@@ -148,6 +148,8 @@ fn matmul_gpu_matches_cpu() {
         (65, 17, 130),
         (64, 3136, 10),
         (127, 64, 33),
+        // Too few tiles for a long K (1.008 MFLOP): split into 250 slices of 32.
+        (9, 8000, 7),
     ];
     matmuls_match(&shapes, 0);
 }
@@ -503,6 +505,15 @@ fn grids_past_the_dispatch_limit_gpu_match_cpu() {
         kernel: 2,
         stride: 2,
     };
+    // K split over z, as many slices as the limit allows: 3 of 13,344 (the last 13,312).
+    let split = Matmul {
+        m: 5,
+        k: 40000,
+        n: 5,
+        trans_a: true,
+        trans_b: false,
+    };
+    let want_split = matmul_run(&cpu(), &split, 6);
     let want = (
         conv_all(&cpu(), &conv, 1),
         matmul_run(&cpu(), &mm, 2),
@@ -521,6 +532,13 @@ fn grids_past_the_dispatch_limit_gpu_match_cpu() {
             "folded matmul",
             want.1.clone(),
             matmul_run(gpu, &mm, 2),
+            1e-4,
+            1e-4,
+        );
+        check(
+            "split matmul under the limit",
+            want_split.clone(),
+            matmul_run(gpu, &split, 6),
             1e-4,
             1e-4,
         );
