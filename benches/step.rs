@@ -22,6 +22,10 @@
 //! [`MAX_DATASET`] images (more epochs when more images are wanted), whose steady images/s
 //! (every step but its first, which is printed as the warm first step) is the throughput. As in
 //! training, each epoch writes a new permutation and reads the loss once at its end.
+//!
+//! On the GPU each batch size also prints a `plan gpu` line: the dispatches of one step and the
+//! host's time to record and submit it (CPU time, the GPU not waited for; see
+//! `cnn_gpu::profile::plan_step`).
 
 mod common;
 
@@ -30,7 +34,8 @@ use std::time::Instant;
 use cnn_gpu::backend::cpu::CpuBackend;
 use cnn_gpu::backend::Backend;
 use cnn_gpu::data::Dataset;
-use cnn_gpu::model::{Layer, Model, ModelSpec};
+use cnn_gpu::model::{Model, ModelSpec};
+use cnn_gpu::profile::{gemm_flops_per_image, plan_step};
 use cnn_gpu::train::{fit, FitOptions, ResidentDataset, TrainConfig};
 use cnn_gpu::Result;
 use common::{fmt_time, Filter, Sizes};
@@ -48,33 +53,8 @@ const MAX_DATASET: usize = 16384;
 /// Steps of a small-size case (the first is start-up; the rest are timed).
 const SMALL_STEPS: usize = 3;
 const CLASSES: usize = 10;
-
-/// Floating-point work per training image of `spec`: for each convolution and linear layer, its
-/// forward pass and weight gradient, and its input gradient unless it is the first layer with
-/// parameters (`Model::backward` skips that one), each pass costing the forward's multiply-adds.
-fn flops_per_image(spec: &ModelSpec) -> Result<f64> {
-    let shapes = spec.infer_shapes()?;
-    let first = spec.layers.iter().position(Layer::has_params);
-    let mut macs = 0.0;
-    for (i, (layer, out)) in spec.layers.iter().zip(&shapes[1..]).enumerate() {
-        let forward = match *layer {
-            Layer::Conv2d {
-                in_channels,
-                kernel_h,
-                kernel_w,
-                ..
-            } => out.numel() * in_channels * kernel_h * kernel_w,
-            Layer::Linear {
-                in_features,
-                out_features,
-            } => in_features * out_features,
-            _ => continue,
-        };
-        let passes = if Some(i) == first { 2.0 } else { 3.0 };
-        macs += passes * forward as f64;
-    }
-    Ok(2.0 * macs)
-}
+/// Steps whose host-side recording and submit `plan gpu` times.
+const HOST_STEPS: usize = 5;
 
 /// `len` random 28×28 images and labels.
 fn synthetic(len: usize) -> Result<Dataset> {
@@ -186,7 +166,7 @@ fn main() -> Result<()> {
     let t0 = Instant::now();
     let filter = Filter::from_args();
     let forced = common::sizes_from_env();
-    let flops = flops_per_image(&ModelSpec::simple_cnn())?;
+    let flops = gemm_flops_per_image(&ModelSpec::simple_cnn())?;
     println!(
         "step bench: SimpleCNN ({:.1} MFLOP per training image), synthetic resident data, \
          filter {}, {}={}, {}",
@@ -219,6 +199,19 @@ fn main() -> Result<()> {
             format!("{sizes:?}")
         };
         total += run_backend(&gpu, "gpu", &cases(sizes), &filter, &note, flops)?;
+        for case in cases(sizes) {
+            let label = format!("plan gpu b{}", case.batch);
+            if !filter.matches(&format!("{label} {}", gpu.describe())) {
+                continue;
+            }
+            let plan = plan_step(&gpu, ModelSpec::simple_cnn(), case.batch, 0, HOST_STEPS)?;
+            println!(
+                "{label:<16} {:>4} dispatches/step  host record + submit {:>8.0} µs/step \
+                 (CPU side, median of {HOST_STEPS})",
+                plan.dispatches.len(),
+                plan.record_submit * 1e6
+            );
+        }
     }
 
     println!(

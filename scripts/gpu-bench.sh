@@ -2,13 +2,14 @@
 # Kernel timings, training-step throughput and a real MNIST training run on the lent NVIDIA
 # machine, in under five minutes. Prepare .gpu/ here first (scripts/prepare-gpu.sh), then call
 # the device tool's `run` with:
-#   carry: [".gpu"]   command: bash scripts/gpu-bench.sh   timeout_s: 420
+#   carry: [".gpu"]   command: bash scripts/gpu-bench.sh   timeout_s: 300
 # Parts, each under `timeout` (seconds overridable through the environment):
 #   info     cnn-gpu info                                              INFO_S    (20)
-#   kernels  every Backend kernel on the GPU, full sizes                KERNELS_S (110)
+#   plan     cnn-gpu time --plan (one step's dispatches) at batch 64, 1024  PLAN_S (20)
+#   kernels  every Backend kernel on the GPU, full sizes                KERNELS_S (90)
 #   step     whole training steps at batch 64/256/1024 on the GPU       STEP_S    (50)
 #   time     cnn-gpu time (per-layer GPU timestamps) at batch 64, 1024   TIME_S    (30)
-#   train    cnn-gpu train --backend gpu (5 epochs), what time is left  TOTAL_S   (290 for all)
+#   train    cnn-gpu train --backend gpu (5 epochs), what time is left  TOTAL_S   (240 for all)
 # The benches run with the filter `gpu` (the CPU half is for the development machine).
 # Logs go to $OUT/<part>.log and one screen of results to $OUT/summary.txt; $OUT is set by the
 # device tool, elsewhere a temporary folder is used. Exits 1 if any part failed or timed out.
@@ -28,7 +29,7 @@ source .gpu/env.sh
 export RUST_BACKTRACE=1
 
 t_start=$(date +%s)
-total=${TOTAL_S:-290}
+total=${TOTAL_S:-240}
 failed=0
 
 # The newest binary of a bench in .gpu/bin (prepare.sh copies them as NAME-HASH).
@@ -84,9 +85,14 @@ trim() {
 part info "${INFO_S:-20}" cnn-gpu info
 head -n 6 "$OUT/info.log" | sed 's/^/  /' >>"$summary"
 
+# The step plan: every dispatch of a SimpleCNN step with its grid (plan.log); the summary keeps
+# each batch's header and totals line.
+part plan "${PLAN_S:-20}" sh -c 'cnn-gpu time --plan --backend gpu --batch-size 64 && cnn-gpu time --plan --backend gpu --batch-size 1024'
+grep -E 'dispatches per step' "$OUT/plan.log" | cut -c1-150 | sed 's/^/  /' >>"$summary"
+
 kernels=$(bench_bin kernels)
 if [ -n "$kernels" ]; then
-    part kernels "${KERNELS_S:-110}" "$kernels" --bench gpu
+    part kernels "${KERNELS_S:-90}" "$kernels" --bench gpu
     no_gpu kernels
     {
         grep -E '^== ' "$OUT/kernels.log" | grep -F '[gpu]' | cut -c1-110
@@ -103,7 +109,7 @@ step=$(bench_bin step)
 if [ -n "$step" ]; then
     part step "${STEP_S:-50}" "$step" --bench gpu
     no_gpu step
-    grep -E '^== .*\[gpu\]|^step gpu|skipped|panicked|^Error' "$OUT/step.log" | trim | cut -c1-150 |
+    grep -E '^== .*\[gpu\]|^(step|plan) gpu|skipped|panicked|^Error' "$OUT/step.log" | trim | cut -c1-150 |
         sed 's/^/  /' >>"$summary"
 else
     echo "## step: no .gpu/bin/step-* (run scripts/prepare-gpu.sh)" >>"$summary"
@@ -118,6 +124,6 @@ grep -E 'Conv2d|total|wall' "$OUT/time.log" | cut -c1-110 | sed 's/^/  /' >>"$su
 part train "$total" cnn-gpu train --backend gpu --data-dir .gpu/data/mnist
 grep -vE '^\[Epoch' "$OUT/train.log" | tail -n 12 | sed 's/^/  /' >>"$summary"
 
-echo "total $(($(date +%s) - t_start))s; logs: info.log kernels.log step.log time.log train.log" >>"$summary"
+echo "total $(($(date +%s) - t_start))s; logs: info.log plan.log kernels.log step.log time.log train.log" >>"$summary"
 cat "$summary"
 exit $failed

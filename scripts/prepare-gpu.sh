@@ -6,7 +6,7 @@
 # without debug info into target/gpu-stage/ (the device tool carries 64 MiB at most; with debug
 # info the three binaries alone are ~150 MB), and calls ../shared/gpu/prepare.sh with them.
 # Then call the device tool's `run` with carry [".gpu"], command `bash scripts/gpu-bench.sh`,
-# timeout_s 420.
+# timeout_s 300.
 #   PREPARE=path/to/prepare.sh overrides where the shared prepare script is.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)

@@ -181,10 +181,11 @@ fn conv2d_backward_weight(@builtin(local_invocation_index) local: u32, @builtin(
 
 // The weight gradient's second pass when K was split: dw[i] = Σ_z partial[z, i] over the
 // `splits` K-slices. lhs = partials [splits, Cout·Cin·KH·KW], dst = dw. Dispatch:
-// ceil(len / 256) (x, y split).
-@compute @workgroup_size(256)
+// ceil(len / 64) (x, y split): workgroups of 64 so that conv2's 18,432 weights still make
+// 288 workgroups, more than a 132-SM GPU has SMs.
+@compute @workgroup_size(64)
 fn conv2d_backward_weight_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = gid.x + gid.y * groups.x * 256u;
+    let i = gid.x + gid.y * groups.x * 64u;
     let len = COUT * CIN * KH * KW;
     if i >= len {
         return;

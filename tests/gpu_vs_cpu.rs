@@ -2,11 +2,12 @@
 //! batch 1 and odd batches, stride 1 and 2, padding 0/1/2, kernels 1/3/5 and non-square,
 //! channel counts that are not multiples of 4, sizes that are not multiples of the workgroup
 //! (256) or GEMM tile (64). Each case runs the same generic function on both backends and
-//! compares every output with atol + rtol·|ref|.
+//! compares every output with atol + rtol·|ref|; the cases of `gpu_matches_cpu!` run the GPU
+//! kernels twice, built with naga's runtime checks and without them (as on real GPUs).
 
 mod common;
 
-use cnn_gpu::backend::gpu::GpuOptions;
+use cnn_gpu::backend::gpu::{GpuOptions, RuntimeChecks};
 use cnn_gpu::backend::{
     Backend, Channels, Conv2d, Gather, GatherAffine, Matmul, Pool2d, SoftmaxXent, StepScalars,
 };
@@ -29,6 +30,15 @@ macro_rules! gpu_matches_cpu {
         with_gpu(|gpu| {
             let got = $run(gpu, $($arg),*);
             check(&$what, want.clone(), got, $atol, $rtol);
+        });
+        // Built as real GPUs run them: without naga's runtime checks.
+        let unchecked = GpuOptions {
+            runtime_checks: RuntimeChecks::Off,
+            ..GpuOptions::default()
+        };
+        with_gpu_options(unchecked, |gpu| {
+            let got = $run(gpu, $($arg),*);
+            check(&format!("{} (unchecked)", $what), want.clone(), got, $atol, $rtol);
         });
     }};
 }
@@ -138,6 +148,8 @@ fn matmul_gpu_matches_cpu() {
         (65, 17, 130),
         (64, 3136, 10),
         (127, 64, 33),
+        // Too few tiles for a long K (1.008 MFLOP): split into 250 slices of 32.
+        (9, 8000, 7),
     ];
     matmuls_match(&shapes, 0);
 }
@@ -268,10 +280,16 @@ fn channels_run<B: Backend>(b: &B, p: &Channels, seed: u64) -> Outputs {
 
 #[test]
 fn bias_gpu_matches_cpu() {
-    for (i, &(outer, channels, inner)) in [(1, 1, 1), (64, 10, 1), (3, 5, 49), (7, 33, 300)]
-        .iter()
-        .enumerate()
-    {
+    // The last two sum in two passes: (7, 33, 300) in 2 slices a channel, (5, 3, 1100) in 5
+    // slices of 1100 elements.
+    let shapes = [
+        (1, 1, 1),
+        (64, 10, 1),
+        (3, 5, 49),
+        (7, 33, 300),
+        (5, 3, 1100),
+    ];
+    for (i, &(outer, channels, inner)) in shapes.iter().enumerate() {
         let p = Channels {
             outer,
             channels,
@@ -487,6 +505,15 @@ fn grids_past_the_dispatch_limit_gpu_match_cpu() {
         kernel: 2,
         stride: 2,
     };
+    // K split over z, as many slices as the limit allows: 3 of 13,344 (the last 13,312).
+    let split = Matmul {
+        m: 5,
+        k: 40000,
+        n: 5,
+        trans_a: true,
+        trans_b: false,
+    };
+    let want_split = matmul_run(&cpu(), &split, 6);
     let want = (
         conv_all(&cpu(), &conv, 1),
         matmul_run(&cpu(), &mm, 2),
@@ -509,6 +536,13 @@ fn grids_past_the_dispatch_limit_gpu_match_cpu() {
             1e-4,
         );
         check(
+            "split matmul under the limit",
+            want_split.clone(),
+            matmul_run(gpu, &split, 6),
+            1e-4,
+            1e-4,
+        );
+        check(
             "folded pool",
             want.2.clone(),
             pool_run(gpu, &pool, 3),
@@ -521,6 +555,27 @@ fn grids_past_the_dispatch_limit_gpu_match_cpu() {
             elementwise_run(gpu, 2000, 4),
             0.0,
             0.0,
+        );
+    });
+    // A two-pass channel sum, 3 channels in 2 slices: 6 workgroups, folded to 5×2 under a
+    // limit of 5 (which the 25 workgroups of the bias add beside it still fit).
+    let sums = Channels {
+        outer: 1,
+        channels: 3,
+        inner: 2100,
+    };
+    let want = channels_run(&cpu(), &sums, 5);
+    let options = GpuOptions {
+        max_workgroups_per_dimension: Some(5),
+        ..GpuOptions::default()
+    };
+    with_gpu_options(options, |gpu| {
+        check(
+            "folded channel sum",
+            want.clone(),
+            channels_run(gpu, &sums, 5),
+            1e-4,
+            1e-5,
         );
     });
 }

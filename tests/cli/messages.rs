@@ -219,6 +219,11 @@ fn nonsense_against_the_data_and_checkpoints_is_refused() {
         &["time", "--backend", "cpu", "--iterations", "0"],
         "at least 1",
     );
+    // The step plan lists GPU dispatches.
+    assert_refused(
+        &["time", "--plan", "--backend", "cpu"],
+        "needs the GPU backend",
+    );
     let out = cnn_gpu_command(&strs(&with(&["--epochs", "1"])))
         .env("CNN_GPU_FAULT", "device-lost@step:1")
         .output()

@@ -61,8 +61,63 @@ impl Kernel {
     }
 }
 
-/// Values of a module's override constants, by name.
-pub(super) type Constants = Vec<(&'static str, u32)>;
+/// Most override constants one pipeline sets (conv2d.wgsl's 13).
+const MAX_CONSTANTS: usize = 16;
+
+/// Values of a module's override constants, by name: a fixed array, so that building the cache
+/// key of a dispatch allocates nothing.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Constants {
+    len: usize,
+    items: [(&'static str, u32); MAX_CONSTANTS],
+}
+
+impl Constants {
+    /// No constants.
+    pub(super) const NONE: Constants = Constants {
+        len: 0,
+        items: [("", 0); MAX_CONSTANTS],
+    };
+
+    /// These `items`, in order.
+    pub(super) fn of(items: &[(&'static str, u32)]) -> Constants {
+        let mut c = Constants::NONE;
+        c.extend(items);
+        c
+    }
+
+    /// Appends `items`. Panics past [`MAX_CONSTANTS`] (a programming error: the kernels' sets
+    /// are fixed).
+    pub(super) fn extend(&mut self, items: &[(&'static str, u32)]) {
+        assert!(
+            self.len + items.len() <= MAX_CONSTANTS,
+            "more than {MAX_CONSTANTS} override constants"
+        );
+        self.items[self.len..self.len + items.len()].copy_from_slice(items);
+        self.len += items.len();
+    }
+
+    pub(super) fn as_slice(&self) -> &[(&'static str, u32)] {
+        &self.items[..self.len]
+    }
+}
+
+impl PartialEq for Constants {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Constants {}
+
+impl Hash for Constants {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+/// Most buffers one bind group binds, the uniform included.
+const MAX_BINDINGS: usize = 8;
 
 /// Threads per workgroup of every 1-d kernel.
 pub(super) const WORKGROUP: usize = 256;
@@ -79,7 +134,8 @@ pub(super) struct PipelineKey {
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub(super) struct BindKey {
     pipeline: PipelineKey,
-    buffers: Vec<u64>,
+    /// The uniform's id, then each buffer's; 0 past the last.
+    buffers: [u64; MAX_BINDINGS],
 }
 
 /// What the backend caches so that a step that repeats the last one builds nothing.
@@ -150,7 +206,7 @@ impl GpuBackend {
         buffers: &[(u32, &GpuBuffer)],
         groups: [u32; 3],
     ) -> Result<()> {
-        self.dispatch_with(kernel, Vec::new(), params, buffers, groups)
+        self.dispatch_with(kernel, Constants::NONE, params, buffers, groups)
     }
 
     /// [`Self::dispatch`] of a pipeline specialised by override `constants`.
@@ -171,6 +227,7 @@ impl GpuBackend {
         let bind_group = self.bind_group(key, &pipeline, params, buffers)?;
         self.record(kernel, &pipeline, &bind_group, groups);
         self.dispatches.set(self.dispatches.get() + 1);
+        self.note_planned(kernel, &constants, buffers, groups);
         Ok(())
     }
 
@@ -241,11 +298,17 @@ impl GpuBackend {
         }
         let kernel = key.kernel;
         let module = self.module(kernel.shader);
-        let constants: Vec<(&str, f64)> =
-            key.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+        let constants: Vec<(&str, f64)> = key
+            .constants
+            .as_slice()
+            .iter()
+            .map(|&(n, v)| (n, v as f64))
+            .collect();
         let label = format!(
             "{}::{} {:?}",
-            kernel.shader.name, kernel.entry, key.constants
+            kernel.shader.name,
+            kernel.entry,
+            key.constants.as_slice()
         );
         let pipeline = self
             .ctx
@@ -307,11 +370,21 @@ impl GpuBackend {
     ) -> Result<wgpu::BindGroup> {
         let (uniform_id, uniform) = self.uniform(params)?;
         let label = pipeline_key.kernel.entry;
+        if buffers.len() >= MAX_BINDINGS {
+            return Err(Error::InvalidParams(format!(
+                "{label}: {} buffers exceed the {} a bind group may hold",
+                buffers.len(),
+                MAX_BINDINGS - 1
+            )));
+        }
+        let mut ids = [0; MAX_BINDINGS];
+        ids[0] = uniform_id;
+        for (id, (_, b)) in ids[1..].iter_mut().zip(buffers) {
+            *id = b.id;
+        }
         let key = BindKey {
             pipeline: pipeline_key,
-            buffers: std::iter::once(uniform_id)
-                .chain(buffers.iter().map(|(_, b)| b.id))
-                .collect(),
+            buffers: ids,
         };
         let mut caches = self.caches.borrow_mut();
         let bind_group = caches.bind_groups.entry(key).or_insert_with(|| {

@@ -17,13 +17,14 @@
 //!
 //! The files: `context` opens the adapter and device; `memory` holds buffers, writes, readback
 //! and submit; `dispatch` the module, pipeline, uniform and bind-group caches, the grids and the
-//! recording of a dispatch; `profile` the per-scope timing; `ops/<family>.rs` each op family's
+//! recording of a dispatch; `plan` the log of dispatches behind `cnn-gpu time --plan`; `profile` the per-scope timing; `ops/<family>.rs` each op family's
 //! launchers, uniform structs and binding slots. The [`Backend`] impl below only delegates.
 
 mod context;
 mod dispatch;
 mod memory;
 mod ops;
+mod plan;
 mod profile;
 
 use std::cell::{Cell, RefCell};
@@ -41,6 +42,7 @@ use dispatch::{Caches, Recording};
 pub use memory::GpuBuffer;
 use memory::{buffer_limit, create_buffer};
 use ops::*;
+pub use plan::PlannedDispatch;
 use profile::Profile;
 
 /// Whether shader modules keep naga's runtime checks (bounds clamping, loop bounding, zeroed
@@ -81,6 +83,10 @@ pub struct GpuBackend {
     /// The 256 normalised pixel values, computed on the host with [`crate::backend::normalize_pixel`].
     norm_table: GpuBuffer,
     dispatches: Cell<u64>,
+    /// The dispatches logged while planning (see `plan`).
+    plan: RefCell<Option<Vec<PlannedDispatch>>>,
+    /// The exact FLOPs of the next dispatch, when its launcher knows them.
+    next_flops: Cell<Option<f64>>,
     profile: RefCell<Option<Profile>>,
     counters: CounterCells,
 }
@@ -124,6 +130,8 @@ impl GpuBackend {
             next_id: Cell::new(1),
             norm_table,
             dispatches: Cell::new(0),
+            plan: RefCell::new(None),
+            next_flops: Cell::new(None),
             profile: RefCell::new(None),
             counters: Default::default(),
         })

@@ -12,6 +12,13 @@ use crate::Result;
 const SHADER: Shader = shader!("bias.wgsl");
 const BIAS_ADD: Kernel = Kernel::new(SHADER, "bias_add");
 const CHANNEL_SUM: Kernel = Kernel::new(SHADER, "channel_sum");
+const CHANNEL_SUM_PARTIAL: Kernel = Kernel::new(SHADER, "channel_sum_partial");
+
+/// Workgroups a channel sum's first pass aims at: a few per SM of a 132-SM GPU.
+const SUM_GROUPS: usize = 512;
+/// Fewest elements a slice of a two-pass channel sum adds, so that slicing pays for the
+/// second pass.
+const SLICE_MIN: usize = 1024;
 
 // bias.wgsl's bindings (0 is the uniform).
 const SRC: u32 = 1;
@@ -24,7 +31,8 @@ struct ChannelParams {
     outer: u32,
     channels: u32,
     inner: u32,
-    _pad: u32,
+    /// Slices per channel (channel_sum_partial only).
+    chunks: u32,
 }
 
 fn channel_params(p: &Channels) -> Result<ChannelParams> {
@@ -32,7 +40,7 @@ fn channel_params(p: &Channels) -> Result<ChannelParams> {
         outer: to_u32("outer", p.outer)?,
         channels: to_u32("channels", p.channels)?,
         inner: to_u32("inner", p.inner)?,
-        _pad: 0,
+        chunks: 0,
     })
 }
 
@@ -55,7 +63,31 @@ pub(in crate::backend::gpu) fn channel_sum(
     out: &mut GpuBuffer,
 ) -> Result<()> {
     check::channels("channel_sum", p, out.len, x.len)?;
-    let params = channel_params(p)?;
-    let bufs = [(SRC, x), (DST, &*out)];
-    gpu.dispatch(CHANNEL_SUM, &params, &bufs, gpu.grid_groups(p.channels)?)
+    // Few channels over many elements (conv1.b: 32 channels of batch·784) would leave most of
+    // a GPU idle at one workgroup a channel: cut each channel into slices summed in parallel,
+    // then add the slices up.
+    let chunks = SUM_GROUPS
+        .div_ceil(p.channels.max(1))
+        .min(p.outer * p.inner / SLICE_MIN);
+    if chunks <= 1 {
+        let params = channel_params(p)?;
+        let bufs = [(SRC, x), (DST, &*out)];
+        return gpu.dispatch(CHANNEL_SUM, &params, &bufs, gpu.grid_groups(p.channels)?);
+    }
+    let partial = gpu.scratch(p.channels * chunks)?;
+    let first = ChannelParams {
+        chunks: to_u32("chunks", chunks)?,
+        ..channel_params(p)?
+    };
+    let bufs = [(SRC, x), (DST, &*partial)];
+    let grid = gpu.grid_groups(p.channels * chunks)?;
+    gpu.dispatch(CHANNEL_SUM_PARTIAL, &first, &bufs, grid)?;
+    let slices = Channels {
+        outer: 1,
+        channels: p.channels,
+        inner: chunks,
+    };
+    let bufs = [(SRC, &*partial), (DST, &*out)];
+    let grid = gpu.grid_groups(p.channels)?;
+    gpu.dispatch(CHANNEL_SUM, &channel_params(&slices)?, &bufs, grid)
 }

@@ -36,6 +36,8 @@ const BACKWARD_WEIGHT: Pass = Pass {
 };
 /// The weight gradient's second pass when K was split.
 const BACKWARD_WEIGHT_REDUCE: Kernel = Kernel::new(SHADER, "conv2d_backward_weight_reduce");
+/// Its threads per workgroup (conv2d.wgsl's `@workgroup_size`).
+const REDUCE_WORKGROUP: usize = 64;
 
 // conv2d.wgsl's bindings (0 is the uniform): the GEMM's A and B operands, the bias (read by
 // the forward pass only; the others bind any read-only buffer there), and the output.
@@ -56,7 +58,7 @@ struct ConvParams {
 
 /// conv2d.wgsl's shape constants.
 fn conv_constants(p: &Conv2d) -> Result<Constants> {
-    Ok(vec![
+    Ok(Constants::of(&[
         ("CIN", to_u32("in_channels", p.in_channels)?),
         ("H", to_u32("in_h", p.in_h)?),
         ("W", to_u32("in_w", p.in_w)?),
@@ -67,22 +69,22 @@ fn conv_constants(p: &Conv2d) -> Result<Constants> {
         ("PAD", to_u32("padding", p.padding)?),
         ("OH", to_u32("out_h", p.out_h())?),
         ("OW", to_u32("out_w", p.out_w())?),
-    ])
+    ]))
 }
 
-/// Records one GEMM pass over an M×N output with K split `splits` ways in chunks of
+/// Records one GEMM pass over an M×N×K product with K split `splits` ways in chunks of
 /// `k_chunk`.
 fn conv_gemm(
     gpu: &GpuBackend,
     pass: Pass,
     p: &Conv2d,
-    (m, n): (usize, usize),
+    (m, n, k): (usize, usize, usize),
     (splits, k_chunk): (usize, usize),
     bufs: &[(u32, &GpuBuffer)],
 ) -> Result<()> {
     let (tm, tn) = (gemm_per_thread(m), gemm_per_thread(n));
     let mut constants = conv_constants(p)?;
-    constants.extend([("MODE", pass.mode), ("TM", tm), ("TN", tn)]);
+    constants.extend(&[("MODE", pass.mode), ("TM", tm), ("TN", tn)]);
     let params = ConvParams {
         batch: to_u32("batch", p.batch)?,
         splits: to_u32("splits", splits)?,
@@ -90,6 +92,7 @@ fn conv_gemm(
         _pad: 0,
     };
     let grid = gemm_grid(m, n, tm, tn, splits, gpu.max_workgroups())?;
+    gpu.next_flops(2.0 * (m * n * k) as f64);
     gpu.dispatch_with(pass.kernel, constants, &params, bufs, grid)
 }
 
@@ -102,9 +105,10 @@ pub(in crate::backend::gpu) fn conv2d_forward(
     out: &mut GpuBuffer,
 ) -> Result<()> {
     check::conv2d_forward(p, x.len, w.len, bias.len, out.len)?;
-    let mn = (p.out_channels, p.batch * p.out_h() * p.out_w());
+    let k = p.in_channels * p.kernel_h * p.kernel_w;
+    let mnk = (p.out_channels, p.batch * p.out_h() * p.out_w(), k);
     let bufs = [(LHS, w), (RHS, x), (AUX, bias), (DST, &*out)];
-    conv_gemm(gpu, FORWARD, p, mn, (1, 0), &bufs)
+    conv_gemm(gpu, FORWARD, p, mnk, (1, 0), &bufs)
 }
 
 pub(in crate::backend::gpu) fn conv2d_backward_input(
@@ -115,10 +119,11 @@ pub(in crate::backend::gpu) fn conv2d_backward_input(
     dx: &mut GpuBuffer,
 ) -> Result<()> {
     check::conv2d_backward_input(p, dout.len, w.len, dx.len)?;
-    let mn = (p.in_channels, p.batch * p.in_h * p.in_w);
+    let k = p.out_channels * p.kernel_h * p.kernel_w;
+    let mnk = (p.in_channels, p.batch * p.in_h * p.in_w, k);
     // AUX is unused in this pass; w stands in for it.
     let bufs = [(LHS, w), (RHS, dout), (AUX, w), (DST, &*dx)];
-    conv_gemm(gpu, BACKWARD_INPUT, p, mn, (1, 0), &bufs)
+    conv_gemm(gpu, BACKWARD_INPUT, p, mnk, (1, 0), &bufs)
 }
 
 pub(in crate::backend::gpu) fn conv2d_backward_weight(
@@ -135,17 +140,18 @@ pub(in crate::backend::gpu) fn conv2d_backward_weight(
     let k = p.batch * p.out_h() * p.out_w();
     let tiles =
         m.div_ceil(16 * gemm_per_thread(m) as usize) * n.div_ceil(16 * gemm_per_thread(n) as usize);
-    let wanted = (512 / tiles).max(1);
+    // The splits run over z: at most the per-dimension limit of them.
+    let wanted = (512 / tiles).clamp(1, gpu.max_workgroups() as usize);
     let k_chunk = k.div_ceil(wanted).max(256).next_multiple_of(16);
     let splits = k.div_ceil(k_chunk);
     if splits == 1 {
         // AUX is unused in this pass; dout stands in for it.
         let bufs = [(LHS, dout), (RHS, x), (AUX, dout), (DST, &*dw)];
-        return conv_gemm(gpu, BACKWARD_WEIGHT, p, (m, n), (1, k_chunk), &bufs);
+        return conv_gemm(gpu, BACKWARD_WEIGHT, p, (m, n, k), (1, k_chunk), &bufs);
     }
     let partial = gpu.scratch(splits * m * n)?;
     let bufs = [(LHS, dout), (RHS, x), (AUX, dout), (DST, &*partial)];
-    conv_gemm(gpu, BACKWARD_WEIGHT, p, (m, n), (splits, k_chunk), &bufs)?;
+    conv_gemm(gpu, BACKWARD_WEIGHT, p, (m, n, k), (splits, k_chunk), &bufs)?;
     let params = ConvParams {
         batch: to_u32("batch", p.batch)?,
         splits: splits as u32,
@@ -158,7 +164,7 @@ pub(in crate::backend::gpu) fn conv2d_backward_weight(
         conv_constants(p)?,
         &params,
         &reduce,
-        gpu.grid(m * n)?,
+        gpu.grid_groups((m * n).div_ceil(REDUCE_WORKGROUP))?,
     )
 }
 

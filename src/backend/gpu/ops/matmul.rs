@@ -4,13 +4,20 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::to_u32;
-use crate::backend::gpu::dispatch::{shader, Kernel, Shader};
+use crate::backend::gpu::dispatch::{shader, Constants, Kernel, Shader};
 use crate::backend::gpu::{GpuBackend, GpuBuffer};
 use crate::backend::{check, Matmul};
 use crate::Result;
 
 const SHADER: Shader = shader!("matmul.wgsl", after "gemm_tile.wgsl");
 const MATMUL: Kernel = Kernel::new(SHADER, "matmul");
+const MATMUL_REDUCE: Kernel = Kernel::new(SHADER, "matmul_reduce");
+/// matmul_reduce's threads per workgroup (its `@workgroup_size`).
+const REDUCE_WORKGROUP: usize = 64;
+/// Workgroups a dispatch needs to occupy every SM of an H100/H200 (132 SMs).
+const FILL: usize = 132;
+/// The shortest K-slice of a split product: one K-tile (batch-1024 fc2 forward has K = 64).
+const K_CHUNK_MIN: usize = 16;
 
 // matmul.wgsl's bindings (0 is the uniform).
 const A: u32 = 1;
@@ -26,7 +33,9 @@ struct MatmulParams {
     n: u32,
     trans_a: u32,
     trans_b: u32,
-    _pad: [u32; 3],
+    splits: u32,
+    k_chunk: u32,
+    _pad: u32,
 }
 
 /// Outputs per thread along one side of the GEMM tile (gemm_tile.wgsl's TM or TN): the largest
@@ -86,21 +95,72 @@ pub(in crate::backend::gpu) fn matmul(
     c: &mut GpuBuffer,
 ) -> Result<()> {
     check::matmul(p, a.len, b.len, c.len)?;
+    let max = gpu.max_workgroups() as usize;
+    let (tm, tn) = narrowed(p.m, p.n, matmul_per_thread(p.m, p.n), max);
+    let tiles = p.m.div_ceil(16 * tm as usize) * p.n.div_ceil(16 * tn as usize);
+    // Still too few tiles: split a long K into slices of at least K_CHUNK_MIN.
+    let wanted = (2 * FILL).div_ceil(tiles).min(p.k / K_CHUNK_MIN).min(max);
+    let fits = p.n.div_ceil(16 * tn as usize) <= max && p.m.div_ceil(16 * tm as usize) <= max;
+    // Only products big enough to matter (≥ 1 MFLOP): a split adds a dispatch.
+    let big = 2 * p.m * p.n * p.k >= 1_000_000;
+    let (splits, k_chunk) = if tiles < FILL && wanted > 1 && fits && big {
+        let k_chunk = p.k.div_ceil(wanted).next_multiple_of(16);
+        (p.k.div_ceil(k_chunk), k_chunk)
+    } else {
+        (1, p.k)
+    };
     let params = MatmulParams {
         m: to_u32("m", p.m)?,
         k: to_u32("k", p.k)?,
         n: to_u32("n", p.n)?,
         trans_a: p.trans_a as u32,
         trans_b: p.trans_b as u32,
-        _pad: [0; 3],
+        splits: to_u32("splits", splits)?,
+        k_chunk: to_u32("k_chunk", k_chunk)?,
+        _pad: 0,
     };
-    let (tm, tn) = matmul_per_thread(p.m, p.n);
-    let grid = gemm_grid(p.m, p.n, tm, tn, 1, gpu.max_workgroups())?;
+    let grid = gemm_grid(p.m, p.n, tm, tn, splits, gpu.max_workgroups())?;
+    let constants = Constants::of(&[("TM", tm), ("TN", tn)]);
+    gpu.next_flops(2.0 * (p.m * p.n * p.k) as f64);
+    if splits == 1 {
+        return gpu.dispatch_with(
+            MATMUL,
+            constants,
+            &params,
+            &[(A, a), (B, b), (C, &*c)],
+            grid,
+        );
+    }
+    let partial = gpu.scratch(splits * p.m * p.n)?;
     gpu.dispatch_with(
         MATMUL,
-        vec![("TM", tm), ("TN", tn)],
+        constants,
         &params,
-        &[(A, a), (B, b), (C, &*c)],
+        &[(A, a), (B, b), (C, &*partial)],
         grid,
-    )
+    )?;
+    // The reduce binds the slices as a.
+    let groups = gpu.grid_groups((p.m * p.n).div_ceil(REDUCE_WORKGROUP))?;
+    gpu.dispatch(MATMUL_REDUCE, &params, &[(A, &*partial), (C, &*c)], groups)
+}
+
+/// `(tm, tn)` halved, the larger first, while the M×N product has fewer than [`FILL`] tiles, a
+/// side is above 1 a thread and the tiles of each side stay within `max` (the per-dimension
+/// limit): a product too small to fill the GPU spreads over more workgroups (each output
+/// still sums its K in the same order).
+fn narrowed(m: usize, n: usize, (mut tm, mut tn): (u32, u32), max: usize) -> (u32, u32) {
+    let rows = |tm: u32| m.div_ceil(16 * tm as usize);
+    let cols = |tn: u32| n.div_ceil(16 * tn as usize);
+    while rows(tm) * cols(tn) < FILL {
+        if tm >= tn && tm > 1 && rows(tm / 2) <= max {
+            tm /= 2;
+        } else if tn > 1 && cols(tn / 2) <= max {
+            tn /= 2;
+        } else if tm > 1 && rows(tm / 2) <= max {
+            tm /= 2;
+        } else {
+            break;
+        }
+    }
+    (tm, tn)
 }

@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::to_u32;
-use crate::backend::gpu::dispatch::{shader, Kernel, Shader};
+use crate::backend::gpu::dispatch::{shader, Constants, Kernel, Shader};
 use crate::backend::gpu::{GpuBackend, GpuBuffer};
 use crate::backend::{check, Pool2d};
 use crate::Result;
@@ -54,7 +54,7 @@ fn pool(
     threads: usize,
     bufs: &[(u32, &GpuBuffer)],
 ) -> Result<()> {
-    let constants = vec![
+    let constants = Constants::of(&[
         ("H", to_u32("in_h", p.in_h)?),
         ("W", to_u32("in_w", p.in_w)?),
         ("KERNEL", to_u32("kernel", p.kernel)?),
@@ -62,7 +62,7 @@ fn pool(
         ("OH", to_u32("out_h", p.out_h())?),
         ("OW", to_u32("out_w", p.out_w())?),
         ("RELU", u32::from(pass.relu)),
-    ];
+    ]);
     let params = PoolParams {
         planes: to_u32("batch·channels", p.batch * p.channels)?,
         _pad: [0; 3],
