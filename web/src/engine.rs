@@ -54,7 +54,7 @@ pub struct Settings {
 
 /// The models the page offers: those without batch norm (whose running statistics the web
 /// cannot read back without blocking yet).
-pub const PRESETS: [&str; 2] = ["simple_cnn", "lenet5"];
+pub const PRESETS: [&str; 2] = ["simple-cnn", "lenet5"];
 
 impl Settings {
     /// The model and the run's configuration, or a message naming the bad setting.

@@ -31,7 +31,7 @@ pub fn tiny_dataset(n: usize) -> Dataset {
 /// The run: SimpleCNN, SGD, batch 16, lr 0.01, seed 7, a loss line per step.
 pub fn tiny_settings() -> Settings {
     Settings {
-        preset: "simple_cnn".into(),
+        preset: "simple-cnn".into(),
         optimizer: "sgd".into(),
         batch_size: 16,
         lr: 0.01,

@@ -39,6 +39,17 @@ macro_rules! with_engine {
     };
 }
 
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(s: &str);
+}
+
+/// Sends panics to the console with their message (wasm otherwise shows only "unreachable").
+fn panic_to_console() {
+    std::panic::set_hook(Box::new(|info| console_error(&info.to_string())));
+}
+
 /// The page's model, data and run.
 #[wasm_bindgen]
 pub struct App {
@@ -60,6 +71,7 @@ pub fn open_cpu() -> cnn_gpu::Result<CpuBackend> {
 impl App {
     /// An app on WebGPU; rejects with the reason when the browser offers no adapter.
     pub async fn gpu() -> Result<App, JsValue> {
+        panic_to_console();
         let b = open_gpu().await.map_err(js_err)?;
         let backend = format!("WebGPU: {}", b.adapter().describe());
         Ok(App {
@@ -70,6 +82,7 @@ impl App {
 
     /// An app on the CPU backend (single-threaded wasm).
     pub fn cpu() -> Result<App, JsValue> {
+        panic_to_console();
         let b = open_cpu().map_err(js_err)?;
         Ok(App {
             engine: Either::Cpu(Engine::new(b)),
