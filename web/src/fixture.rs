@@ -14,7 +14,7 @@ pub fn tiny_dataset(n: usize) -> Dataset {
         let class = (i % 10) as u8;
         for r in 0..28usize {
             for c in 0..28usize {
-                let stripe = (r / 3 + c / 5 + class as usize) % 10 == 0;
+                let stripe = (r / 3 + c / 5 + class as usize).is_multiple_of(10);
                 let noise = (i * 131 + r * 29 + c * 17) % 37;
                 images.push(if stripe {
                     200 + noise as u8

@@ -25,8 +25,8 @@ fn json<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
 }
 
 enum Either {
-    Gpu(Engine<GpuBackend>),
-    Cpu(Engine<CpuBackend>),
+    Gpu(Box<Engine<GpuBackend>>),
+    Cpu(Box<Engine<CpuBackend>>),
 }
 
 /// Runs `$body` with `$e` bound to the engine, whichever backend it has.
@@ -75,7 +75,7 @@ impl App {
         let b = open_gpu().await.map_err(js_err)?;
         let backend = format!("WebGPU: {}", b.adapter().describe());
         Ok(App {
-            engine: Either::Gpu(Engine::new(b)),
+            engine: Either::Gpu(Box::new(Engine::new(b))),
             backend,
         })
     }
@@ -85,7 +85,7 @@ impl App {
         panic_to_console();
         let b = open_cpu().map_err(js_err)?;
         Ok(App {
-            engine: Either::Cpu(Engine::new(b)),
+            engine: Either::Cpu(Box::new(Engine::new(b))),
             backend: "CPU (single-threaded wasm)".into(),
         })
     }

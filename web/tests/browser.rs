@@ -178,7 +178,7 @@ async fn pooling_matches_cpu() {
     let dout = values(p.output_len(), 8);
     both(
         "maxpool2d_forward",
-        &[x.clone()],
+        std::slice::from_ref(&x),
         p.output_len(),
         |b, i, o| b.maxpool2d_forward(&p, &i[0], o).unwrap(),
         |b, i, o| b.maxpool2d_forward(&p, &i[0], o).unwrap(),
@@ -186,7 +186,7 @@ async fn pooling_matches_cpu() {
     .await;
     both(
         "avgpool2d_forward",
-        &[x.clone()],
+        std::slice::from_ref(&x),
         p.output_len(),
         |b, i, o| b.avgpool2d_forward(&p, &i[0], o).unwrap(),
         |b, i, o| b.avgpool2d_forward(&p, &i[0], o).unwrap(),
