@@ -179,15 +179,41 @@ pub(super) fn evaluate_until<B: Backend>(
     batch: usize,
     stop: &mut StopCheck<'_>,
 ) -> Result<Option<EvalResult>> {
-    let n = data.len;
-    let Some(mut pass) = EvalPass::new(b, model, data, batch)? else {
-        return Ok(Some(EvalResult {
-            correct: 0,
-            total: 0,
-        }));
+    let Some(correct) = record_correct_until(b, model, data, batch, stop)? else {
+        return Ok(None);
     };
+    let correct = b.read_u32(&correct)?[0] as usize;
+    Ok(Some(EvalResult {
+        correct,
+        total: data.len,
+    }))
+}
+
+/// Records [`evaluate`]'s passes without reading anything back: the returned one-word buffer
+/// holds the count of correct answers once the backend has run them (the web reads it back
+/// asynchronously).
+pub fn record_correct<B: Backend>(
+    b: &B,
+    model: &Model<B>,
+    data: &ResidentDataset<B>,
+    batch: usize,
+) -> Result<B::Buffer> {
+    record_correct_until(b, model, data, batch, &mut never).map(|r| r.expect("never stopped"))
+}
+
+/// [`record_correct`], asking `stop` after every batch: None when it said stop.
+fn record_correct_until<B: Backend>(
+    b: &B,
+    model: &Model<B>,
+    data: &ResidentDataset<B>,
+    batch: usize,
+    stop: &mut StopCheck<'_>,
+) -> Result<Option<B::Buffer>> {
     let mut correct = b.zeros(1, "correct")?;
-    for offset in (0..n).step_by(pass.batch) {
+    let Some(mut pass) = EvalPass::new(b, model, data, batch)? else {
+        return Ok(Some(correct));
+    };
+    for offset in (0..data.len).step_by(pass.batch) {
         let ws = pass.gather(b, data, offset)?;
         model.forward(b, ws)?;
         model.count_correct(b, ws, &mut correct)?;
@@ -196,8 +222,29 @@ pub(super) fn evaluate_until<B: Backend>(
             return Ok(None);
         }
     }
-    let correct = b.read_u32(&correct)?[0] as usize;
-    Ok(Some(EvalResult { correct, total: n }))
+    Ok(Some(correct))
+}
+
+/// Records `model`'s forward pass over all of `data` in one batch and returns its workspace,
+/// nothing read back: the caller reads [`Workspace::logits`] however it can (the web awaits).
+pub fn forward_all<B: Backend>(
+    b: &B,
+    model: &Model<B>,
+    data: &ResidentDataset<B>,
+) -> Result<Workspace<B>> {
+    let mut pass = EvalPass::new(b, model, data, data.len.max(1))?
+        .ok_or_else(|| Error::InvalidParams("there are no images to classify".into()))?;
+    if pass.batch < data.len {
+        return Err(Error::Limit(format!(
+            "{} images do not fit one batch on {}",
+            data.len,
+            b.describe()
+        )));
+    }
+    pass.gather(b, data, 0)?;
+    model.forward(b, &mut pass.full)?;
+    b.flush()?;
+    Ok(pass.full)
 }
 
 /// A detailed evaluation: accuracy, mean loss and the confusion matrix.

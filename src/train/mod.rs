@@ -29,16 +29,18 @@ mod eval;
 mod report;
 mod resume;
 mod step;
+mod stepwise;
 
 /// The running loss window, as checkpoints record it.
 pub use crate::checkpoint::LossWindow;
 pub use eval::{
-    classify, evaluate, evaluate_detailed, forward_batches, softmax, upload_unlabelled, EvalReport,
-    EvalResult,
+    classify, evaluate, evaluate_detailed, forward_all, forward_batches, record_correct, softmax,
+    upload_unlabelled, EvalReport, EvalResult,
 };
 pub use report::{EpochStats, FitSummary, LossRecord, QuietReporter, Reporter, TrainSummary};
 pub use resume::{Resume, Session, Start};
 pub use step::{max_batch, ResidentDataset};
+pub use stepwise::{Recorded, Stepwise};
 
 /// Hyper-parameters of a training run. [`Default`] gives the tutorial's values.
 #[derive(Clone, Debug, PartialEq)]

@@ -169,6 +169,11 @@ impl<'d, B: Backend> Trainer<'d, B> {
         Ok(sum)
     }
 
+    /// The running loss sum on the backend.
+    pub(super) fn loss_sum(&self) -> &B::Buffer {
+        &self.loss_sum
+    }
+
     /// Sets the running loss sum at an epoch's start: 0, or a resumed epoch's window.
     pub(super) fn write_loss(&mut self, b: &B, sum: f32) -> Result<()> {
         b.write_f32(&mut self.loss_sum, &[sum])

@@ -31,7 +31,7 @@ pub(crate) const PAR_MIN_LEN: usize = 1 << 15;
 /// The CPU backend: a rayon pool of its own, so that its thread count is what was asked for
 /// whatever else in the process uses rayon.
 pub struct CpuBackend {
-    pool: rayon::ThreadPool,
+    pool: std::sync::Arc<rayon::ThreadPool>,
     /// Per-scope wall time while `cnn-gpu time` profiles (ops finish before they return).
     profile: std::sync::Mutex<Option<super::ScopeClock>>,
     counters: super::CounterCells,
@@ -77,15 +77,40 @@ impl CpuBackend {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let pool = rayon::ThreadPoolBuilder::new()
+        let builder = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
-            .thread_name(|i| format!("cnn-cpu-{i}"))
-            .build()
-            .map_err(|e| {
-                Error::Io(std::io::Error::other(format!(
-                    "cannot start {threads} CPU threads: {e}"
-                )))
-            })?;
+            .thread_name(|i| format!("cnn-cpu-{i}"));
+        #[cfg(not(target_arch = "wasm32"))]
+        let pool = std::sync::Arc::new(builder.build().map_err(|e| {
+            Error::Io(std::io::Error::other(format!(
+                "cannot start {threads} CPU threads: {e}"
+            )))
+        })?);
+        // A browser's wasm has no threads to spawn: there the pool is the calling thread alone,
+        // which can belong to one pool only, so every backend of that thread shares it.
+        #[cfg(target_arch = "wasm32")]
+        let pool = {
+            thread_local! {
+                static POOL: std::cell::OnceCell<std::sync::Arc<rayon::ThreadPool>> =
+                    const { std::cell::OnceCell::new() };
+            }
+            let _ = threads;
+            POOL.with(|p| -> Result<_> {
+                if p.get().is_none() {
+                    let pool = builder
+                        .num_threads(1)
+                        .use_current_thread()
+                        .build()
+                        .map_err(|e| {
+                            Error::Io(std::io::Error::other(format!(
+                                "cannot make the page's thread a CPU pool: {e}"
+                            )))
+                        })?;
+                    let _ = p.set(std::sync::Arc::new(pool));
+                }
+                Ok(p.get().expect("set").clone())
+            })?
+        };
         Ok(CpuBackend {
             pool,
             profile: Default::default(),

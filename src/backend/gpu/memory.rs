@@ -63,21 +63,31 @@ pub(super) fn create_buffer(ctx: &Context, len: usize, label: &str, id: u64) -> 
             limit >> 20
         )));
     }
-    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+    let desc = wgpu::BufferDescriptor {
         label: Some(label),
         size: bytes,
         usage: wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_SRC
             | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
-    });
-    if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::Gpu(format!(
-            "out of GPU memory allocating '{label}' ({} MiB): {e}",
-            bytes >> 20
-        )));
-    }
+    };
+    // A browser resolves an error scope only after control returns to its event loop, so
+    // blocking on one there never returns: on the web an out-of-memory error reaches the error
+    // sink instead, and the next submit or readback reports it.
+    #[cfg(target_arch = "wasm32")]
+    let buffer = ctx.device.create_buffer(&desc);
+    #[cfg(not(target_arch = "wasm32"))]
+    let buffer = {
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = ctx.device.create_buffer(&desc);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!(
+                "out of GPU memory allocating '{label}' ({} MiB): {e}",
+                bytes >> 20
+            )));
+        }
+        buffer
+    };
     Ok(GpuBuffer {
         buffer,
         len,
