@@ -294,3 +294,17 @@ fn bad_files_are_refused_naming_the_problem() {
     );
     assert!(refusal("input = [1, 28, 28]\n").contains("no layers"));
 }
+
+/// Names quoted from the file keep the error on one line, whatever TOML's escapes put in them:
+/// the crash `cargo fuzz run model_file` found (a kind holding `\n`), and a key holding one.
+#[test]
+fn names_with_control_characters_stay_on_one_line() {
+    let found = include_str!("fixtures/fuzz/model_file-newline-in-kind.toml");
+    let msg = refusal(found);
+    assert!(
+        msg.starts_with("line 3, layer 0, mkind = ") && msg.contains(r"\near"),
+        "{msg}"
+    );
+    let msg = refusal("[[layer]]\nkind = \"relu\"\n\"a\\nb\\tc\" = 1\n");
+    assert!(msg.contains(r"a\nb\tc"), "{msg}");
+}

@@ -91,12 +91,33 @@ fn parse_table(value: toml::Value) -> std::result::Result<super::Layer, String> 
     }
 }
 
+/// `msg` with its control characters escaped (`\n` for a newline): the messages quote names
+/// from the file, which TOML's escapes can fill with anything, and an error is one line.
+fn one_line(msg: &str) -> String {
+    msg.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 impl ModelSpec {
     /// Parses and checks a TOML model description: unknown keys and layer kinds are refused
     /// by name, with the line and the layer they are in; shapes are inferred, and the first
     /// layer that does not fit is named with its index and kind. Errors are
     /// [`Error::InvalidParams`], one line each.
     pub fn from_toml(text: &str) -> Result<ModelSpec> {
+        Self::parse_toml(text).map_err(|e| match e {
+            Error::InvalidParams(msg) => Error::InvalidParams(one_line(&msg)),
+            other => other,
+        })
+    }
+
+    fn parse_toml(text: &str) -> Result<ModelSpec> {
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
         let file: RawSpec = toml::from_str(text).map_err(|e| {
             let at = e
