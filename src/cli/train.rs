@@ -378,9 +378,7 @@ impl Stopped<'_> {
         }
         f
     }
-}
 
-impl Stopped<'_> {
     /// The command that evaluates `checkpoint` on this run's data, quoted for a POSIX shell.
     fn eval_command(&self, checkpoint: &Path) -> String {
         let program = std::env::args_os()

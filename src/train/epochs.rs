@@ -94,6 +94,19 @@ struct EpochSteps {
     failure: Option<Error>,
 }
 
+impl EpochSteps {
+    /// Where the run stands after these steps, with `sum` the running window's loss sum.
+    fn at(&self, sum: f32) -> MidEpoch {
+        MidEpoch {
+            steps_done: self.first_step + self.steps_done,
+            window: LossWindow {
+                sum,
+                steps: self.in_interval,
+            },
+        }
+    }
+}
+
 /// The loop's borrowed parts, so each epoch's two halves are methods.
 struct Epochs<'r, 'd, B: Backend> {
     b: &'r B,
@@ -184,13 +197,7 @@ impl<B: Backend> Epochs<'_, '_, B> {
     /// Where the run stands after the steps of `done`: the steps of the epoch done and the
     /// running loss window, read back (which waits for the last step).
     fn standing(&self, done: &EpochSteps) -> Result<MidEpoch> {
-        Ok(MidEpoch {
-            steps_done: done.first_step + done.steps_done,
-            window: LossWindow {
-                sum: self.trainer.read_loss(self.b)?,
-                steps: done.in_interval,
-            },
-        })
+        Ok(done.at(self.trainer.read_loss(self.b)?))
     }
 
     /// Ends `epoch`: times it, reports it (with its evaluation) unless a stop cut it short, and
@@ -218,13 +225,7 @@ impl<B: Backend> Epochs<'_, '_, B> {
             tally.steady_seconds += seconds;
             tally.steady_images += done.images;
         }
-        let at = MidEpoch {
-            steps_done: done.first_step + done.steps_done,
-            window: LossWindow {
-                sum: window_sum,
-                steps: done.in_interval,
-            },
-        };
+        let at = done.at(window_sum);
         let mut stop = done.stop;
         let mut failure = done.failure;
         if at.steps_done == steps || !stop {
