@@ -113,6 +113,21 @@ pub enum PoolKind {
     Avg,
 }
 
+/// A matrix the backend has been asked for: its buffer, read back by [`Pending::read`] (or, on
+/// a host that cannot block, however it reads buffers).
+pub struct Pending<B: Backend> {
+    pub buffer: B::Buffer,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl<B: Backend> Pending<B> {
+    /// The matrix, once the backend has computed it.
+    pub fn read(self, b: &B) -> Result<Matrix> {
+        Ok(Matrix::new(self.rows, self.cols, b.read_f32(&self.buffer)?))
+    }
+}
+
 /// Cross-correlation of `input` with `kernel` (as PyTorch's conv2d, no bias), zero padding
 /// `padding` on every side, step `stride`: the backend's `conv2d_forward` with one image and
 /// one channel. Refuses a stride of 0, a padding wider than half the kernel (outputs that would
@@ -124,6 +139,17 @@ pub fn convolve<B: Backend>(
     stride: usize,
     padding: usize,
 ) -> Result<Matrix> {
+    record_convolve(b, input, kernel, stride, padding)?.read(b)
+}
+
+/// [`convolve`], recorded on the backend and not read back.
+pub fn record_convolve<B: Backend>(
+    b: &B,
+    input: &Matrix,
+    kernel: &Matrix,
+    stride: usize,
+    padding: usize,
+) -> Result<Pending<B>> {
     if stride == 0 {
         return Err(Error::InvalidParams("the stride must be at least 1".into()));
     }
@@ -152,7 +178,11 @@ pub fn convolve<B: Backend>(
     let bias = b.zeros(1, "convolve.bias")?;
     let mut out = b.zeros(p.output_len(), "convolve.output")?;
     b.conv2d_forward(&p, &x, &w, &bias, &mut out)?;
-    Ok(Matrix::new(p.out_h(), p.out_w(), b.read_f32(&out)?))
+    Ok(Pending {
+        buffer: out,
+        rows: p.out_h(),
+        cols: p.out_w(),
+    })
 }
 
 /// Max or average pooling of `input` over `size`×`size` windows every `stride` (no padding, the
@@ -164,6 +194,17 @@ pub fn pool<B: Backend>(
     size: usize,
     stride: usize,
 ) -> Result<Matrix> {
+    record_pool(b, input, kind, size, stride)?.read(b)
+}
+
+/// [`pool`], recorded on the backend and not read back.
+pub fn record_pool<B: Backend>(
+    b: &B,
+    input: &Matrix,
+    kind: PoolKind,
+    size: usize,
+    stride: usize,
+) -> Result<Pending<B>> {
     if stride == 0 || size == 0 {
         return Err(Error::InvalidParams(
             "the pooling size and stride must be at least 1".into(),
@@ -184,5 +225,9 @@ pub fn pool<B: Backend>(
         PoolKind::Max => b.maxpool2d_forward(&p, &x, &mut out)?,
         PoolKind::Avg => b.avgpool2d_forward(&p, &x, &mut out)?,
     }
-    Ok(Matrix::new(p.out_h(), p.out_w(), b.read_f32(&out)?))
+    Ok(Pending {
+        buffer: out,
+        rows: p.out_h(),
+        cols: p.out_w(),
+    })
 }

@@ -10,6 +10,7 @@ use cnn_gpu::backend::Backend;
 use cnn_gpu::checkpoint::{self, OptimizerTensors};
 use cnn_gpu::data::{parse_idx, Dataset, IdxKind};
 use cnn_gpu::digit::{mnist_pixels, GreyImage};
+use cnn_gpu::matrix::{self, Matrix, Pending, PoolKind};
 use cnn_gpu::model::{Model, ModelSpec, NamedTensor};
 use cnn_gpu::optim::{OptimConfig, Optimizer};
 use cnn_gpu::train::{
@@ -334,5 +335,34 @@ impl<B: Host> Engine<B> {
         let ws = forward_all(&self.b, model, &data)?;
         let logits = self.b.read(ws.logits()).await?;
         Ok((softmax(&logits), pixels))
+    }
+
+    /// The playground's convolution (`matrix::convolve`), read back without blocking.
+    pub async fn convolve(
+        &self,
+        input: &Matrix,
+        kernel: &Matrix,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Matrix> {
+        let out = matrix::record_convolve(&self.b, input, kernel, stride, padding)?;
+        self.matrix(out).await
+    }
+
+    /// The playground's pooling (`matrix::pool`), read back without blocking.
+    pub async fn pool(
+        &self,
+        input: &Matrix,
+        kind: PoolKind,
+        size: usize,
+        stride: usize,
+    ) -> Result<Matrix> {
+        let out = matrix::record_pool(&self.b, input, kind, size, stride)?;
+        self.matrix(out).await
+    }
+
+    async fn matrix(&self, m: Pending<B>) -> Result<Matrix> {
+        let data = self.b.read(&m.buffer).await?;
+        Ok(Matrix::new(m.rows, m.cols, data))
     }
 }

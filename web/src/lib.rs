@@ -151,6 +151,47 @@ impl App {
         json(&serde_json::json!({"correct": c, "total": n}))
     }
 
+    /// The playground: `input` and `kernel` are matrices as `cnn-gpu convolve` takes them (rows
+    /// separated by `;` or new lines, or a kernel's name: edge, blur, sharpen, identity);
+    /// resolves to `{"rows", "cols", "data"}`, computed by this app's backend (on WebGPU, the
+    /// conv2d kernel training uses).
+    pub async fn convolve(
+        &mut self,
+        input: &str,
+        kernel: &str,
+        stride: usize,
+        padding: usize,
+    ) -> Result<JsValue, JsValue> {
+        let input = Matrix::parse(input).map_err(|e| js_err(format!("input: {e}")))?;
+        let kernel = match matrix::named_kernel(kernel.trim()) {
+            Some(k) => k,
+            None => Matrix::parse(kernel).map_err(|e| js_err(format!("kernel: {e}")))?,
+        };
+        let out = with_engine!(self, e => e.convolve(&input, &kernel, stride, padding).await)
+            .map_err(js_err)?;
+        matrix_json(&out)
+    }
+
+    /// 2-D max (`kind` "max") or average ("avg") pooling of `input` over `size`×`size` windows
+    /// every `stride`, as `cnn-gpu convolve --pool` computes it, on this app's backend.
+    pub async fn pool(
+        &mut self,
+        input: &str,
+        kind: &str,
+        size: usize,
+        stride: usize,
+    ) -> Result<JsValue, JsValue> {
+        let input = Matrix::parse(input).map_err(|e| js_err(format!("input: {e}")))?;
+        let kind = match kind {
+            "max" => PoolKind::Max,
+            "avg" => PoolKind::Avg,
+            k => return Err(js_err(format!("unknown pooling {k:?}: max or avg"))),
+        };
+        let out =
+            with_engine!(self, e => e.pool(&input, kind, size, stride).await).map_err(js_err)?;
+        matrix_json(&out)
+    }
+
     /// Classifies a drawn digit (PNG bytes): `{"probs": [10], "pixels": [784]}`.
     pub async fn predict(&mut self, png: &[u8]) -> Result<JsValue, JsValue> {
         let (probs, pixels) = with_engine!(self, e => e.predict(png).await).map_err(js_err)?;
@@ -158,46 +199,6 @@ impl App {
     }
 }
 
-/// The playground: `input` and `kernel` are matrices as `cnn-gpu convolve` takes them (rows
-/// separated by `;` or new lines, or a kernel's name: edge, blur, sharpen, identity); resolves to
-/// `{"rows", "cols", "data"}`. Computed by the CPU backend's conv2d (the reference the WGSL
-/// kernel is checked against).
-#[wasm_bindgen]
-pub fn convolve(
-    input: &str,
-    kernel: &str,
-    stride: usize,
-    padding: usize,
-) -> Result<JsValue, JsValue> {
-    let input = Matrix::parse(input).map_err(|e| js_err(format!("input: {e}")))?;
-    let kernel = match matrix::named_kernel(kernel.trim()) {
-        Some(k) => k,
-        None => Matrix::parse(kernel).map_err(|e| js_err(format!("kernel: {e}")))?,
-    };
-    let b = playground_backend()?;
-    let out = matrix::convolve(&b, &input, &kernel, stride, padding).map_err(js_err)?;
-    matrix_json(&out)
-}
-
-/// 2-D max (`kind` "max") or average ("avg") pooling of `input` over `size`×`size` windows every
-/// `stride`, as `cnn-gpu convolve --pool` computes it.
-#[wasm_bindgen]
-pub fn pool(input: &str, kind: &str, size: usize, stride: usize) -> Result<JsValue, JsValue> {
-    let input = Matrix::parse(input).map_err(|e| js_err(format!("input: {e}")))?;
-    let kind = match kind {
-        "max" => PoolKind::Max,
-        "avg" => PoolKind::Avg,
-        k => return Err(js_err(format!("unknown pooling {k:?}: max or avg"))),
-    };
-    let b = playground_backend()?;
-    let out = matrix::pool(&b, &input, kind, size, stride).map_err(js_err)?;
-    matrix_json(&out)
-}
-
 fn matrix_json(m: &Matrix) -> Result<JsValue, JsValue> {
     json(&serde_json::json!({"rows": m.rows, "cols": m.cols, "data": m.data}))
-}
-
-fn playground_backend() -> Result<CpuBackend, JsValue> {
-    open_cpu().map_err(js_err)
 }

@@ -1,6 +1,6 @@
 // The page: drives the wasm App (web/src/lib.rs) one call at a time, scheduling training in
 // short ticks so the page stays responsive.
-import init, { App, convolve, pool } from './pkg/cnn_gpu_web.js';
+import init, { App } from './pkg/cnn_gpu_web.js';
 
 const $ = (id) => document.getElementById(id);
 let app = null;
@@ -97,7 +97,7 @@ $('train').onclick = async () => {
       if (!Number.isInteger(s[k]) || s[k] < 0) throw new Error(`${k.replace('_', ' ')} must be a whole number ≥ 0`);
     }
     await call((a) => a.start(JSON.stringify(s)));
-    state.losses = []; state.lines = []; state.accuracy = [];
+    state.losses = []; state.lines = []; state.accuracy = []; state.speed = 0;
     $('log-lines').textContent = ''; $('accuracy').textContent = '';
     state.running = true; state.paused = false; state.finished = false;
     $('pause').disabled = false; $('stop').disabled = false; $('train').disabled = true;
@@ -125,8 +125,10 @@ function finish(text) {
   say(text, true);
 }
 
+// One tick in flight at most: a Resume clicked while a paused tick finishes starts no second loop.
 async function loop() {
-  if (!state.running || state.paused) return;
+  if (!state.running || state.paused || state.ticking) return;
+  state.ticking = true;
   try {
     const t = JSON.parse(await call((a) => a.tick(150)));
     for (const l of t.lines) { state.lines.push(l); $('log-lines').textContent += l + '\n'; }
@@ -138,11 +140,13 @@ async function loop() {
       $('accuracy').innerHTML += line + '<br>';
     }
     $('progress').max = t.total_steps || 1; $('progress').value = t.steps_done;
-    $('speed').textContent = `${t.steps_done}/${t.total_steps} steps, ${t.images_per_sec.toFixed(0)} images/s`;
+    // A tick that only found the run over trained nothing: keep the last speed.
+    if (t.images_per_sec > 0) state.speed = t.images_per_sec;
+    $('speed').textContent = `${t.steps_done}/${t.total_steps} steps, ${(state.speed || 0).toFixed(0)} images/s`;
     drawCurve();
     await drawKernels();
     if (t.finished) { state.finished = true; finish('Finished.'); return; }
-  } catch (e) { state.running = false; finish('Training stopped.'); fail(e); return; }
+  } catch (e) { state.running = false; finish('Training stopped.'); fail(e); return; } finally { state.ticking = false; }
   setTimeout(loop, 0);
 }
 
@@ -235,28 +239,35 @@ async function predict() {
   } catch (e) { fail(e); }
 }
 
-// The playground (the CPU backend's conv2d and pooling, which the WGSL kernels are checked against).
+// The playground: the app's backend (on WebGPU, the conv2d and pooling kernels training uses).
 function showMatrix(r, formula) {
   const rows = [];
   for (let i = 0; i < r.rows; i++) rows.push(r.data.slice(i * r.cols, (i + 1) * r.cols).map((v) => v.toFixed(2).padStart(7)).join(' '));
   $('pg-output').textContent = rows.join('\n');
   $('pg-formula').textContent = formula;
+  state.playground = { rows: r.rows, cols: r.cols, data: r.data, formula };
 }
 const dims = (text) => { const rows = text.trim().split(/[;\n]/).filter((r) => r.trim()); return [rows.length, rows[0].trim().split(/[\s,]+/).length]; };
-$('pg-conv').onclick = () => {
+$('pg-conv').onclick = async () => {
   try {
+    if (!app) throw new Error('choose a backend first');
     const stride = Number($('pg-stride').value), padding = Number($('pg-padding').value);
-    const r = JSON.parse(convolve($('pg-input').value, $('pg-kernel').value, stride, padding));
-    const [h, w] = dims($('pg-input').value);
-    const k = /^[a-z]+$/.test($('pg-kernel').value.trim()) ? [3, 3] : dims($('pg-kernel').value);
+    if (!Number.isInteger(stride) || stride < 1) throw new Error('the stride must be a whole number ≥ 1');
+    if (!Number.isInteger(padding) || padding < 0) throw new Error('the padding must be a whole number ≥ 0');
+    const input = $('pg-input').value, kernel = $('pg-kernel').value;
+    const r = JSON.parse(await call((a) => a.convolve(input, kernel, stride, padding)));
+    const [h, w] = dims(input);
+    const k = /^[a-z]+$/.test(kernel.trim()) ? [3, 3] : dims(kernel);
     showMatrix(r, `output ${r.rows}×${r.cols} = ⌊(${h} + 2·${padding} − ${k[0]}) / ${stride}⌋ + 1 by ⌊(${w} + 2·${padding} − ${k[1]}) / ${stride}⌋ + 1`);
     say('', true);
   } catch (e) { fail(e); }
 };
-const pooled = (kind) => () => {
+const pooled = (kind) => async () => {
   try {
-    const r = JSON.parse(pool($('pg-input').value, kind, 2, 2));
-    const [h, w] = dims($('pg-input').value);
+    if (!app) throw new Error('choose a backend first');
+    const input = $('pg-input').value;
+    const r = JSON.parse(await call((a) => a.pool(input, kind, 2, 2)));
+    const [h, w] = dims(input);
     showMatrix(r, `2×2 ${kind} pooling, stride 2: output ${r.rows}×${r.cols} = ⌊${h}/2⌋ by ⌊${w}/2⌋`);
     say('', true);
   } catch (e) { fail(e); }

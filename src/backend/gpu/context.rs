@@ -46,9 +46,15 @@ impl AdapterSummary {
         }
     }
 
-    /// A one-line description: "llvmpipe (LLVM 15.0.6, 256 bits) (Cpu, Vulkan)".
+    /// A one-line description: "llvmpipe (LLVM 15.0.6, 256 bits) (Cpu, Vulkan)". Browsers
+    /// hide the adapter's name: "unnamed adapter (Cpu, BrowserWebGpu)".
     pub fn describe(&self) -> String {
-        format!("{} ({}, {})", self.name, self.device_type, self.backend)
+        let name = if self.name.trim().is_empty() {
+            "unnamed adapter"
+        } else {
+            &self.name
+        };
+        format!("{name} ({}, {})", self.device_type, self.backend)
     }
 }
 
