@@ -9,7 +9,9 @@ use cnn_gpu::backend::gpu::RuntimeChecks;
 use cnn_gpu::selftest::{cases, Case, SelfTest, FAMILIES};
 use common::{cpu, gpu_options, gpu_unavailable};
 
-/// The builds every case runs on, in [`cnn_gpu::selftest::CaseReport::config`]'s order.
+/// The builds every case runs on, in [`cnn_gpu::selftest::CaseReport::config`]'s order (each
+/// further axis of kernel variants, such as the GEMM cores, multiplies this list in
+/// [`all_match`]).
 const BUILDS: [(&str, RuntimeChecks); 2] = [
     ("checked", RuntimeChecks::On),
     ("unchecked", RuntimeChecks::Off),

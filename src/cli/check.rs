@@ -32,23 +32,33 @@ pub(crate) struct CheckArgs {
 /// One build of the kernels that `check` runs every case on: its GPU options and its name in
 /// the table.
 struct Build {
-    name: &'static str,
+    name: String,
     options: GpuOptions,
 }
 
-/// The builds `--runtime-checks` asks for: unchecked as real GPUs run them, then checked.
-/// (Another axis of kernel variants, such as the GEMM's, multiplies this list.)
+/// The builds to run every case on: unchecked as real GPUs run them, then, with
+/// `--runtime-checks`, checked. Each further axis of kernel variants is one more loop around
+/// this one (the GEMM cores: `for gemm in GemmVariant::ALL`, setting `options.gemm` and adding
+/// the core's name to `name`).
 fn builds(args: &CheckArgs) -> Vec<Build> {
-    let build = |name, runtime_checks| Build {
-        name,
-        options: GpuOptions {
+    let checks: &[(&str, RuntimeChecks)] = if args.runtime_checks {
+        &[
+            ("unchecked", RuntimeChecks::Off),
+            ("checked", RuntimeChecks::On),
+        ]
+    } else {
+        &[("unchecked", RuntimeChecks::Off)]
+    };
+    let mut builds = Vec::new();
+    for &(name, runtime_checks) in checks {
+        let options = GpuOptions {
             runtime_checks,
             ..args.gpu.options()
-        },
-    };
-    let mut builds = vec![build("unchecked", RuntimeChecks::Off)];
-    if args.runtime_checks {
-        builds.push(build("checked", RuntimeChecks::On));
+        };
+        builds.push(Build {
+            name: name.to_string(),
+            options,
+        });
     }
     builds
 }
@@ -78,7 +88,7 @@ pub(crate) fn check_command(args: &CheckArgs, fault: Option<Fault>) -> Result<()
         .iter()
         .filter(|c| family(c) && (args.full || !c.large))
         .collect();
-    let names: Vec<&str> = builds.iter().map(|b| b.name).collect();
+    let names: Vec<&str> = builds.iter().map(|b| b.name.as_str()).collect();
     let slow = all
         .iter()
         .filter(|c| family(c) && !args.full && c.large)
@@ -136,12 +146,19 @@ struct Table<'a> {
 }
 
 impl Table<'_> {
+    /// The build column's width, names and two spaces (0 without the column).
+    fn build_width(&self) -> usize {
+        let longest = self
+            .builds
+            .iter()
+            .flat_map(|b| b.iter())
+            .map(|n| n.chars().count());
+        longest.max().map_or(0, |w| w + 2)
+    }
+
     fn header(&self) {
-        let build = if self.builds.is_some() {
-            "build      "
-        } else {
-            ""
-        };
+        let name = if self.builds.is_some() { "build" } else { "" };
+        let build = format!("{name:<width$}", width = self.build_width());
         println!(
             "{:<4}  {build}{:<32} {:>9} {:>9} {:>8}  {:<20}  shape",
             "", "kernel", "max |err|", "max rel", "of tol", "tolerance"
@@ -154,7 +171,10 @@ impl Table<'_> {
         let (build, which) = match self.builds {
             Some(names) => {
                 let name = names[report.config];
-                (format!("{name:<11}"), format!(" ({name})"))
+                (
+                    format!("{name:<width$}", width = self.build_width()),
+                    format!(" ({name})"),
+                )
             }
             None => Default::default(),
         };
