@@ -362,8 +362,8 @@ impl<'r, R: Backend> SelfTest<'r, R> {
     }
 
     /// Runs `case` on the reference, then under every configuration: one report each. Fails
-    /// only when the reference fails or a GPU backend cannot be opened; a GPU run's error is
-    /// its report's outcome.
+    /// only when the reference fails or a GPU backend cannot be opened; a GPU run's error (a
+    /// validation error, a lost device) is its report's outcome, and its backend is closed.
     pub fn run(&mut self, case: &Case) -> Result<Vec<CaseReport>> {
         let want = case.op.run(self.reference, case.seed)?;
         let mut reports = Vec::new();
@@ -378,6 +378,12 @@ impl<'r, R: Backend> SelfTest<'r, R> {
                 }
                 compare(&got, &want, case)
             });
+            if outcome.is_err() {
+                // A device keeps reporting its first error at every read: the next case opens
+                // a fresh one, so that one failing kernel does not fail every case after it.
+                let key = (config, case.max_workgroups);
+                self.opened.retain(|(c, m, _)| (*c, *m) != key);
+            }
             reports.push(CaseReport { config, outcome });
         }
         Ok(reports)
