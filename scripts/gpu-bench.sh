@@ -5,6 +5,7 @@
 #   carry: [".gpu"]   command: bash scripts/gpu-bench.sh   timeout_s: 300
 # Parts, each under `timeout` (seconds overridable through the environment):
 #   info     cnn-gpu info                                              INFO_S    (20)
+#   check    cnn-gpu check --full: every kernel, unchecked, against the CPU  CHECK_S (40)
 #   plan     cnn-gpu time --plan (one step's dispatches) at batch 64, 1024  PLAN_S (20)
 #   kernels  every Backend kernel on the GPU, full sizes                KERNELS_S (90)
 #   step     whole training steps at batch 64/256/1024 on the GPU       STEP_S    (50)
@@ -85,6 +86,15 @@ trim() {
 part info "${INFO_S:-20}" cnn-gpu info
 head -n 6 "$OUT/info.log" | sed 's/^/  /' >>"$summary"
 
+# The self-test first: the kernels, built without naga's runtime checks as on every real GPU,
+# meet NVIDIA's compiler here for the first time. Its last line counts the kernel checks that
+# passed; the summary keeps it and the first FAIL rows (check.log has the whole table).
+part check "${CHECK_S:-40}" cnn-gpu check --full
+{
+    grep -E '^FAIL' "$OUT/check.log" | head -n 8 | cut -c1-150
+    grep -E '^check: [0-9]+ of [0-9]+ kernel checks' "$OUT/check.log" | cut -c1-150
+} | sed 's/^/  /' >>"$summary"
+
 # The step plan: every dispatch of a SimpleCNN step with its grid (plan.log); the summary keeps
 # each batch's header and totals line.
 part plan "${PLAN_S:-20}" sh -c 'cnn-gpu time --plan --backend gpu --batch-size 64 && cnn-gpu time --plan --backend gpu --batch-size 1024'
@@ -124,6 +134,6 @@ grep -E 'Conv2d|total|wall' "$OUT/time.log" | cut -c1-110 | sed 's/^/  /' >>"$su
 part train "$total" cnn-gpu train --backend gpu --data-dir .gpu/data/mnist
 grep -vE '^\[Epoch' "$OUT/train.log" | tail -n 12 | sed 's/^/  /' >>"$summary"
 
-echo "total $(($(date +%s) - t_start))s; logs: info.log plan.log kernels.log step.log time.log train.log" >>"$summary"
+echo "total $(($(date +%s) - t_start))s; logs: info.log check.log plan.log kernels.log step.log time.log train.log" >>"$summary"
 cat "$summary"
 exit $failed

@@ -8,7 +8,8 @@
 //! schedules, clipping) and [`train`] (the training loop and evaluation). Around them:
 //! [`digit`] (digit pictures to MNIST images), [`matrix`] (one convolution or pooling of a small
 //! matrix), [`picture`] (pictures of kernels, activations and training curves), [`metrics`] and
-//! [`output`] (atomic writes of every output file).
+//! [`output`] (atomic writes of every output file), and [`selftest`] (every GPU kernel against
+//! the CPU reference: `cnn-gpu check`).
 //!
 //! Without the default feature `native` the library builds for `wasm32-unknown-unknown`: the
 //! backends, models, optimisers, checkpoints (as bytes) and the training step, without the
@@ -29,6 +30,7 @@ pub mod output;
 #[cfg(feature = "native")]
 pub mod picture;
 pub mod profile;
+pub mod selftest;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -38,6 +38,9 @@ enum Command {
     Train(Box<cli::train::TrainArgs>),
     /// List every GPU adapter with the limits that matter, and which one `--backend auto` picks.
     Info,
+    /// Check every GPU kernel against the CPU backend on an adapter: a table of errors, exit 1
+    /// on a mismatch.
+    Check(cli::check::CheckArgs),
     /// Time each layer's forward and backward pass of a training step (GPU timestamps).
     Time(cli::time::TimeArgs),
     /// Evaluate a checkpoint on the MNIST test set: accuracy, loss, per class, confusion matrix.
@@ -125,6 +128,7 @@ fn run() -> ExitCode {
         }
         match cli.command {
             Command::Train(args) => cli::train::train_command(&args, fault),
+            Command::Check(args) => cli::check::check_command(&args, fault),
             Command::Time(args) => cli::time::time_command(&args),
             Command::Eval(args) => cli::eval::eval_command(&args),
             Command::Predict(args) => cli::predict::predict_command(&args),

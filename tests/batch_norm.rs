@@ -1,6 +1,7 @@
 //! Batch normalisation (BatchNorm2d and BatchNorm1d), forward in training and evaluation and
 //! backward, on both backends: against PyTorch's values from `scripts/batchnorm_reference.py`
 //! (torch 2.15, its printed values pasted below), by finite differences, and its argument checks.
+//! The GPU against the CPU on random inputs, folded grids too, is `tests/gpu_vs_cpu.rs`'s.
 
 mod common;
 
@@ -327,52 +328,3 @@ fn checks<B: Backend>(b: &B) {
     );
 }
 backend_test!(argument_checks, checks);
-
-/// Every batch-norm output and the running statistics after a training step.
-fn all_outputs<B: Backend>(b: &B, p: &BatchNorm) -> Vec<Vec<f32>> {
-    let (n, ch) = (p.shape.len(), p.shape.channels);
-    let x = upload(b, &rand_vec(1, n, -2.0, 3.0), "x");
-    let dy = upload(b, &rand_vec(2, n, -1.0, 1.0), "dy");
-    let w = upload(b, &rand_vec(3, ch, 0.5, 1.5), "w");
-    let bias = upload(b, &rand_vec(4, ch, -0.5, 0.5), "bias");
-    let mut stats = zeros(b, 2 * ch, "stats");
-    let mut running = upload(b, &rand_vec(5, 2 * ch, 0.5, 1.0), "running");
-    let (mut y, mut dx) = (zeros(b, n, "y"), zeros(b, n, "dx"));
-    let (mut dw, mut db) = (zeros(b, ch, "dw"), zeros(b, ch, "db"));
-    b.batch_norm_stats(p, &x, &mut stats, &mut running).unwrap();
-    b.batch_norm_forward(p, &x, &stats, &w, &bias, &mut y)
-        .unwrap();
-    b.batch_norm_backward_params(p, &x, &dy, &stats, &mut dw, &mut db)
-        .unwrap();
-    b.batch_norm_backward_input(p, &x, &dy, &stats, &w, &dw, &db, &mut dx)
-        .unwrap();
-    [&stats, &running, &y, &dw, &db, &dx]
-        .iter()
-        .map(|buf| read(b, buf))
-        .collect()
-}
-
-/// With at most 3 workgroups per dimension the per-channel kernels (7 channels: a 3 × 3 grid,
-/// two workgroups past the last channel) and the element-wise ones (1,050 values: 5 workgroups
-/// in a 3 × 2 grid) fold over y; every output still matches the CPU's.
-#[test]
-fn folded_grids_match_cpu() {
-    let p = BatchNorm::new(Channels {
-        outer: 3,
-        channels: 7,
-        inner: 50,
-    });
-    let want = all_outputs(&cpu(), &p);
-    let options = cnn_gpu::backend::gpu::GpuOptions {
-        max_workgroups_per_dimension: Some(3),
-        runtime_checks: cnn_gpu::backend::gpu::RuntimeChecks::On,
-        ..Default::default()
-    };
-    with_gpu_options(options, |gpu| {
-        let got = all_outputs(gpu, &p);
-        let names = ["stats", "running", "y", "dweight", "dbias", "dx"];
-        for ((g, w), name) in got.iter().zip(&want).zip(names) {
-            assert_close(g, w, 1e-4, 1e-4, name);
-        }
-    });
-}

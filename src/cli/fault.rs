@@ -12,7 +12,10 @@
 //! - `pause@eval`: at the first batch of the final evaluation, print `fault: paused in the
 //!   final evaluation` and wait as `pause` does;
 //! - `slow:MS`: sleep MS milliseconds after every step, so that a signal sent at a random
-//!   moment of a short run falls inside training (the fault matrix, `tests/cli/matrix.rs`).
+//!   moment of a short run falls inside training (the fault matrix, `tests/cli/matrix.rs`);
+//! - `corrupt@check:KERNEL`: in `cnn-gpu check`, add 1 to the first value of KERNEL's GPU
+//!   output (`conv2d_forward`, `matmul` …, as the table names it) before it is compared, so
+//!   that a test sees a mismatch's FAIL row and exit code on a correct GPU.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,7 @@ pub(crate) enum Fault {
     Hang { step: usize },
     PauseEval,
     Slow { ms: u64 },
+    Corrupt { kernel: &'static str },
 }
 
 /// How long `pause` and `hang` last at most.
@@ -42,7 +46,8 @@ impl Fault {
             Ok(v) if !v.is_empty() => Fault::parse(&v).map(Some).ok_or_else(|| {
                 Failure::usage(format!(
                     "{FAULT_ENV}={v:?} is not a fault: use panic, device-lost@step:N, \
-                     pause@step:N, pause@eval, hang@step:N or slow:MS (or unset it)"
+                     pause@step:N, pause@eval, hang@step:N, slow:MS or \
+                     corrupt@check:KERNEL (or unset it)"
                 ))
             }),
             _ => Ok(None),
@@ -57,6 +62,11 @@ impl Fault {
         }
         if let Some(ms) = s.strip_prefix("slow:") {
             return ms.parse().ok().map(|ms| Fault::Slow { ms });
+        }
+        if let Some(kernel) = s.strip_prefix("corrupt@check:").filter(|k| !k.is_empty()) {
+            // Read once per process and kept to its end: leaking it keeps `Fault` Copy.
+            let kernel = Box::leak(kernel.to_string().into_boxed_str());
+            return Some(Fault::Corrupt { kernel });
         }
         let (kind, step) = s.split_once("@step:")?;
         let step: usize = step.parse().ok().filter(|&n| n >= 1)?;
@@ -127,6 +137,10 @@ mod tests {
         assert_eq!(Fault::parse("hang@step:1"), Some(Fault::Hang { step: 1 }));
         assert_eq!(Fault::parse("slow:20"), Some(Fault::Slow { ms: 20 }));
         assert_eq!(Fault::parse("pause@eval"), Some(Fault::PauseEval));
+        assert_eq!(
+            Fault::parse("corrupt@check:matmul"),
+            Some(Fault::Corrupt { kernel: "matmul" })
+        );
         for bad in [
             "",
             "pause",
@@ -136,6 +150,8 @@ mod tests {
             "panic@step:1",
             "slow:",
             "slow:-1",
+            "corrupt@check:",
+            "corrupt:matmul",
         ] {
             assert_eq!(Fault::parse(bad), None, "{bad}");
         }

@@ -13,6 +13,7 @@ use cnn_gpu::data::fetch::{fetch_files, resolve_mirrors, Progress};
 use cnn_gpu::data::{load_mnist, missing_files, resolve_data_dir, DatasetKind, Mnist};
 use cnn_gpu::model::ModelSpec;
 
+pub(crate) mod check;
 pub(crate) mod convolve;
 pub(crate) mod eval;
 pub(crate) mod fault;
@@ -41,12 +42,30 @@ pub(crate) struct DeviceArgs {
     /// Which backend runs the ops.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub(crate) backend: BackendChoice,
-    /// Pick a GPU adapter: its index in `cnn-gpu info`, or part of its name.
-    #[arg(long)]
-    pub(crate) adapter: Option<String>,
+    #[command(flatten)]
+    pub(crate) gpu: AdapterArgs,
     /// CPU backend threads (default: all cores).
     #[arg(long)]
     pub(crate) threads: Option<usize>,
+}
+
+/// `--adapter`: which GPU, for every command that can run on one (in [`DeviceArgs`], and
+/// `check`).
+#[derive(Args, Debug)]
+pub(crate) struct AdapterArgs {
+    /// Pick a GPU adapter: its index in `cnn-gpu info`, or part of its name.
+    #[arg(long)]
+    pub(crate) adapter: Option<String>,
+}
+
+impl AdapterArgs {
+    /// The GPU options these flags ask for (the rest default).
+    pub(crate) fn options(&self) -> GpuOptions {
+        GpuOptions {
+            adapter: self.adapter.clone(),
+            ..GpuOptions::default()
+        }
+    }
 }
 
 /// A failure on its way to the user: the message and the exit code.
@@ -98,7 +117,7 @@ pub(crate) fn open_backend(args: &DeviceArgs) -> Result<Chosen, Failure> {
         return Err(Failure::usage("--threads must be at least 1"));
     }
     let cpu = || {
-        if args.adapter.is_some() {
+        if args.gpu.adapter.is_some() {
             log::warn!("--adapter is ignored by the CPU backend");
         }
         CpuBackend::new(args.threads)
@@ -113,7 +132,7 @@ pub(crate) fn open_backend(args: &DeviceArgs) -> Result<Chosen, Failure> {
             }
             other => Failure::other(other),
         }),
-        BackendChoice::Auto if args.adapter.is_none() && !real_gpu_present() => {
+        BackendChoice::Auto if args.gpu.adapter.is_none() && !real_gpu_present() => {
             eprintln!(
                 "warning: no hardware GPU adapter found; running on the CPU backend \
                  (`cnn-gpu info` lists adapters; --backend gpu uses a software one)"
@@ -136,11 +155,7 @@ pub(crate) fn real_gpu_present() -> bool {
 }
 
 pub(crate) fn open_gpu(args: &DeviceArgs) -> cnn_gpu::Result<GpuBackend> {
-    let options = GpuOptions {
-        adapter: args.adapter.clone(),
-        ..GpuOptions::default()
-    };
-    let gpu = GpuBackend::new(&options)?;
+    let gpu = GpuBackend::new(&args.gpu.options())?;
     if args.threads.is_some() {
         log::warn!("--threads is ignored by the GPU backend");
     }

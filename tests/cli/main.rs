@@ -1,4 +1,5 @@
 //! The `cnn-gpu` binary as a user runs it, one test target in topical modules:
+//! - `check`: `cnn-gpu check`, the GPU self-test: passing, a corrupted kernel, no adapter;
 //! - `messages`: refusals (exit 2, one line naming the flag or file, before any work) and `info`;
 //! - `train`: short training runs (the same loss lines on both backends), saving, `eval`,
 //!   `--init`, other models, and divergence;
@@ -15,6 +16,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod check;
 mod faults;
 mod matrix;
 mod messages;

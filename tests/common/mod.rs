@@ -9,7 +9,7 @@ use cnn_gpu::backend::cpu::CpuBackend;
 use cnn_gpu::backend::gpu::{GpuBackend, GpuOptions, RuntimeChecks};
 use cnn_gpu::backend::Backend;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// `mod $name { cpu(), gpu() }`: runs the generic `fn $body<B: Backend>(b: &B)` once per backend.
@@ -51,13 +51,27 @@ pub fn with_gpu_options(mut options: GpuOptions, f: impl FnOnce(&GpuBackend)) {
     options.adapter = std::env::var("CNN_GPU_ADAPTER").ok();
     match GpuBackend::new(&options) {
         Ok(gpu) => f(&gpu),
-        Err(e) if std::env::var("CNN_GPU_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
-            panic!("CNN_GPU_REQUIRE_GPU=1 but the GPU backend could not be opened: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: no GPU backend ({e}); set CNN_GPU_REQUIRE_GPU=1 to fail instead")
-        }
+        Err(e) => gpu_unavailable(e),
     }
+}
+
+/// The GPU options of a test: `runtime_checks`, on the adapter `CNN_GPU_ADAPTER` names.
+pub fn gpu_options(runtime_checks: RuntimeChecks) -> GpuOptions {
+    GpuOptions {
+        adapter: std::env::var("CNN_GPU_ADAPTER").ok(),
+        runtime_checks,
+        ..GpuOptions::default()
+    }
+}
+
+/// What a test does when the GPU backend cannot be opened: prints a notice (the test then
+/// returns), or fails under `CNN_GPU_REQUIRE_GPU=1`, as CI sets it.
+#[track_caller]
+pub fn gpu_unavailable(e: cnn_gpu::Error) {
+    if std::env::var("CNN_GPU_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+        panic!("CNN_GPU_REQUIRE_GPU=1 but the GPU backend could not be opened: {e}")
+    }
+    eprintln!("skipped: no GPU backend ({e}); set CNN_GPU_REQUIRE_GPU=1 to fail instead")
 }
 
 /// Checks `|got − want| ≤ atol + rtol·|want|` element-wise; on failure panics with the largest
@@ -105,10 +119,9 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
 
-/// `len` values uniform in [lo, hi), from `seed`.
+/// `len` values uniform in [lo, hi), from `seed` (the self-test's inputs, drawn alike).
 pub fn rand_vec(seed: u64, len: usize, lo: f32, hi: f32) -> Vec<f32> {
-    let mut r = rng(seed);
-    (0..len).map(|_| r.random_range(lo..hi)).collect()
+    cnn_gpu::selftest::rand_vec(seed, len, lo, hi)
 }
 
 /// `len` distinct values spaced `gap` apart, shuffled, centred on zero: no ties, and no two
