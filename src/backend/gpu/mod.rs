@@ -56,12 +56,73 @@ pub enum RuntimeChecks {
     Off,
 }
 
+/// The register-tiled GEMM core that matmul and the three convolution passes run on (the
+/// `gemm_*.wgsl` helper prepended to shaders/matmul.wgsl and shaders/conv2d.wgsl). Every variant
+/// computes the same sums in the same order per output, so they agree with each other and with
+/// the CPU backend within the GEMM tolerances; they differ in how a workgroup stages its tiles.
+/// Chosen by [`GpuOptions::gemm`], else `$CNN_GPU_GEMM` (a [`GemmVariant::name`]), else
+/// [`GemmVariant::default`]. Loop over [`GemmVariant::ALL`] to test or time each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum GemmVariant {
+    /// shaders/gemm_tile.wgsl: 16×16 threads, TM×TN outputs a thread strided by 16, scalar
+    /// workgroup loads, one K-tile of 16 in workgroup memory at a time.
+    #[default]
+    Baseline,
+}
+
+impl GemmVariant {
+    /// Every variant, the default first.
+    pub const ALL: &'static [GemmVariant] = &[GemmVariant::Baseline];
+
+    /// The environment variable that picks the variant when [`GpuOptions::gemm`] is None.
+    pub const ENV: &'static str = "CNN_GPU_GEMM";
+
+    /// Its name in `$CNN_GPU_GEMM`, flags and reports: `baseline` ….
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmVariant::Baseline => "baseline",
+        }
+    }
+
+    /// The variant called `name` (see [`Self::name`]).
+    pub fn parse(name: &str) -> Option<GemmVariant> {
+        Self::ALL.iter().copied().find(|v| v.name() == name)
+    }
+
+    /// The variant `$CNN_GPU_GEMM` names (None when unset or empty); an unknown name is an
+    /// [`crate::Error::Setting`] that lists the known ones.
+    pub fn from_env() -> Result<Option<GemmVariant>> {
+        match std::env::var(Self::ENV) {
+            Ok(v) if !v.is_empty() => Self::parse(&v).map(Some).ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|v| v.name()).collect();
+                crate::Error::setting(
+                    "gemm",
+                    format!(
+                        "{v:?} (from ${}) is not one of {}",
+                        Self::ENV,
+                        known.join(", ")
+                    ),
+                )
+            }),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl std::fmt::Display for GemmVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// How to open the GPU backend.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
     /// An index from `cnn-gpu info` or part of an adapter's name; None picks the best adapter.
     pub adapter: Option<String>,
     pub runtime_checks: RuntimeChecks,
+    /// The GEMM core; None: `$CNN_GPU_GEMM`, else [`GemmVariant::default`].
+    pub gemm: Option<GemmVariant>,
     /// Use at most this many workgroups per dispatch dimension (below the adapter's limit):
     /// lets tests exercise the grid folding that large batches need, on small shapes.
     pub max_workgroups_per_dimension: Option<u32>,
@@ -73,6 +134,7 @@ pub struct GpuOptions {
 pub struct GpuBackend {
     ctx: Context,
     checked: bool,
+    gemm: GemmVariant,
     caches: RefCell<Caches>,
     /// Split-K partial sums of weight gradients, by length.
     scratch: RefCell<HashMap<usize, GpuBuffer>>,
@@ -100,6 +162,10 @@ impl GpuBackend {
 
     /// [`GpuBackend::new`] for callers that can await instead of blocking (the web).
     pub async fn new_async(options: &GpuOptions) -> Result<GpuBackend> {
+        let gemm = match options.gemm {
+            Some(v) => v,
+            None => GemmVariant::from_env()?.unwrap_or_default(),
+        };
         let mut ctx = Context::open(options.adapter.as_deref()).await?;
         if let Some(max) = options.max_workgroups_per_dimension {
             let limit = &mut ctx.limits.max_compute_workgroups_per_dimension;
@@ -123,6 +189,7 @@ impl GpuBackend {
         Ok(GpuBackend {
             ctx,
             checked,
+            gemm,
             caches: RefCell::default(),
             scratch: RefCell::default(),
             staging: RefCell::default(),
@@ -145,6 +212,11 @@ impl GpuBackend {
     /// Whether shaders were built with naga's runtime checks.
     pub fn runtime_checks(&self) -> bool {
         self.checked
+    }
+
+    /// The GEMM core its matmul and convolution kernels run on.
+    pub fn gemm_variant(&self) -> GemmVariant {
+        self.gemm
     }
 
     /// Dispatches recorded since the backend was opened.
@@ -184,7 +256,12 @@ impl Backend for GpuBackend {
         } else {
             ""
         };
-        format!("{}{checks}", self.ctx.summary.describe())
+        let gemm = if self.gemm == GemmVariant::default() {
+            String::new()
+        } else {
+            format!(", gemm {}", self.gemm)
+        };
+        format!("{}{checks}{gemm}", self.ctx.summary.describe())
     }
 
     // ---- memory -------------------------------------------------------------------------
