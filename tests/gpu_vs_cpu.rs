@@ -3,17 +3,19 @@
 //! channel counts that are not multiples of 4, sizes that are not multiples of the workgroup
 //! (256) or GEMM tile (64). Each case runs the same generic function on both backends and
 //! compares every output with atol + rtol·|ref|; the cases of `gpu_matches_cpu!` run the GPU
-//! kernels twice, built with naga's runtime checks and without them (as on real GPUs).
+//! kernels twice, built with naga's runtime checks and without them (as on real GPUs), and
+//! those of `gemm_matches_cpu!` (matmul, its fused epilogues and the convolutions) do so with
+//! every GEMM core of `GemmVariant::ALL`.
 
 mod common;
 
-use cnn_gpu::backend::gpu::{GpuOptions, RuntimeChecks};
+use cnn_gpu::backend::gpu::{GemmVariant, GpuOptions, RuntimeChecks};
 use cnn_gpu::backend::{
     Backend, Channels, Conv2d, Gather, GatherAffine, Matmul, Pool2d, SoftmaxXent, StepScalars,
 };
 use cnn_gpu::data::augment::Augment;
 use cnn_gpu::optim::{OptimConfig, Optimizer, RunLength};
-use common::{assert_close, cpu, rand_vec, with_gpu, with_gpu_options};
+use common::{assert_close, cpu, rand_vec, with_gpu_options};
 
 type Outputs = Vec<(&'static str, Vec<f32>)>;
 
@@ -24,23 +26,40 @@ fn check(what: &str, cpu_out: Outputs, gpu_out: Outputs, atol: f32, rtol: f32) {
     }
 }
 
-macro_rules! gpu_matches_cpu {
-    ($what:expr, $atol:expr, $rtol:expr, $run:ident $(, $arg:expr)*) => {{
+/// Runs `$run` on the CPU, then on the GPU once per GEMM core in `$gemms`, each built with
+/// naga's runtime checks and without them (as real GPUs run it), and compares every output.
+macro_rules! matches_cpu_on {
+    ($gemms:expr, $what:expr, $atol:expr, $rtol:expr, $run:ident $(, $arg:expr)*) => {{
         let want = $run(&cpu(), $($arg),*);
-        with_gpu(|gpu| {
-            let got = $run(gpu, $($arg),*);
-            check(&$what, want.clone(), got, $atol, $rtol);
-        });
-        // Built as real GPUs run them: without naga's runtime checks.
-        let unchecked = GpuOptions {
-            runtime_checks: RuntimeChecks::Off,
-            ..GpuOptions::default()
-        };
-        with_gpu_options(unchecked, |gpu| {
-            let got = $run(gpu, $($arg),*);
-            check(&format!("{} (unchecked)", $what), want.clone(), got, $atol, $rtol);
-        });
+        for &gemm in $gemms {
+            for checks in [RuntimeChecks::On, RuntimeChecks::Off] {
+                let options = GpuOptions {
+                    runtime_checks: checks,
+                    gemm: Some(gemm),
+                    ..GpuOptions::default()
+                };
+                with_gpu_options(options, |gpu| {
+                    let got = $run(gpu, $($arg),*);
+                    let what = format!("{} (gemm {gemm}, runtime checks {checks:?})", $what);
+                    check(&what, want.clone(), got, $atol, $rtol);
+                });
+            }
+        }
     }};
+}
+
+/// [`matches_cpu_on!`] with the default GEMM core: for kernels that do not use it.
+macro_rules! gpu_matches_cpu {
+    ($($args:tt)*) => {
+        matches_cpu_on!(&[GemmVariant::default()], $($args)*)
+    };
+}
+
+/// [`matches_cpu_on!`] with every GEMM core: for matmul and the convolutions.
+macro_rules! gemm_matches_cpu {
+    ($($args:tt)*) => {
+        matches_cpu_on!(GemmVariant::ALL, $($args)*)
+    };
 }
 
 fn conv_all<B: Backend>(b: &B, p: &Conv2d, seed: u64) -> Outputs {
@@ -60,15 +79,25 @@ fn conv_all<B: Backend>(b: &B, p: &Conv2d, seed: u64) -> Outputs {
     let mut dx = b.zeros(p.input_len(), "dx").unwrap();
     let mut dw = b.zeros(p.weight_len(), "dw").unwrap();
     let mut db = b.zeros(p.out_channels, "db").unwrap();
+    // The fused weight and bias gradients write views of one packed buffer, as a model's do.
+    let mut grads = b
+        .zeros_packed(&[p.weight_len(), p.out_channels], "grads")
+        .unwrap()
+        .parts;
+    let (dw2, db2) = grads.split_at_mut(1);
     b.conv2d_forward(p, &x, &w, &bias, &mut out).unwrap();
     b.conv2d_backward_input(p, &dout, &w, &mut dx).unwrap();
     b.conv2d_backward_weight(p, &x, &dout, &mut dw).unwrap();
     b.conv2d_backward_bias(p, &dout, &mut db).unwrap();
+    b.conv2d_backward_params(p, &x, &dout, &mut dw2[0], &mut db2[0])
+        .unwrap();
     vec![
         ("forward", b.read_f32(&out).unwrap()),
         ("input gradient", b.read_f32(&dx).unwrap()),
         ("weight gradient", b.read_f32(&dw).unwrap()),
         ("bias gradient", b.read_f32(&db).unwrap()),
+        ("fused weight gradient", b.read_f32(&dw2[0]).unwrap()),
+        ("fused bias gradient", b.read_f32(&db2[0]).unwrap()),
     ]
 }
 
@@ -85,6 +114,7 @@ fn conv2d_gpu_matches_cpu() {
         (5, 6, 5, 4, 70, 3, 3, 1, 1),   // Cout past one 64-row tile
         (3, 7, 13, 10, 9, 3, 3, 1, 1),  // N = 390 and K = 63: partial tiles everywhere
         (2, 32, 14, 14, 64, 3, 3, 1, 1), // SimpleCNN's conv2 at batch 2 (split-K weight gradient)
+        (1, 1, 300, 250, 40, 3, 3, 1, 1), // N = 75,000: 586 tiles of 128 columns (vec4's 4×8)
     ];
     for (i, &(batch, in_channels, in_h, in_w, out_channels, kernel_h, kernel_w, stride, padding)) in
         cases.iter().enumerate()
@@ -100,7 +130,7 @@ fn conv2d_gpu_matches_cpu() {
             stride,
             padding,
         };
-        gpu_matches_cpu!(
+        gemm_matches_cpu!(
             format!("conv2d {p:?}"),
             1e-4,
             1e-4,
@@ -118,9 +148,37 @@ fn matmul_run<B: Backend>(b: &B, p: &Matmul, seed: u64) -> Outputs {
     let bb = b
         .upload_f32(&rand_vec(seed + 1, p.k * p.n, -1.0, 1.0), "b")
         .unwrap();
-    let mut c = b.zeros(p.m * p.n, "c").unwrap();
-    b.matmul(p, &a, &bb, &mut c).unwrap();
-    vec![("c", b.read_f32(&c).unwrap())]
+    let bias = b
+        .upload_f32(&rand_vec(seed + 2, p.n, -1.0, 1.0), "bias")
+        .unwrap();
+    // A ReLU output: zero where negative, as the forward pass leaves it.
+    let y: Vec<f32> = rand_vec(seed + 3, p.m * p.n, -1.0, 1.0)
+        .into_iter()
+        .map(|v| v.max(0.0))
+        .collect();
+    let y = b.upload_f32(&y, "y").unwrap();
+    let mut cs: Vec<_> = (0..5).map(|_| b.zeros(p.m * p.n, "c").unwrap()).collect();
+    let mut sums = b.zeros(p.m, "sums").unwrap();
+    b.matmul(p, &a, &bb, &mut cs[0]).unwrap();
+    b.matmul_bias(p, false, &a, &bb, &bias, &mut cs[1]).unwrap();
+    b.matmul_bias(p, true, &a, &bb, &bias, &mut cs[2]).unwrap();
+    b.matmul_relu_backward(p, &a, &bb, &y, &mut cs[3]).unwrap();
+    b.matmul_row_sums(p, &a, &bb, &mut cs[4], &mut sums)
+        .unwrap();
+    let names = [
+        "c",
+        "c + bias",
+        "relu(c + bias)",
+        "c through relu",
+        "c beside row sums",
+    ];
+    let mut out: Outputs = names
+        .iter()
+        .zip(&cs)
+        .map(|(&name, c)| (name, b.read_f32(c).unwrap()))
+        .collect();
+    out.push(("row sums", b.read_f32(&sums).unwrap()));
+    out
 }
 
 /// Every operand layout of each (m, k, n) product, the data seeded by `seed` plus the index.
@@ -135,7 +193,7 @@ fn matmuls_match(shapes: &[(usize, usize, usize)], seed: u64) {
                 trans_b,
             };
             let seed = seed + i as u64;
-            gpu_matches_cpu!(format!("matmul {p:?}"), 1e-4, 1e-4, matmul_run, &p, seed);
+            gemm_matches_cpu!(format!("matmul {p:?}"), 1e-4, 1e-4, matmul_run, &p, seed);
         }
     }
 }
@@ -520,43 +578,49 @@ fn grids_past_the_dispatch_limit_gpu_match_cpu() {
         pool_run(&cpu(), &pool, 3),
         elementwise_run(&cpu(), 2000, 4),
     );
-    with_gpu_options(options, |gpu| {
-        check(
-            "folded conv2d",
-            want.0.clone(),
-            conv_all(gpu, &conv, 1),
-            1e-4,
-            1e-4,
-        );
-        check(
-            "folded matmul",
-            want.1.clone(),
-            matmul_run(gpu, &mm, 2),
-            1e-4,
-            1e-4,
-        );
-        check(
-            "split matmul under the limit",
-            want_split.clone(),
-            matmul_run(gpu, &split, 6),
-            1e-4,
-            1e-4,
-        );
-        check(
-            "folded pool",
-            want.2.clone(),
-            pool_run(gpu, &pool, 3),
-            1e-6,
-            1e-6,
-        );
-        check(
-            "folded relu",
-            want.3.clone(),
-            elementwise_run(gpu, 2000, 4),
-            0.0,
-            0.0,
-        );
-    });
+    for &gemm in GemmVariant::ALL {
+        let options = GpuOptions {
+            gemm: Some(gemm),
+            ..options.clone()
+        };
+        with_gpu_options(options, |gpu| {
+            check(
+                "folded conv2d",
+                want.0.clone(),
+                conv_all(gpu, &conv, 1),
+                1e-4,
+                1e-4,
+            );
+            check(
+                "folded matmul",
+                want.1.clone(),
+                matmul_run(gpu, &mm, 2),
+                1e-4,
+                1e-4,
+            );
+            check(
+                "split matmul under the limit",
+                want_split.clone(),
+                matmul_run(gpu, &split, 6),
+                1e-4,
+                1e-4,
+            );
+            check(
+                "folded pool",
+                want.2.clone(),
+                pool_run(gpu, &pool, 3),
+                1e-6,
+                1e-6,
+            );
+            check(
+                "folded relu",
+                want.3.clone(),
+                elementwise_run(gpu, 2000, 4),
+                0.0,
+                0.0,
+            );
+        });
+    }
     // A two-pass channel sum, 3 channels in 2 slices: 6 workgroups, folded to 5×2 under a
     // limit of 5 (which the 25 workgroups of the bias add beside it still fit).
     let sums = Channels {
@@ -635,4 +699,50 @@ fn gather_affine_gpu_matches_cpu() {
             seed
         );
     }
+}
+
+/// Every GEMM core has a name that `--gemm` and `$CNN_GPU_GEMM` take back, the default first.
+#[test]
+fn gemm_variants_are_named() {
+    assert_eq!(GemmVariant::ALL[0], GemmVariant::default());
+    for &v in GemmVariant::ALL {
+        assert_eq!(GemmVariant::parse(v.name()), Some(v));
+        assert_eq!(v.to_string(), v.name());
+    }
+    assert_eq!(GemmVariant::parse("nope"), None);
+}
+
+/// Views of one packed allocation (`zeros_packed`) read, write and bind as buffers of their
+/// own: a kernel over one view leaves its neighbours, and the whole sees every part.
+fn packed_run<B: Backend>(b: &B, lens: &[usize], seed: u64) -> Outputs {
+    let mut packed = b.zeros_packed(lens, "packed").unwrap();
+    for (i, part) in packed.parts.iter_mut().enumerate() {
+        b.write_f32(part, &rand_vec(seed + i as u64, lens[i], -1.0, 1.0))
+            .unwrap();
+    }
+    let (first, rest) = packed.parts.split_at_mut(1);
+    b.relu_forward(lens[0], &rest[0], &mut first[0]).unwrap();
+    b.fill_zero(&mut rest[1]).unwrap();
+    let mut out: Outputs = packed
+        .parts
+        .iter()
+        .map(|p| ("part", b.read_f32(p).unwrap()))
+        .collect();
+    if let Some(whole) = &packed.whole {
+        let all = b.read_f32(whole).unwrap();
+        assert!(all.len() >= lens.iter().sum(), "the whole spans every part");
+        // Every part's values appear in the whole, in order.
+        let total: f32 = out.iter().flat_map(|(_, v)| v).map(|v| v.abs()).sum();
+        let whole_total: f32 = all.iter().map(|v| v.abs()).sum();
+        assert!((total - whole_total).abs() <= 1e-3 * total.max(1.0));
+    }
+    out.push(("sum", vec![out.iter().map(|(_, v)| v.len() as f32).sum()]));
+    out
+}
+
+#[test]
+fn packed_views_gpu_match_cpu() {
+    // Lengths that are not multiples of the binding alignment; the first two equal, for the ReLU.
+    let lens = [70, 70, 3, 1, 257];
+    gpu_matches_cpu!("packed views", 0.0, 0.0, packed_run, &lens, 3);
 }

@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 
 use super::{
     Adam, Backend, BatchNorm, Channels, Conv2d, CounterCells, Counters, Dropout, Gather,
-    GatherAffine, Matmul, Pool2d, Sgd, SoftmaxXent,
+    GatherAffine, Matmul, Packed, Pool2d, Sgd, SoftmaxXent,
 };
 use crate::Result;
 use context::Context;
@@ -41,6 +41,7 @@ pub use context::{list_adapters, AdapterSummary};
 use dispatch::{Caches, Recording};
 pub use memory::GpuBuffer;
 use memory::{buffer_limit, create_buffer};
+use ops::matmul::Epilogue;
 use ops::*;
 pub use plan::PlannedDispatch;
 use profile::Profile;
@@ -68,11 +69,15 @@ pub enum GemmVariant {
     /// workgroup loads, one K-tile of 16 in workgroup memory at a time.
     #[default]
     Baseline,
+    /// shaders/gemm_vec4.wgsl: the same tiles with contiguous outputs a thread read from
+    /// workgroup memory as vec4s, a swizzled (bank-conflict-free) A tile, and the next K-tile
+    /// prefetched into registers while the current one is multiplied.
+    Vec4,
 }
 
 impl GemmVariant {
     /// Every variant, the default first.
-    pub const ALL: &'static [GemmVariant] = &[GemmVariant::Baseline];
+    pub const ALL: &'static [GemmVariant] = &[GemmVariant::Baseline, GemmVariant::Vec4];
 
     /// The environment variable that picks the variant when [`GpuOptions::gemm`] is None.
     pub const ENV: &'static str = "CNN_GPU_GEMM";
@@ -81,6 +86,7 @@ impl GemmVariant {
     pub fn name(self) -> &'static str {
         match self {
             GemmVariant::Baseline => "baseline",
+            GemmVariant::Vec4 => "vec4",
         }
     }
 
@@ -144,6 +150,9 @@ pub struct GpuBackend {
     next_id: Cell<u64>,
     /// The 256 normalised pixel values, computed on the host with [`crate::backend::normalize_pixel`].
     norm_table: GpuBuffer,
+    /// One word bound read-write where a kernel's layout has a binding that the dispatch does
+    /// not use (a product without row sums); nothing writes it.
+    stand_in: GpuBuffer,
     dispatches: Cell<u64>,
     /// The dispatches logged while planning (see `plan`).
     plan: RefCell<Option<Vec<PlannedDispatch>>>,
@@ -186,7 +195,9 @@ impl GpuBackend {
         let norm_table = create_buffer(&ctx, 256, "normalisation table", 0)?;
         ctx.queue
             .write_buffer(&norm_table.buffer, 0, bytemuck::cast_slice(&table));
+        let stand_in = create_buffer(&ctx, 1, "unused binding", u64::MAX)?;
         Ok(GpuBackend {
+            stand_in,
             ctx,
             checked,
             gemm,
@@ -212,6 +223,11 @@ impl GpuBackend {
     /// Whether shaders were built with naga's runtime checks.
     pub fn runtime_checks(&self) -> bool {
         self.checked
+    }
+
+    /// The stand-in for an unused read-write binding.
+    pub(super) fn stand_in(&self) -> &GpuBuffer {
+        &self.stand_in
     }
 
     /// The GEMM core its matmul and convolution kernels run on.
@@ -269,6 +285,9 @@ impl Backend for GpuBackend {
     fn zeros(&self, len: usize, label: &str) -> Result<GpuBuffer> {
         // wgpu zero-initialises new buffers.
         self.new_buffer(len, label)
+    }
+    fn zeros_packed(&self, lens: &[usize], label: &str) -> Result<Packed<GpuBuffer>> {
+        self.new_packed(lens, label)
     }
     fn upload_f32(&self, data: &[f32], label: &str) -> Result<GpuBuffer> {
         self.upload_u32(bytemuck::cast_slice(data), label)
@@ -374,6 +393,16 @@ impl Backend for GpuBackend {
         dw: &mut GpuBuffer,
     ) -> Result<()> {
         conv2d::conv2d_backward_weight(self, p, x, dout, dw)
+    }
+    fn conv2d_backward_params(
+        &self,
+        p: &Conv2d,
+        x: &GpuBuffer,
+        dout: &GpuBuffer,
+        dw: &mut GpuBuffer,
+        dbias: &mut GpuBuffer,
+    ) -> Result<()> {
+        conv2d::conv2d_backward_params(self, p, x, dout, dw, dbias)
     }
     fn conv2d_backward_bias(
         &self,
@@ -503,7 +532,38 @@ impl Backend for GpuBackend {
     // ---- matmul -------------------------------------------------------------------------
 
     fn matmul(&self, p: &Matmul, a: &GpuBuffer, b: &GpuBuffer, c: &mut GpuBuffer) -> Result<()> {
-        matmul::matmul(self, p, a, b, c)
+        matmul::matmul(self, p, Epilogue::None, a, b, c)
+    }
+    fn matmul_bias(
+        &self,
+        p: &Matmul,
+        relu: bool,
+        a: &GpuBuffer,
+        b: &GpuBuffer,
+        bias: &GpuBuffer,
+        c: &mut GpuBuffer,
+    ) -> Result<()> {
+        matmul::matmul(self, p, Epilogue::Bias { bias, relu }, a, b, c)
+    }
+    fn matmul_relu_backward(
+        &self,
+        p: &Matmul,
+        a: &GpuBuffer,
+        b: &GpuBuffer,
+        y: &GpuBuffer,
+        c: &mut GpuBuffer,
+    ) -> Result<()> {
+        matmul::matmul(self, p, Epilogue::ReluMask { y }, a, b, c)
+    }
+    fn matmul_row_sums(
+        &self,
+        p: &Matmul,
+        a: &GpuBuffer,
+        b: &GpuBuffer,
+        c: &mut GpuBuffer,
+        sums: &mut GpuBuffer,
+    ) -> Result<()> {
+        matmul::matmul(self, p, Epilogue::RowSums { sums }, a, b, c)
     }
 
     // ---- bias ---------------------------------------------------------------------------
