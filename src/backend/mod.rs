@@ -46,7 +46,9 @@ pub trait Backend {
     /// (the optimiser's update of every parameter) is one dispatch. The CPU backend keeps
     /// separate buffers and no whole. Between the parts the whole holds zeros, which no op on
     /// the parts writes; an update of a zero value from a zero gradient and zero state
-    /// ([`Backend::sgd_step`], [`Backend::adam_step`]) leaves them zero.
+    /// ([`Backend::sgd_step`], [`Backend::adam_step`]) leaves them zero. One op may write
+    /// several parts, but must not read a part while it writes another of the same allocation
+    /// (WebGPU refuses a buffer bound read-only and read-write in one dispatch).
     fn zeros_packed(&self, lens: &[usize], label: &str) -> Result<Packed<Self::Buffer>> {
         let parts = lens
             .iter()
