@@ -26,6 +26,11 @@
 //!
 //! GB/s counts each buffer an op must read or write once (the minimum traffic), so it is a
 //! lower bound of what the memory system moved.
+//!
+//! The GPU part runs once per GEMM core (`GemmVariant::ALL`, or only the one `CNN_GPU_GEMM`
+//! names): every kernel on the first, then only the GEMM ops (matmul and the three convolution
+//! passes) on each other one. Each section's header names its core (`, gemm vec4` past the
+//! default), so the filter `vec4` picks that core's cases.
 
 mod common;
 
@@ -91,7 +96,18 @@ struct Bench<'a, B: Backend> {
     ran: usize,
     /// Also time each case's kernels alone from GPU timestamp queries.
     timestamps: bool,
+    /// Run only the ops on the GEMM core (matmul and the convolution passes): a second GEMM
+    /// variant's pass, whose other kernels are the first pass's.
+    gemm_only: bool,
 }
+
+/// The ops that run on the GEMM core, which a [`common::gemm_variants`] pass compares.
+const GEMM_OPS: [&str; 4] = [
+    "matmul",
+    "conv2d_forward",
+    "conv2d_backward_input",
+    "conv2d_backward_weight",
+];
 
 impl<'a, B: Backend> Bench<'a, B> {
     fn new(b: &'a B, tag: &'static str, filter: &'a Filter, timestamps: bool) -> Result<Self> {
@@ -104,12 +120,15 @@ impl<'a, B: Backend> Bench<'a, B> {
             sync: b.zeros(1, "bench sync")?,
             rng: ChaCha8Rng::seed_from_u64(7),
             ran: 0,
+            gemm_only: false,
         })
     }
 
     fn wanted(&self, op: &str, shape: &str) -> bool {
-        self.filter
-            .matches(&format!("{op} {shape} {} {}", self.tag, self.name))
+        (!self.gemm_only || GEMM_OPS.contains(&op))
+            && self
+                .filter
+                .matches(&format!("{op} {shape} {} {}", self.tag, self.name))
     }
 
     /// Whether any of these ops would run at this shape (saves allocating skipped buffers).
@@ -563,7 +582,12 @@ fn main() -> Result<()> {
     drop(bench);
     drop(cpu);
 
-    if let Some(gpu) = common::open_gpu() {
+    // Every kernel on the first GEMM core, then the GEMM ops again on each other one (the
+    // section header names the core: ", gemm vec4"; a filter such as `vec4` picks one).
+    for (i, gemm) in common::gemm_variants()?.into_iter().enumerate() {
+        let Some(gpu) = common::open_gpu_with(Some(gemm)) else {
+            break;
+        };
         let software = common::is_software(&gpu);
         let mut plan =
             Plan::of(forced.unwrap_or(if software { Sizes::Small } else { Sizes::Full }));
@@ -576,6 +600,7 @@ fn main() -> Result<()> {
         }
         let timestamps = gpu.adapter().timestamp_query;
         let mut bench = Bench::new(&gpu, "gpu", &filter, timestamps)?;
+        bench.gemm_only = i > 0;
         bench.run(&plan)?;
         total += bench.ran;
     }

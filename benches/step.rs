@@ -23,6 +23,9 @@
 //! (every step but its first, which is printed as the warm first step) is the throughput. As in
 //! training, each epoch writes a new permutation and reads the loss once at its end.
 //!
+//! The GPU part runs once per GEMM core (`GemmVariant::ALL`, or only the one `CNN_GPU_GEMM`
+//! names); each section's header names its core (`, gemm vec4` past the default).
+//!
 //! On the GPU each batch size also prints a `plan gpu` line: the dispatches of one step and the
 //! host's time to record and submit it (CPU time, the GPU not waited for; see
 //! `cnn_gpu::profile::plan_step`).
@@ -190,7 +193,11 @@ fn main() -> Result<()> {
     )?;
     drop(cpu);
 
-    if let Some(gpu) = common::open_gpu() {
+    // Once per GEMM core (the section header names it: ", gemm vec4").
+    for gemm in common::gemm_variants()? {
+        let Some(gpu) = common::open_gpu_with(Some(gemm)) else {
+            break;
+        };
         let software = common::is_software(&gpu);
         let sizes = forced.unwrap_or(if software { Sizes::Small } else { Sizes::Full });
         let note = if software {

@@ -7,11 +7,15 @@
 #   info     cnn-gpu info                                              INFO_S    (20)
 #   check    cnn-gpu check --full: every kernel, unchecked, against the CPU  CHECK_S (40)
 #   plan     cnn-gpu time --plan (one step's dispatches) at batch 64, 1024  PLAN_S (20)
-#   kernels  every Backend kernel on the GPU, full sizes                KERNELS_S (90)
-#   step     whole training steps at batch 64/256/1024 on the GPU       STEP_S    (50)
-#   time     cnn-gpu time (per-layer GPU timestamps) at batch 64, 1024   TIME_S    (30)
+#   kernels  every Backend kernel on the GPU, full sizes, then the GEMM ops
+#            (matmul, conv2d passes) again on each other GEMM core      KERNELS_S (100)
+#   step     whole training steps at batch 64/256/1024 on the GPU, once
+#            per GEMM core                                              STEP_S    (60)
+#   time     cnn-gpu time (per-layer GPU timestamps) at batch 64, 1024   TIME_S    (20)
 #   train    cnn-gpu train --backend gpu (5 epochs), what time is left  TOTAL_S   (240 for all)
-# The benches run with the filter `gpu` (the CPU half is for the development machine).
+# The benches run with the filter `gpu` (the CPU half is for the development machine) and on
+# every GEMM core of GemmVariant::ALL (CNN_GPU_GEMM=NAME runs one); in the summary each core's
+# lines follow the section header that names it (", gemm vec4"; the default names none).
 # Logs go to $OUT/<part>.log and one screen of results to $OUT/summary.txt; $OUT is set by the
 # device tool, elsewhere a temporary folder is used. Exits 1 if any part failed or timed out.
 set -uo pipefail
@@ -102,12 +106,12 @@ grep -E 'dispatches per step' "$OUT/plan.log" | cut -c1-150 | sed 's/^/  /' >>"$
 
 kernels=$(bench_bin kernels)
 if [ -n "$kernels" ]; then
-    part kernels "${KERNELS_S:-90}" "$kernels" --bench gpu
+    part kernels "${KERNELS_S:-100}" "$kernels" --bench gpu
     no_gpu kernels
     {
-        grep -E '^== ' "$OUT/kernels.log" | grep -F '[gpu]' | cut -c1-110
-        grep -E '^(conv2d_(forward|backward_input|backward_weight) |matmul +square|gather_batch)' \
-            "$OUT/kernels.log" | trim
+        # Each GEMM core's section header, then its conv2 and square-matmul lines.
+        grep -E '^== .*\[gpu\]|^conv2d_(forward|backward_input|backward_weight) +conv2 |^(matmul +square|gather_batch)' \
+            "$OUT/kernels.log" | trim | cut -c1-150
         grep -E 'skipped|^kernels bench: [0-9]+ cases|panicked|^Error' "$OUT/kernels.log"
     } | sed 's/^/  /' >>"$summary"
 else
@@ -117,7 +121,7 @@ fi
 
 step=$(bench_bin step)
 if [ -n "$step" ]; then
-    part step "${STEP_S:-50}" "$step" --bench gpu
+    part step "${STEP_S:-60}" "$step" --bench gpu
     no_gpu step
     grep -E '^== .*\[gpu\]|^(step|plan) gpu|skipped|panicked|^Error' "$OUT/step.log" | trim | cut -c1-150 |
         sed 's/^/  /' >>"$summary"
@@ -127,7 +131,7 @@ else
 fi
 
 # Per-layer times from GPU timestamps at batch 64 and 1024.
-part time "${TIME_S:-30}" sh -c 'cnn-gpu time --backend gpu --batch-size 64 && cnn-gpu time --backend gpu --batch-size 1024'
+part time "${TIME_S:-20}" sh -c 'cnn-gpu time --backend gpu --batch-size 64 && cnn-gpu time --backend gpu --batch-size 1024'
 grep -E 'Conv2d|total|wall' "$OUT/time.log" | cut -c1-110 | sed 's/^/  /' >>"$summary"
 
 # Training takes whatever time is left (5 epochs of MNIST by default).

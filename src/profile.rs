@@ -22,8 +22,9 @@ pub struct LayerTime {
     pub layer: String,
     pub forward: f64,
     pub backward: f64,
-    /// The layer whose ops run this one in training (a ReLU fused into the max-pool after it),
-    /// whose times then include it; this layer's own times are 0.
+    /// The layer whose ops run this one in training (a ReLU fused into the max-pool after it,
+    /// or into the linear layer before it, whose backward pass then runs in the linear layer
+    /// after it), whose times then include it; this layer's own times are 0.
     pub fused_into: Option<usize>,
 }
 
@@ -102,7 +103,7 @@ pub fn time_layers<B: Backend>(
                 layer: layer.to_string(),
                 forward: per_step(&f),
                 backward: per_step(&bw),
-                fused_into: model.fused_into_next(i).then_some(i + 1),
+                fused_into: model.fused_into(i),
             }
         })
         .collect();

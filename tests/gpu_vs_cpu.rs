@@ -5,17 +5,24 @@
 
 mod common;
 
-use cnn_gpu::backend::gpu::RuntimeChecks;
+use cnn_gpu::backend::gpu::{GemmVariant, GpuOptions, RuntimeChecks};
 use cnn_gpu::selftest::{cases, Case, SelfTest, FAMILIES};
 use common::{cpu, gpu_options, gpu_unavailable};
 
-/// The builds every case runs on, in [`cnn_gpu::selftest::CaseReport::config`]'s order (each
-/// further axis of kernel variants, such as the GEMM cores, multiplies this list in
-/// [`all_match`]).
-const BUILDS: [(&str, RuntimeChecks); 2] = [
-    ("checked", RuntimeChecks::On),
-    ("unchecked", RuntimeChecks::Off),
-];
+/// The builds every case runs on, in [`cnn_gpu::selftest::CaseReport::config`]'s order: each
+/// GEMM core of [`GemmVariant::ALL`], checked and unchecked.
+fn builds() -> Vec<(String, RuntimeChecks, GemmVariant)> {
+    let mut all = Vec::new();
+    for &gemm in GemmVariant::ALL {
+        for (name, checks) in [
+            ("checked", RuntimeChecks::On),
+            ("unchecked", RuntimeChecks::Off),
+        ] {
+            all.push((format!("{gemm} {name}"), checks, gemm));
+        }
+    }
+    all
+}
 
 /// Runs the cases `pick` selects (at least one) on both builds; fails naming every kernel
 /// that does not match, with its largest difference and first mismatches.
@@ -23,7 +30,21 @@ fn all_match(pick: impl Fn(&Case) -> bool) {
     let picked: Vec<Case> = cases().into_iter().filter(|c| pick(c)).collect();
     assert!(!picked.is_empty(), "no case picked");
     let reference = cpu();
-    let configs = BUILDS.iter().map(|&(_, c)| gpu_options(c)).collect();
+    // The GEMM cores matter to matmul and the convolutions only.
+    let gemm = picked
+        .iter()
+        .any(|c| matches!(c.op.family(), "conv2d" | "matmul"));
+    let builds: Vec<_> = builds()
+        .into_iter()
+        .filter(|b| gemm || b.2 == GemmVariant::default())
+        .collect();
+    let configs = builds
+        .iter()
+        .map(|(_, checks, gemm)| GpuOptions {
+            gemm: Some(*gemm),
+            ..gpu_options(*checks)
+        })
+        .collect();
     let mut test = SelfTest::new(&reference, configs);
     if let Err(e) = test.gpu(0, None) {
         return gpu_unavailable(e);
@@ -35,7 +56,7 @@ fn all_match(pick: impl Fn(&Case) -> bool) {
             .run(case)
             .expect("the reference runs and the GPU opens")
         {
-            let build = BUILDS[report.config].0;
+            let build = &builds[report.config].0;
             match &report.outcome {
                 Err(e) => failures.push(format!("{what} ({build}): {e}")),
                 Ok(kernels) => failures.extend(
@@ -131,4 +152,15 @@ fn dropout_gpu_matches_cpu() {
 #[test]
 fn grids_past_the_dispatch_limit_gpu_match_cpu() {
     all_match(|c| c.max_workgroups.is_some())
+}
+
+/// Every GEMM core has a name that `--gemm` and `$CNN_GPU_GEMM` take back, the default first.
+#[test]
+fn gemm_variants_are_named() {
+    assert_eq!(GemmVariant::ALL[0], GemmVariant::default());
+    for &v in GemmVariant::ALL {
+        assert_eq!(GemmVariant::parse(v.name()), Some(v));
+        assert_eq!(v.to_string(), v.name());
+    }
+    assert_eq!(GemmVariant::parse("nope"), None);
 }

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each bench uses a different part of this module
 
-use cnn_gpu::backend::gpu::{GpuBackend, GpuOptions};
+use cnn_gpu::backend::gpu::{GemmVariant, GpuBackend, GpuOptions};
 
 /// `CNN_GPU_BENCH_SIZES`: `small` keeps lavapipe (a few GFLOP/s on the CPU) and slow machines
 /// within a few minutes; `full` runs every size. Unset: each bench picks per backend.
@@ -58,15 +58,29 @@ impl Filter {
     }
 }
 
-/// The default GPU adapter, or None after printing why the GPU part is skipped.
-pub fn open_gpu() -> Option<GpuBackend> {
-    match GpuBackend::new(&GpuOptions::default()) {
+/// The default GPU adapter with the GEMM core `gemm` (None: `$CNN_GPU_GEMM` or the default),
+/// or None after printing why the GPU part is skipped.
+pub fn open_gpu_with(gemm: Option<GemmVariant>) -> Option<GpuBackend> {
+    let options = GpuOptions {
+        gemm,
+        ..GpuOptions::default()
+    };
+    match GpuBackend::new(&options) {
         Ok(b) => Some(b),
         Err(e) => {
             println!("gpu: skipped (no usable adapter: {e})");
             None
         }
     }
+}
+
+/// The GEMM cores to bench: the one `$CNN_GPU_GEMM` names, else every one
+/// ([`GemmVariant::ALL`], the default first).
+pub fn gemm_variants() -> cnn_gpu::Result<Vec<GemmVariant>> {
+    Ok(match GemmVariant::from_env()? {
+        Some(v) => vec![v],
+        None => GemmVariant::ALL.to_vec(),
+    })
 }
 
 /// Whether the GPU backend runs on a software adapter (lavapipe/llvmpipe): its times are CPU

@@ -125,6 +125,13 @@ pub fn matmul(p: &Matmul, a: usize, b: usize, c: usize) -> Result<()> {
     expect_len(OP, "c", c, p.m * p.n)
 }
 
+/// The extra buffer of a fused matrix product (`matmul_bias`'s bias, `matmul_relu_backward`'s
+/// ReLU output, `matmul_row_sums`'s sums): `want` elements.
+pub fn matmul_epilogue(op: &'static str, p: &Matmul, have: usize, want: usize) -> Result<()> {
+    p.validate()?;
+    expect_len(op, "epilogue buffer", have, want)
+}
+
 /// bias_add: (bias, x); channel_sum: (out, x).
 pub fn channels(op: &'static str, p: &Channels, per_channel: usize, tensor: usize) -> Result<()> {
     if p.is_empty() {

@@ -40,6 +40,23 @@ pub trait Backend {
 
     /// A zero-filled buffer of `len` words. `label` names it in GPU error messages.
     fn zeros(&self, len: usize, label: &str) -> Result<Self::Buffer>;
+    /// Zero-filled buffers of the lengths `lens`, which the backend may keep in one
+    /// allocation: the GPU backend does, as consecutive views (each aligned for binding) and
+    /// a view over them all in [`Packed::whole`], so that an element-wise op over the whole
+    /// (the optimiser's update of every parameter) is one dispatch. The CPU backend keeps
+    /// separate buffers and no whole. Between the parts the whole holds zeros, which no op on
+    /// the parts writes; an update of a zero value from a zero gradient and zero state
+    /// ([`Backend::sgd_step`], [`Backend::adam_step`]) leaves them zero. One op may write
+    /// several parts, but must not read a part while it writes another of the same allocation
+    /// (WebGPU refuses a buffer bound read-only and read-write in one dispatch).
+    fn zeros_packed(&self, lens: &[usize], label: &str) -> Result<Packed<Self::Buffer>> {
+        let parts = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| self.zeros(len, &format!("{label}[{i}]")))
+            .collect::<Result<_>>()?;
+        Ok(Packed { parts, whole: None })
+    }
     fn upload_f32(&self, data: &[f32], label: &str) -> Result<Self::Buffer>;
     fn upload_u32(&self, data: &[u32], label: &str) -> Result<Self::Buffer>;
     /// Overwrites the whole buffer (`data.len()` must equal its length).
@@ -138,6 +155,17 @@ pub trait Backend {
         x: &Self::Buffer,
         dout: &Self::Buffer,
         dw: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// [`Backend::conv2d_backward_weight`] and [`Backend::conv2d_backward_bias`] in one:
+    /// the GPU backend sums the bias gradient in the weight gradient's GEMM (a column of ones
+    /// beside the im2col columns), so the gradient is read once.
+    fn conv2d_backward_params(
+        &self,
+        p: &Conv2d,
+        x: &Self::Buffer,
+        dout: &Self::Buffer,
+        dw: &mut Self::Buffer,
+        dbias: &mut Self::Buffer,
     ) -> Result<()>;
     /// dbias[co] = Σ_{n,oh,ow} dout[n,co,oh,ow].
     fn conv2d_backward_bias(
@@ -290,6 +318,41 @@ pub trait Backend {
         b: &Self::Buffer,
         c: &mut Self::Buffer,
     ) -> Result<()>;
+    /// `c[m,n] = act(Σ_k op(a)[m,k] · op(b)[k,n] + bias[n])`, act the ReLU when `relu` (else
+    /// the identity): [`Backend::matmul`], [`Backend::bias_add`] over the columns and
+    /// [`Backend::relu_forward`] in one pass (a linear layer's forward, and the ReLU after it).
+    /// bias: [n].
+    fn matmul_bias(
+        &self,
+        p: &Matmul,
+        relu: bool,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        bias: &Self::Buffer,
+        c: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// `c[m,n] = Σ_k op(a)[m,k] · op(b)[k,n]` where `y[m,n] > 0`, else 0: [`Backend::matmul`]
+    /// then [`Backend::relu_backward`] with the ReLU's output `y` (a linear layer's input
+    /// gradient through the ReLU before it). y: [m, n].
+    fn matmul_relu_backward(
+        &self,
+        p: &Matmul,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        y: &Self::Buffer,
+        c: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// [`Backend::matmul`], and `sums[m] = Σ_k op(a)[m,k]` (a linear layer's weight gradient
+    /// and its bias gradient, [`Backend::channel_sum`] of the output gradient, in one pass).
+    /// sums: [m].
+    fn matmul_row_sums(
+        &self,
+        p: &Matmul,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        c: &mut Self::Buffer,
+        sums: &mut Self::Buffer,
+    ) -> Result<()>;
     // ---- bias ---------------------------------------------------------------------------
 
     /// x[o,c,i] += bias[c] for x of shape [outer, channels, inner] (in place).
@@ -360,6 +423,14 @@ pub trait Backend {
         scalars: &Self::Buffer,
         record: &mut Self::Buffer,
     ) -> Result<()>;
+}
+
+/// Buffers from [`Backend::zeros_packed`]: one per length asked for, and, where the backend
+/// keeps them in one allocation, a buffer spanning that allocation.
+#[derive(Debug)]
+pub struct Packed<T> {
+    pub parts: Vec<T>,
+    pub whole: Option<T>,
 }
 
 /// Host–device round trips a backend has served (see [`Backend::counters`]).

@@ -6,11 +6,11 @@ use clap::builder::PossibleValuesParser;
 use clap::Args;
 
 use cnn_gpu::backend::cpu::CpuBackend;
-use cnn_gpu::backend::gpu::{GpuOptions, RuntimeChecks};
+use cnn_gpu::backend::gpu::{GemmVariant, GpuOptions, RuntimeChecks};
 use cnn_gpu::selftest::{cases, Case, CaseReport, SelfTest, FAMILIES};
 
 use super::fault::Fault;
-use super::{AdapterArgs, Failure};
+use super::{parse_gemm, AdapterArgs, Failure};
 
 #[derive(Args, Debug)]
 pub(crate) struct CheckArgs {
@@ -27,6 +27,9 @@ pub(crate) struct CheckArgs {
     /// clamping, as tests and software adapters use them).
     #[arg(long)]
     pub(crate) runtime_checks: bool,
+    /// Only this GEMM core for matmul and the convolutions (default: every one).
+    #[arg(long, value_name = "VARIANT", value_parser = parse_gemm)]
+    pub(crate) gemm: Option<GemmVariant>,
 }
 
 /// One build of the kernels that `check` runs every case on: its GPU options and its name in
@@ -36,10 +39,8 @@ struct Build {
     options: GpuOptions,
 }
 
-/// The builds to run every case on: unchecked as real GPUs run them, then, with
-/// `--runtime-checks`, checked. Each further axis of kernel variants is one more loop around
-/// this one (the GEMM cores: `for gemm in GemmVariant::ALL`, setting `options.gemm` and adding
-/// the core's name to `name`).
+/// The builds to run every case on: each GEMM core of [`GemmVariant::ALL`] (or the one
+/// `--gemm` names), unchecked as real GPUs run them, then, with `--runtime-checks`, checked.
 fn builds(args: &CheckArgs) -> Vec<Build> {
     let checks: &[(&str, RuntimeChecks)] = if args.runtime_checks {
         &[
@@ -49,16 +50,23 @@ fn builds(args: &CheckArgs) -> Vec<Build> {
     } else {
         &[("unchecked", RuntimeChecks::Off)]
     };
+    let gemms: Vec<GemmVariant> = match args.gemm {
+        Some(g) => vec![g],
+        None => GemmVariant::ALL.to_vec(),
+    };
     let mut builds = Vec::new();
-    for &(name, runtime_checks) in checks {
-        let options = GpuOptions {
-            runtime_checks,
-            ..args.gpu.options()
-        };
-        builds.push(Build {
-            name: name.to_string(),
-            options,
-        });
+    for &gemm in &gemms {
+        for &(name, runtime_checks) in checks {
+            let options = GpuOptions {
+                runtime_checks,
+                gemm: Some(gemm),
+                ..args.gpu.options()
+            };
+            builds.push(Build {
+                name: format!("{gemm} {name}"),
+                options,
+            });
+        }
     }
     builds
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use cnn_gpu::backend::cpu::CpuBackend;
-use cnn_gpu::backend::gpu::{list_adapters, GpuBackend, GpuOptions};
+use cnn_gpu::backend::gpu::{list_adapters, GemmVariant, GpuBackend, GpuOptions};
 use cnn_gpu::checkpoint;
 use cnn_gpu::data::fetch::{fetch_files, resolve_mirrors, Progress};
 use cnn_gpu::data::{load_mnist, missing_files, resolve_data_dir, DatasetKind, Mnist};
@@ -47,6 +47,18 @@ pub(crate) struct DeviceArgs {
     /// CPU backend threads (default: all cores).
     #[arg(long)]
     pub(crate) threads: Option<usize>,
+    /// The GPU backend's GEMM core for matmul and the convolutions (default: $CNN_GPU_GEMM,
+    /// else baseline).
+    #[arg(long, value_name = "VARIANT", value_parser = parse_gemm)]
+    pub(crate) gemm: Option<GemmVariant>,
+}
+
+/// A `--gemm` value: one of [`GemmVariant::ALL`]'s names.
+pub(crate) fn parse_gemm(s: &str) -> Result<GemmVariant, String> {
+    GemmVariant::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = GemmVariant::ALL.iter().map(|v| v.name()).collect();
+        format!("not one of {}", known.join(", "))
+    })
 }
 
 /// `--adapter`: which GPU, for every command that can run on one (in [`DeviceArgs`], and
@@ -155,7 +167,11 @@ pub(crate) fn real_gpu_present() -> bool {
 }
 
 pub(crate) fn open_gpu(args: &DeviceArgs) -> cnn_gpu::Result<GpuBackend> {
-    let gpu = GpuBackend::new(&args.gpu.options())?;
+    let options = GpuOptions {
+        gemm: args.gemm,
+        ..args.gpu.options()
+    };
+    let gpu = GpuBackend::new(&options)?;
     if args.threads.is_some() {
         log::warn!("--threads is ignored by the GPU backend");
     }

@@ -111,7 +111,12 @@ pub(crate) fn time_on<B: Backend>(b: &B, args: &TimeArgs, spec: ModelSpec) -> Re
     );
     for l in &t.layers {
         if let Some(into) = l.fused_into {
-            let note = format!("(in layer {into}'s times)");
+            // A ReLU fused into the linear layer before it runs backward in the one after it.
+            let note = if into < l.index {
+                format!("(in layers {into} and {}'s times)", l.index + 1)
+            } else {
+                format!("(in layer {into}'s times)")
+            };
             println!("{:<3} {:<44} {note:>25}", l.index, l.layer);
             continue;
         }

@@ -212,8 +212,7 @@ impl LayerKind for Conv2dKind {
         let [w, bias] = &mut *cx.params else {
             unreachable!("a conv has a weight and a bias")
         };
-        cx.b.conv2d_backward_weight(&p, pass.x, pass.dy, &mut w.grad)?;
-        cx.b.conv2d_backward_bias(&p, pass.dy, &mut bias.grad)?;
+        cx.b.conv2d_backward_params(&p, pass.x, pass.dy, &mut w.grad, &mut bias.grad)?;
         if let Some(dx) = pass.dx {
             cx.b.conv2d_backward_input(&p, pass.dy, &w.value, dx)?;
         }

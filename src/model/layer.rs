@@ -127,6 +127,9 @@ pub(crate) struct Forward<'a, B: Backend> {
     pub params: &'a [Param<B>],
     /// Training mode (dropout draws a mask, batch norm uses and updates batch statistics).
     pub train: bool,
+    /// Apply the ReLU to the output too: the ReLU after this layer runs fused into it (a
+    /// linear layer's epilogue), and `y` is that ReLU's output.
+    pub relu: bool,
     /// A batch norm's statistics (None for other layers).
     pub norm: Option<NormAccess<'a, B>>,
     /// The dropout masks' key: the model's seed and the [1] u32 step buffer.
@@ -151,6 +154,10 @@ pub(crate) struct Backward<'a, B: Backend> {
     pub norm: Option<&'a NormState<B>>,
     pub dropout_seed: u64,
     pub step: &'a B::Buffer,
+    /// The ReLU before this layer runs its backward pass here: `dx` is the gradient with
+    /// respect to that ReLU's input, masked where the ReLU's output (this layer's `x`) is not
+    /// positive.
+    pub relu_before: bool,
 }
 
 /// The buffers of one layer's backward pass: its input and output of the training forward pass,

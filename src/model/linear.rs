@@ -1,5 +1,7 @@
-//! `Linear`: y = x·Wᵀ + b with W stored [out, in] as PyTorch stores it ([`Backend::matmul`],
-//! [`Backend::bias_add`], and [`Backend::channel_sum`] for the bias gradient).
+//! `Linear`: y = x·Wᵀ + b with W stored [out, in] as PyTorch stores it: the forward pass is one
+//! [`Backend::matmul_bias`] (with the ReLU after the layer when training runs it fused), the
+//! weight and bias gradients one [`Backend::matmul_row_sums`], the input gradient a
+//! [`Backend::matmul`] (or [`Backend::matmul_relu_backward`] through a fused ReLU before it).
 
 use std::fmt;
 
@@ -7,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layer::{Backward, Forward, LayerKind, Pass};
 use super::{Layer, Shape};
-use crate::backend::{Backend, Channels, Matmul};
+use crate::backend::{Backend, Matmul};
 use crate::Result;
 
 pub(crate) struct LinearKind;
@@ -97,13 +99,8 @@ impl LayerKind for LinearKind {
             trans_a: false,
             trans_b: true,
         };
-        cx.b.matmul(&mm, x, &w.value, y)?;
-        let ch = Channels {
-            outer: cx.batch,
-            channels: out_features,
-            inner: 1,
-        };
-        cx.b.bias_add(&ch, &bias.value, y)
+        // + b, and the ReLU after the layer when training runs it here.
+        cx.b.matmul_bias(&mm, cx.relu, x, &w.value, &bias.value, y)
     }
 
     fn backward<B: Backend>(
@@ -125,13 +122,8 @@ impl LayerKind for LinearKind {
             trans_a: true,
             trans_b: false,
         };
-        cx.b.matmul(&mm, pass.dy, pass.x, &mut w.grad)?;
-        let ch = Channels {
-            outer: n,
-            channels: out_features,
-            inner: 1,
-        };
-        cx.b.channel_sum(&ch, pass.dy, &mut bias.grad)?;
+        // and db[out] = Σ_n dy[n, out], the row sums of dyᵀ.
+        cx.b.matmul_row_sums(&mm, pass.dy, pass.x, &mut w.grad, &mut bias.grad)?;
         if let Some(dx) = pass.dx {
             // dx[n, in] = dy[n, out] · W[out, in]
             let mm = Matmul {
@@ -141,7 +133,12 @@ impl LayerKind for LinearKind {
                 trans_a: false,
                 trans_b: false,
             };
-            cx.b.matmul(&mm, pass.dy, &w.value, dx)?;
+            if cx.relu_before {
+                // Through the ReLU before the layer, whose output is this layer's input.
+                cx.b.matmul_relu_backward(&mm, pass.dy, &w.value, pass.x, dx)?;
+            } else {
+                cx.b.matmul(&mm, pass.dy, &w.value, dx)?;
+            }
         }
         Ok(())
     }

@@ -46,7 +46,7 @@ use layer::{Backward, Forward, NormAccess, Pass};
 use state::NormState;
 
 use crate::backend::{Backend, SoftmaxXent};
-use crate::optim::{OptimConfig, OptimState};
+use crate::optim::{OptimConfig, OptimState, Whole};
 use crate::{Error, Result};
 
 /// A sequential model whose parameters live on a backend.
@@ -63,6 +63,9 @@ pub struct Model<B: Backend> {
     /// gradient.
     first_param_layer: usize,
     params: Vec<Param<B>>,
+    /// Every parameter's value and gradient as one buffer each (views over the same memory as
+    /// `params`), where the backend packs them ([`Backend::zeros_packed`]).
+    whole: Option<(B::Buffer, B::Buffer)>,
     /// The optimiser's buffers, one set per parameter.
     optim: OptimState<B>,
     /// Each layer's profiling scopes (see [`scope_names`]), built once.
@@ -74,6 +77,15 @@ pub struct Model<B: Backend> {
     /// three, forward and backward. Evaluation runs every layer on its own, so
     /// [`Self::activation`] has every output.
     relu_into_pool: Vec<bool>,
+    /// For each layer, whether it is a ReLU right after a linear layer that training runs in
+    /// that layer's epilogue ([`Backend::matmul_bias`]): the linear layer writes the ReLU's
+    /// output, and its own output buffer is left unwritten.
+    relu_after_linear: Vec<bool>,
+    /// For each layer, whether it is a ReLU right before a linear layer whose backward pass
+    /// runs the ReLU's ([`Backend::matmul_relu_backward`]): the linear layer writes the
+    /// gradient with respect to the ReLU's input, and the one with respect to its output is
+    /// left unwritten.
+    relu_before_linear: Vec<bool>,
     /// Seeds the dropout masks (see [`Model::set_rng`]).
     rng_seed: u64,
     /// Training forward passes so far: the step that keys the next dropout mask.
@@ -112,11 +124,11 @@ impl<B: Backend> Model<B> {
                 last + 1
             });
         }
-        let mut params = Vec::new();
+        let mut sources = Vec::new();
         let mut layer_params = Vec::new();
         let mut names = spec.param_shapes()?.into_iter();
         for layer in &spec.layers {
-            let start = params.len();
+            let start = sources.len();
             if layer.has_params() {
                 for _ in ["weight", "bias"] {
                     let (name, shape) = names.next().expect("param_shapes lists every parameter");
@@ -124,16 +136,28 @@ impl<B: Backend> Model<B> {
                         Error::InvalidParams(format!("no initial value for parameter {name}"))
                     })?;
                     src.check(&name, &shape)?;
-                    params.push(Param {
-                        value: b.upload_f32(&src.data, &name)?,
-                        grad: b.zeros(src.data.len(), &format!("{name}.grad"))?,
-                        name,
-                        shape,
-                    });
+                    sources.push((name, shape, src));
                 }
             }
-            layer_params.push(start..params.len());
+            layer_params.push(start..sources.len());
         }
+        // Values and gradients packed, so that the optimiser updates them all in one op.
+        let lens: Vec<usize> = sources.iter().map(|(_, _, src)| src.data.len()).collect();
+        let values = b.zeros_packed(&lens, "parameters")?;
+        let grads = b.zeros_packed(&lens, "gradients")?;
+        let mut params = Vec::with_capacity(sources.len());
+        for (((name, shape, src), mut value), grad) in
+            sources.into_iter().zip(values.parts).zip(grads.parts)
+        {
+            b.write_f32(&mut value, &src.data)?;
+            params.push(Param {
+                value,
+                grad,
+                name,
+                shape,
+            });
+        }
+        let whole = values.whole.zip(grads.whole);
         if let Some(extra) = init
             .iter()
             .find(|t| !params.iter().any(|p| p.name == t.name))
@@ -165,9 +189,20 @@ impl<B: Backend> Model<B> {
                 spec.layers[i] == Layer::Relu
                     && matches!(spec.layers.get(i + 1), Some(Layer::MaxPool2d { .. }))
             })
+            .collect::<Vec<bool>>();
+        let is_linear = |i: usize| matches!(spec.layers.get(i), Some(Layer::Linear { .. }));
+        let relu_after_linear = (0..spec.layers.len())
+            .map(|i| spec.layers[i] == Layer::Relu && i > 0 && is_linear(i - 1))
+            .collect();
+        // Only where the ReLU's input gradient is needed: after the first parameter layer.
+        let relu_before_linear = (0..spec.layers.len())
+            .map(|i| spec.layers[i] == Layer::Relu && i > first_param_layer && is_linear(i + 1))
             .collect();
         Ok(Model {
+            whole,
             relu_into_pool,
+            relu_after_linear,
+            relu_before_linear,
             optim: OptimState::new(b, &params)?,
             spec,
             shapes,
@@ -295,8 +330,8 @@ impl<B: Backend> Model<B> {
             if si == so {
                 continue; // Flatten
             }
-            if train && self.relu_into_pool[i] {
-                continue; // the max-pool after it runs it
+            if train && (self.relu_into_pool[i] || self.relu_after_linear[i]) {
+                continue; // the max-pool after it, or the linear layer before it, runs it
             }
             b.scope(&self.scopes[i].0);
             if train && i > 0 && self.relu_into_pool[i - 1] {
@@ -305,7 +340,10 @@ impl<B: Backend> Model<B> {
                 b.relu_maxpool2d_forward(&layer.pool(self.shapes[i], n), x, y)?;
                 continue;
             }
-            let (x, y) = read_write(&mut ws.acts, si, so);
+            // A linear layer followed by a ReLU writes the ReLU's output (activation i + 2).
+            let relu = train && self.relu_after_linear.get(i + 1) == Some(&true);
+            let out = if relu { self.slots[i + 2] } else { so };
+            let (x, y) = read_write(&mut ws.acts, si, out);
             let norm = if train {
                 norms[i].as_mut().map(NormAccess::Train)
             } else {
@@ -318,6 +356,7 @@ impl<B: Backend> Model<B> {
                 input: self.shapes[i],
                 params: &self.params[self.layer_params[i].clone()],
                 train,
+                relu,
                 norm,
                 dropout_seed: self.rng_seed,
                 step: &self.step_buf,
@@ -327,16 +366,26 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
-    /// Whether training runs layer `i` inside layer `i + 1`'s ops (a ReLU fused into the
-    /// max-pool after it), so that it has no ops, nor times, of its own.
-    pub fn fused_into_next(&self, i: usize) -> bool {
-        self.relu_into_pool.get(i).copied().unwrap_or(false)
+    /// The layer whose ops run layer `i` in training, so that it has no ops, nor times, of its
+    /// own: `i + 1` for a ReLU fused into the max-pool after it; `i − 1` for a ReLU between two
+    /// linear layers (its forward pass runs in the one before it, its backward pass in the one
+    /// after it, `i + 1`). None for a layer that runs its own ops.
+    pub fn fused_into(&self, i: usize) -> Option<usize> {
+        let at = |v: &[bool]| v.get(i).copied().unwrap_or(false);
+        if at(&self.relu_into_pool) {
+            Some(i + 1)
+        } else if at(&self.relu_after_linear) && at(&self.relu_before_linear) {
+            Some(i - 1)
+        } else {
+            None
+        }
     }
 
     /// Activation `i` of the last forward pass on `ws`: 0 is the input, `i + 1` the output of
     /// layer `i`, [N, shape] as [`Self::shapes`] gives it. After [`Self::forward`] every
     /// activation is there; a training pass ([`Self::forward_train`]) leaves the output of a
-    /// ReLU that runs fused into the max-pool after it unwritten.
+    /// ReLU that runs fused into the max-pool after it unwritten, and that of a linear layer
+    /// whose ReLU runs fused into it.
     pub fn activation<'w>(&self, ws: &'w Workspace<B>, i: usize) -> Result<&'w B::Buffer> {
         self.check_workspace(ws)?;
         let slot = *self.slots.get(i).ok_or_else(|| {
@@ -392,8 +441,8 @@ impl<B: Backend> Model<B> {
             if si == so {
                 continue; // Flatten: the gradient buffer is shared too
             }
-            if self.relu_into_pool[i] {
-                continue; // the max-pool after it ran its backward pass
+            if self.relu_into_pool[i] || self.relu_before_linear[i] {
+                continue; // the layer after it ran its backward pass
             }
             b.scope(&self.scopes[i].1);
             if i > 0 && self.relu_into_pool[i - 1] {
@@ -411,7 +460,10 @@ impl<B: Backend> Model<B> {
                 continue;
             }
             let need_dx = i > self.first_param_layer;
-            let (dy, dx) = read_write(&mut ws.grads, so, si);
+            // A linear layer after a fused ReLU writes the ReLU's input gradient (i − 1).
+            let relu_before = i > 0 && self.relu_before_linear[i - 1];
+            let dx_slot = if relu_before { self.slots[i - 1] } else { si };
+            let (dy, dx) = read_write(&mut ws.grads, so, dx_slot);
             let pass = Pass {
                 x: &ws.acts[si],
                 y: &ws.acts[so],
@@ -436,6 +488,7 @@ impl<B: Backend> Model<B> {
                 norm: self.norms[i].as_ref(),
                 dropout_seed: self.rng_seed,
                 step: &self.step_buf,
+                relu_before,
             };
             layer.backward(&mut cx, pass)?;
         }
@@ -462,7 +515,12 @@ impl<B: Backend> Model<B> {
     /// One optimiser update of every parameter from its current gradient (see
     /// [`OptimState::update`]).
     pub fn update(&mut self, b: &B, optim: &OptimConfig, scalars: &mut B::Buffer) -> Result<()> {
-        self.optim.update(b, optim, &mut self.params, scalars)
+        let whole = self
+            .whole
+            .as_mut()
+            .map(|(values, grads)| Whole { values, grads });
+        self.optim
+            .update(b, optim, &mut self.params, whole, scalars)
     }
 }
 

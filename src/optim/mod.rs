@@ -14,7 +14,7 @@ mod schedule;
 mod state;
 
 pub use schedule::{LrSchedule, RunLength};
-pub use state::{OptimState, Parameter};
+pub use state::{OptimState, Parameter, Whole};
 
 use crate::backend::{Adam, Sgd};
 use crate::{Error, Result};

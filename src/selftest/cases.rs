@@ -44,6 +44,9 @@ pub fn cases() -> Vec<Case> {
     for (i, len) in [1usize, 255, 257, 100_003].into_iter().enumerate() {
         all.push(Case::new(Op::Elementwise { len }, i as u64, 0.0, 0.0));
     }
+    // Lengths that are not multiples of the storage-binding alignment.
+    let lens = [70, 70, 3, 1, 257];
+    all.push(Case::new(Op::Packed { lens }, 3, 0.0, 0.0).note("one allocation"));
     // The last two sum in two passes: (7, 33, 300) in 2 slices a channel, (5, 3, 1100) in 5
     // slices of 1100 elements.
     let sums = [
@@ -102,6 +105,7 @@ fn conv2d() -> Vec<Case> {
         (5, 6, 5, 4, 70, 3, 3, 1, 1, "Cout past one 64-row tile"),
         (3, 7, 13, 10, 9, 3, 3, 1, 1, "partial tiles everywhere"),
         (2, 32, 14, 14, 64, 3, 3, 1, 1, "SimpleCNN's conv2, split-K weight gradient"),
+        (1, 1, 300, 250, 40, 3, 3, 1, 1, "586 tiles of 128 columns: vec4's 4×8"),
     ];
     let mut cases = Vec::new();
     for (i, shape) in shapes.into_iter().enumerate() {

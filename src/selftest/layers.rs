@@ -20,20 +20,76 @@ pub(super) fn conv2d<B: Backend>(b: &B, p: &Conv2d, seed: u64) -> Result<Outputs
     b.conv2d_backward_input(p, &dout, &w, &mut dx)?;
     b.conv2d_backward_weight(p, &x, &dout, &mut dw)?;
     b.conv2d_backward_bias(p, &dout, &mut db)?;
+    // The fused weight and bias gradients write views of one packed buffer, as a model's do.
+    let mut grads = b
+        .zeros_packed(&[p.weight_len(), p.out_channels], "grads")?
+        .parts;
+    let (dw2, db2) = grads.split_at_mut(1);
+    b.conv2d_backward_params(p, &x, &dout, &mut dw2[0], &mut db2[0])?;
     Ok(vec![
         ("conv2d_forward".into(), b.read_f32(&out)?),
         ("conv2d_backward_input".into(), b.read_f32(&dx)?),
         ("conv2d_backward_weight".into(), b.read_f32(&dw)?),
         ("conv2d_backward_bias".into(), b.read_f32(&db)?),
+        ("conv2d_backward_params (dw)".into(), b.read_f32(&dw2[0])?),
+        ("conv2d_backward_params (db)".into(), b.read_f32(&db2[0])?),
     ])
 }
 
+/// The product and its fused epilogues: + bias, relu(· + bias), through a ReLU's backward, and
+/// beside the row sums (a linear layer's bias gradient).
 pub(super) fn matmul<B: Backend>(b: &B, p: &Matmul, seed: u64) -> Result<Outputs> {
     let a = b.upload_f32(&rand_vec(seed, p.m * p.k, -1.0, 1.0), "a")?;
     let bb = b.upload_f32(&rand_vec(seed + 1, p.k * p.n, -1.0, 1.0), "b")?;
-    let mut c = b.zeros(p.m * p.n, "c")?;
-    b.matmul(p, &a, &bb, &mut c)?;
-    Ok(vec![("matmul".into(), b.read_f32(&c)?)])
+    let bias = b.upload_f32(&rand_vec(seed + 2, p.n, -1.0, 1.0), "bias")?;
+    // A ReLU output: zero where negative, as the forward pass leaves it.
+    let y: Vec<f32> = rand_vec(seed + 3, p.m * p.n, -1.0, 1.0)
+        .into_iter()
+        .map(|v| v.max(0.0))
+        .collect();
+    let y = b.upload_f32(&y, "y")?;
+    let mut cs = Vec::new();
+    for _ in 0..5 {
+        cs.push(b.zeros(p.m * p.n, "c")?);
+    }
+    let mut sums = b.zeros(p.m, "sums")?;
+    b.matmul(p, &a, &bb, &mut cs[0])?;
+    b.matmul_bias(p, false, &a, &bb, &bias, &mut cs[1])?;
+    b.matmul_bias(p, true, &a, &bb, &bias, &mut cs[2])?;
+    b.matmul_relu_backward(p, &a, &bb, &y, &mut cs[3])?;
+    b.matmul_row_sums(p, &a, &bb, &mut cs[4], &mut sums)?;
+    let names = [
+        "matmul",
+        "matmul_bias",
+        "matmul_bias (relu)",
+        "matmul_relu_backward",
+        "matmul_row_sums (c)",
+    ];
+    let mut out = Vec::new();
+    for (name, c) in names.iter().zip(&cs) {
+        out.push((name.to_string(), b.read_f32(c)?));
+    }
+    out.push(("matmul_row_sums (sums)".into(), b.read_f32(&sums)?));
+    Ok(out)
+}
+
+/// Views of one packed allocation (`zeros_packed`) written, computed into and read as buffers
+/// of their own: a kernel over one view leaves its neighbours alone.
+pub(super) fn packed<B: Backend>(b: &B, lens: &[usize], seed: u64) -> Result<Outputs> {
+    let mut packed = b.zeros_packed(lens, "packed")?;
+    for (i, part) in packed.parts.iter_mut().enumerate() {
+        b.write_f32(part, &rand_vec(seed + i as u64, lens[i], -1.0, 1.0))?;
+    }
+    // An op writes one view while reading another buffer (never a view of the same
+    // allocation: WebGPU refuses a buffer bound read-only and read-write in one dispatch).
+    let x = b.upload_f32(&rand_vec(seed + 9, lens[0], -1.0, 1.0), "x")?;
+    b.relu_forward(lens[0], &x, &mut packed.parts[0])?;
+    b.fill_zero(&mut packed.parts[2])?;
+    let mut out = Vec::new();
+    for (i, part) in packed.parts.iter().enumerate() {
+        out.push((format!("zeros_packed (view {i})"), b.read_f32(part)?));
+    }
+    Ok(out)
 }
 
 /// Every pooling op, plain and fused with the ReLU before it.

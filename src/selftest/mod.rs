@@ -56,6 +56,11 @@ pub enum Op {
     Elementwise {
         len: usize,
     },
+    /// Views of one packed allocation, of these lengths (a model's parameters, gradients and
+    /// optimiser state live in such views).
+    Packed {
+        lens: [usize; 5],
+    },
     /// A channel sum and a bias add.
     Bias(Channels),
     /// Softmax cross-entropy and the count of correct predictions.
@@ -88,7 +93,7 @@ impl Op {
             Op::Conv2d(_) => "conv2d",
             Op::Matmul(_) => "matmul",
             Op::Pool2d(_) => "pool2d",
-            Op::Elementwise { .. } => "elementwise",
+            Op::Elementwise { .. } | Op::Packed { .. } => "elementwise",
             Op::Bias(_) => "bias",
             Op::Loss(_) => "loss",
             Op::Optim { .. } => "optim",
@@ -123,6 +128,7 @@ impl Op {
                 p.batch, p.channels, p.in_h, p.in_w, p.kernel, p.kernel, p.stride
             ),
             Op::Elementwise { len } => format!("len {len}"),
+            Op::Packed { lens } => format!("views {lens:?}"),
             Op::Bias(c) | Op::BatchNorm(BatchNorm { shape: c, .. }) => {
                 format!("{}×{}×{}", c.outer, c.channels, c.inner)
             }
@@ -145,6 +151,7 @@ impl Op {
             Op::Matmul(ref p) => layers::matmul(b, p, seed),
             Op::Pool2d(ref p) => layers::pool2d(b, p, seed),
             Op::Elementwise { len } => layers::elementwise(b, len, seed),
+            Op::Packed { lens } => layers::packed(b, &lens, seed),
             Op::Bias(ref p) => layers::bias(b, p, seed),
             Op::Loss(ref p) => training::loss(b, p, seed),
             Op::Optim { optimizer, len } => training::optim(b, optimizer, len, seed),

@@ -69,20 +69,32 @@ fn every_kernel_passes_on_this_adapter() {
         assert!(text.contains(family), "{family}");
     }
     assert!(text.contains("grid ≤ 3"), "the folded grids run too");
-    assert!(text.trim_end().ends_with("(unchecked kernels)"), "{text}");
+    // Every GEMM core, built unchecked.
+    assert!(
+        text.trim_end()
+            .ends_with("(baseline unchecked and vec4 unchecked kernels)"),
+        "{text}"
+    );
 }
 
 /// A GPU output that differs from the CPU's: its rows fail, with the mismatch below the
 /// table, and the exit code is 1 with one error line.
 #[test]
 fn a_mismatch_fails_with_exit_code_1() {
-    let args = ["--only", "elementwise", "--runtime-checks"];
+    let args = [
+        "--only",
+        "elementwise",
+        "--runtime-checks",
+        "--gemm",
+        "baseline",
+    ];
     let Some(out) = check(&args, Some("corrupt@check:relu_backward"), 1) else {
         return;
     };
     let (rows, (passed, total)) = rows_and_summary(&out);
-    // 5 cases (one folded) of 3 kernels, each on both builds: relu_backward fails in 10.
-    assert_eq!(rows.len(), 30, "{rows:#?}");
+    // 5 cases (one folded) of 3 kernels and the packed views' 5, each on both builds:
+    // relu_backward fails in 10.
+    assert_eq!(rows.len(), 40, "{rows:#?}");
     let failed: Vec<&String> = rows.iter().filter(|r| r.starts_with("FAIL")).collect();
     assert_eq!(failed.len(), 10, "{rows:#?}");
     for row in &failed {
@@ -92,7 +104,7 @@ fn a_mismatch_fails_with_exit_code_1() {
         rows.iter().any(|r| r.contains(" checked ")),
         "a build column"
     );
-    assert_eq!((passed, total), (20, 30));
+    assert_eq!((passed, total), (30, 40));
     let text = stdout(&out);
     assert!(
         text.contains("relu_backward")
@@ -100,7 +112,7 @@ fn a_mismatch_fails_with_exit_code_1() {
         "{text}"
     );
     assert!(
-        error_line(&out).contains("10 of 30 kernel checks failed"),
+        error_line(&out).contains("10 of 40 kernel checks failed"),
         "{}",
         stderr(&out)
     );

@@ -394,3 +394,16 @@ pub fn conv2d_backward_bias(p: &Conv2d, dout: &[f32], dbias: &mut [f32]) -> Resu
     };
     channel_sum(&channels, dout, dbias)
 }
+
+/// [`conv2d_backward_weight`] then [`conv2d_backward_bias`].
+pub fn conv2d_backward_params(
+    p: &Conv2d,
+    x: &[f32],
+    dout: &[f32],
+    dw: &mut [f32],
+    dbias: &mut [f32],
+) -> Result<()> {
+    check::conv2d_backward_bias(p, dout.len(), dbias.len())?;
+    conv2d_backward_weight(p, x, dout, dw)?;
+    conv2d_backward_bias(p, dout, dbias)
+}

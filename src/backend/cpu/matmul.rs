@@ -2,7 +2,7 @@
 
 use gemm::Parallelism;
 
-use crate::backend::{check, Matmul};
+use crate::backend::{check, Channels, Matmul};
 use crate::Result;
 
 /// A row-major or transposed view of a matrix in a slice: element (i, j) is
@@ -108,4 +108,77 @@ pub fn matmul(p: &Matmul, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
     };
     gemm(p.m, p.n, p.k, c, false, a, b, Parallelism::Rayon(0));
     Ok(())
+}
+
+/// [`matmul`], `+ bias[n]` on every row (as [`super::bias::bias_add`] adds it), then the ReLU
+/// when `relu` (as [`super::elementwise::relu_forward`] computes it).
+pub fn matmul_bias(
+    p: &Matmul,
+    relu: bool,
+    a: &[f32],
+    b: &[f32],
+    bias: &[f32],
+    c: &mut [f32],
+) -> Result<()> {
+    check::matmul_epilogue("matmul_bias", p, bias.len(), p.n)?;
+    matmul(p, a, b, c)?;
+    super::bias::bias_add(&columns(p), bias, c)?;
+    if relu {
+        c.iter_mut()
+            .for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 });
+    }
+    Ok(())
+}
+
+/// [`matmul`], then zero where the ReLU output `y` is not positive (as
+/// [`super::elementwise::relu_backward`] masks).
+pub fn matmul_relu_backward(
+    p: &Matmul,
+    a: &[f32],
+    b: &[f32],
+    y: &[f32],
+    c: &mut [f32],
+) -> Result<()> {
+    check::matmul_epilogue("matmul_relu_backward", p, y.len(), p.m * p.n)?;
+    matmul(p, a, b, c)?;
+    for (c, &y) in c.iter_mut().zip(y) {
+        *c = if y > 0.0 { *c } else { 0.0 };
+    }
+    Ok(())
+}
+
+/// [`matmul`], and `sums[m] = Σ_k op(a)[m, k]` as [`super::bias::channel_sum`] sums.
+pub fn matmul_row_sums(
+    p: &Matmul,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    sums: &mut [f32],
+) -> Result<()> {
+    check::matmul_epilogue("matmul_row_sums", p, sums.len(), p.m)?;
+    matmul(p, a, b, c)?;
+    // op(a)[m, k]: stored [k, m] (transposed) is k rows of m channels, else m rows of k.
+    let rows = if p.trans_a {
+        Channels {
+            outer: p.k,
+            channels: p.m,
+            inner: 1,
+        }
+    } else {
+        Channels {
+            outer: 1,
+            channels: p.m,
+            inner: p.k,
+        }
+    };
+    super::bias::channel_sum(&rows, a, sums)
+}
+
+/// C's [m, n] as channels: m rows of n channels.
+fn columns(p: &Matmul) -> Channels {
+    Channels {
+        outer: p.m,
+        channels: p.n,
+        inner: 1,
+    }
 }

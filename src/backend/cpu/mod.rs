@@ -273,6 +273,18 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         self.run(|| conv2d::conv2d_backward_weight(p, &x.data, &dout.data, &mut dw.data))
     }
+    fn conv2d_backward_params(
+        &self,
+        p: &Conv2d,
+        x: &CpuBuffer,
+        dout: &CpuBuffer,
+        dw: &mut CpuBuffer,
+        dbias: &mut CpuBuffer,
+    ) -> Result<()> {
+        self.run(|| {
+            conv2d::conv2d_backward_params(p, &x.data, &dout.data, &mut dw.data, &mut dbias.data)
+        })
+    }
     fn conv2d_backward_bias(
         &self,
         p: &Conv2d,
@@ -434,6 +446,37 @@ impl Backend for CpuBackend {
 
     fn matmul(&self, p: &Matmul, a: &CpuBuffer, b: &CpuBuffer, c: &mut CpuBuffer) -> Result<()> {
         self.run(|| matmul::matmul(p, &a.data, &b.data, &mut c.data))
+    }
+    fn matmul_bias(
+        &self,
+        p: &Matmul,
+        relu: bool,
+        a: &CpuBuffer,
+        b: &CpuBuffer,
+        bias: &CpuBuffer,
+        c: &mut CpuBuffer,
+    ) -> Result<()> {
+        self.run(|| matmul::matmul_bias(p, relu, &a.data, &b.data, &bias.data, &mut c.data))
+    }
+    fn matmul_relu_backward(
+        &self,
+        p: &Matmul,
+        a: &CpuBuffer,
+        b: &CpuBuffer,
+        y: &CpuBuffer,
+        c: &mut CpuBuffer,
+    ) -> Result<()> {
+        self.run(|| matmul::matmul_relu_backward(p, &a.data, &b.data, &y.data, &mut c.data))
+    }
+    fn matmul_row_sums(
+        &self,
+        p: &Matmul,
+        a: &CpuBuffer,
+        b: &CpuBuffer,
+        c: &mut CpuBuffer,
+        sums: &mut CpuBuffer,
+    ) -> Result<()> {
+        self.run(|| matmul::matmul_row_sums(p, &a.data, &b.data, &mut c.data, &mut sums.data))
     }
     // ---- bias ---------------------------------------------------------------------------
 

@@ -34,11 +34,15 @@ impl Hash for Shader {
 }
 
 /// `shader!("f.wgsl")` embeds shaders/f.wgsl; `shader!("f.wgsl", after "h.wgsl")` prepends
-/// shaders/h.wgsl to it (a helper whose functions f.wgsl calls).
+/// shaders/h.wgsl to it (a helper whose functions f.wgsl calls); `…, named "f.wgsl+v"` names
+/// the module otherwise than its file (one file on another helper is another module).
 macro_rules! shader {
     ($file:literal $(, after $helper:literal)?) => {
+        shader!($file $(, after $helper)?, named $file)
+    };
+    ($file:literal $(, after $helper:literal)?, named $name:literal) => {
         $crate::backend::gpu::dispatch::Shader {
-            name: $file,
+            name: $name,
             source: concat!(
                 $(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $helper)),)?
                 include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file))
@@ -352,6 +356,7 @@ impl GpuBackend {
             bytes.to_vec(),
             GpuBuffer {
                 buffer,
+                offset: 0,
                 len: 0,
                 id,
                 _live: LiveToken::new(&self.ctx.live_buffers),
@@ -394,7 +399,7 @@ impl GpuBackend {
             }];
             entries.extend(buffers.iter().map(|(binding, b)| wgpu::BindGroupEntry {
                 binding: *binding,
-                resource: b.buffer.as_entire_binding(),
+                resource: b.binding(),
             }));
             self.ctx
                 .device

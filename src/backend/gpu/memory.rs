@@ -10,9 +10,14 @@ use super::GpuBackend;
 use crate::backend::expect_len;
 use crate::{Error, Result};
 
-/// A buffer on the GPU: `len` 32-bit words.
+/// A buffer on the GPU: `len` 32-bit words, at `offset` bytes into a wgpu buffer that it has
+/// to itself or shares with the other views of a packed allocation
+/// ([`crate::backend::Backend::zeros_packed`]).
 pub struct GpuBuffer {
     pub(super) buffer: wgpu::Buffer,
+    /// Where the view starts in `buffer`, in bytes: a multiple of the adapter's storage-offset
+    /// alignment (0 for a buffer of its own).
+    pub(super) offset: u64,
     pub(super) len: usize,
     /// Unique within its backend: what the bind-group cache knows the buffer by.
     pub(super) id: u64,
@@ -22,7 +27,16 @@ pub struct GpuBuffer {
 impl GpuBuffer {
     /// Size in bytes (at least 4: wgpu cannot bind an empty buffer).
     fn bytes(&self) -> u64 {
-        self.buffer.size()
+        (self.len.max(1) * 4) as u64
+    }
+
+    /// The range of its wgpu buffer that a bind group binds.
+    pub(super) fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.bytes()),
+        })
     }
 }
 
@@ -90,6 +104,7 @@ pub(super) fn create_buffer(ctx: &Context, len: usize, label: &str, id: u64) -> 
     };
     Ok(GpuBuffer {
         buffer,
+        offset: 0,
         len,
         id,
         _live: LiveToken::new(&ctx.live_buffers),
@@ -108,7 +123,7 @@ impl GpuBackend {
     pub async fn read_u32_async(&self, buf: &GpuBuffer) -> Result<Vec<u32>> {
         self.counters.read();
         self.submit()?;
-        let bytes = self.read_back(&buf.buffer, buf.bytes()).await?;
+        let bytes = self.read_back(&buf.buffer, buf.offset, buf.bytes()).await?;
         Ok(bytemuck::cast_slice::<u8, u32>(&bytes)[..buf.len].to_vec())
     }
 
@@ -123,6 +138,40 @@ impl GpuBackend {
         create_buffer(&self.ctx, len, label, self.fresh_id())
     }
 
+    /// One zeroed allocation holding a view of each length, each view starting at a multiple
+    /// of the adapter's storage-offset alignment, and a view over the whole allocation (what
+    /// [`crate::backend::Backend::zeros_packed`] returns).
+    pub(super) fn new_packed(
+        &self,
+        lens: &[usize],
+        label: &str,
+    ) -> Result<crate::backend::Packed<GpuBuffer>> {
+        let align = (self.ctx.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let mut offsets = Vec::with_capacity(lens.len());
+        let mut end = 0usize;
+        for &len in lens {
+            let start = end.next_multiple_of(align);
+            offsets.push(start);
+            end = start + len;
+        }
+        let whole = self.new_buffer(end, label)?;
+        let parts = offsets
+            .iter()
+            .zip(lens)
+            .map(|(&start, &len)| GpuBuffer {
+                buffer: whole.buffer.clone(),
+                offset: (start * 4) as u64,
+                len,
+                id: self.fresh_id(),
+                _live: LiveToken::new(&self.ctx.live_buffers),
+            })
+            .collect();
+        Ok(crate::backend::Packed {
+            parts,
+            whole: Some(whole),
+        })
+    }
+
     /// Overwrites the whole buffer, ordered after every op recorded before.
     pub(super) fn write_words(&self, buf: &mut GpuBuffer, data: &[u32]) -> Result<()> {
         expect_len("write", "data", data.len(), buf.len)?;
@@ -132,7 +181,7 @@ impl GpuBackend {
         if !data.is_empty() {
             self.ctx
                 .queue
-                .write_buffer(&buf.buffer, 0, bytemuck::cast_slice(data));
+                .write_buffer(&buf.buffer, buf.offset, bytemuck::cast_slice(data));
         }
         Ok(())
     }
@@ -148,9 +197,14 @@ impl GpuBackend {
         }))
     }
 
-    /// Copies `bytes` bytes of `src` (a COPY_SRC buffer) to the host once the GPU has done
-    /// everything submitted before.
-    pub(super) async fn read_back(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    /// Copies `bytes` bytes of `src` (a COPY_SRC buffer) from `offset` on to the host once the
+    /// GPU has done everything submitted before.
+    pub(super) async fn read_back(
+        &self,
+        src: &wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Vec<u8>> {
         let staging = self
             .staging
             .borrow_mut()
@@ -170,7 +224,7 @@ impl GpuBackend {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("readback"),
             });
-        encoder.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
+        encoder.copy_buffer_to_buffer(src, offset, &staging, 0, bytes);
         self.ctx.queue.submit([encoder.finish()]);
         let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {

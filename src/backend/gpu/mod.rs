@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 
 use super::{
     Adam, Backend, BatchNorm, Channels, Conv2d, CounterCells, Counters, Dropout, Gather,
-    GatherAffine, Matmul, Pool2d, Sgd, SoftmaxXent,
+    GatherAffine, Matmul, Packed, Pool2d, Sgd, SoftmaxXent,
 };
 use crate::Result;
 use context::Context;
@@ -41,6 +41,7 @@ pub use context::{list_adapters, AdapterSummary};
 use dispatch::{Caches, Recording};
 pub use memory::GpuBuffer;
 use memory::{buffer_limit, create_buffer};
+use ops::matmul::Epilogue;
 use ops::*;
 pub use plan::PlannedDispatch;
 use profile::Profile;
@@ -56,12 +57,78 @@ pub enum RuntimeChecks {
     Off,
 }
 
+/// The register-tiled GEMM core that matmul and the three convolution passes run on (the
+/// `gemm_*.wgsl` helper prepended to shaders/matmul.wgsl and shaders/conv2d.wgsl). Every variant
+/// computes the same sums in the same order per output, so they agree with each other and with
+/// the CPU backend within the GEMM tolerances; they differ in how a workgroup stages its tiles.
+/// Chosen by [`GpuOptions::gemm`], else `$CNN_GPU_GEMM` (a [`GemmVariant::name`]), else
+/// [`GemmVariant::default`]. Loop over [`GemmVariant::ALL`] to test or time each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum GemmVariant {
+    /// shaders/gemm_tile.wgsl: 16×16 threads, TM×TN outputs a thread strided by 16, scalar
+    /// workgroup loads, one K-tile of 16 in workgroup memory at a time.
+    #[default]
+    Baseline,
+    /// shaders/gemm_vec4.wgsl: the same tiles with contiguous outputs a thread read from
+    /// workgroup memory as vec4s, a swizzled (bank-conflict-free) A tile, and the next K-tile
+    /// prefetched into registers while the current one is multiplied.
+    Vec4,
+}
+
+impl GemmVariant {
+    /// Every variant, the default first.
+    pub const ALL: &'static [GemmVariant] = &[GemmVariant::Baseline, GemmVariant::Vec4];
+
+    /// The environment variable that picks the variant when [`GpuOptions::gemm`] is None.
+    pub const ENV: &'static str = "CNN_GPU_GEMM";
+
+    /// Its name in `$CNN_GPU_GEMM`, flags and reports: `baseline` ….
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmVariant::Baseline => "baseline",
+            GemmVariant::Vec4 => "vec4",
+        }
+    }
+
+    /// The variant called `name` (see [`Self::name`]).
+    pub fn parse(name: &str) -> Option<GemmVariant> {
+        Self::ALL.iter().copied().find(|v| v.name() == name)
+    }
+
+    /// The variant `$CNN_GPU_GEMM` names (None when unset or empty); an unknown name is an
+    /// [`crate::Error::Setting`] that lists the known ones.
+    pub fn from_env() -> Result<Option<GemmVariant>> {
+        match std::env::var(Self::ENV) {
+            Ok(v) if !v.is_empty() => Self::parse(&v).map(Some).ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|v| v.name()).collect();
+                crate::Error::setting(
+                    "gemm",
+                    format!(
+                        "{v:?} (from ${}) is not one of {}",
+                        Self::ENV,
+                        known.join(", ")
+                    ),
+                )
+            }),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl std::fmt::Display for GemmVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// How to open the GPU backend.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
     /// An index from `cnn-gpu info` or part of an adapter's name; None picks the best adapter.
     pub adapter: Option<String>,
     pub runtime_checks: RuntimeChecks,
+    /// The GEMM core; None: `$CNN_GPU_GEMM`, else [`GemmVariant::default`].
+    pub gemm: Option<GemmVariant>,
     /// Use at most this many workgroups per dispatch dimension (below the adapter's limit):
     /// lets tests exercise the grid folding that large batches need, on small shapes.
     pub max_workgroups_per_dimension: Option<u32>,
@@ -73,6 +140,7 @@ pub struct GpuOptions {
 pub struct GpuBackend {
     ctx: Context,
     checked: bool,
+    gemm: GemmVariant,
     caches: RefCell<Caches>,
     /// Split-K partial sums of weight gradients, by length.
     scratch: RefCell<HashMap<usize, GpuBuffer>>,
@@ -82,6 +150,9 @@ pub struct GpuBackend {
     next_id: Cell<u64>,
     /// The 256 normalised pixel values, computed on the host with [`crate::backend::normalize_pixel`].
     norm_table: GpuBuffer,
+    /// One word bound read-write where a kernel's layout has a binding that the dispatch does
+    /// not use (a product without row sums); nothing writes it.
+    stand_in: GpuBuffer,
     dispatches: Cell<u64>,
     /// The dispatches logged while planning (see `plan`).
     plan: RefCell<Option<Vec<PlannedDispatch>>>,
@@ -100,6 +171,10 @@ impl GpuBackend {
 
     /// [`GpuBackend::new`] for callers that can await instead of blocking (the web).
     pub async fn new_async(options: &GpuOptions) -> Result<GpuBackend> {
+        let gemm = match options.gemm {
+            Some(v) => v,
+            None => GemmVariant::from_env()?.unwrap_or_default(),
+        };
         let mut ctx = Context::open(options.adapter.as_deref()).await?;
         if let Some(max) = options.max_workgroups_per_dimension {
             let limit = &mut ctx.limits.max_compute_workgroups_per_dimension;
@@ -120,9 +195,12 @@ impl GpuBackend {
         let norm_table = create_buffer(&ctx, 256, "normalisation table", 0)?;
         ctx.queue
             .write_buffer(&norm_table.buffer, 0, bytemuck::cast_slice(&table));
+        let stand_in = create_buffer(&ctx, 1, "unused binding", u64::MAX)?;
         Ok(GpuBackend {
+            stand_in,
             ctx,
             checked,
+            gemm,
             caches: RefCell::default(),
             scratch: RefCell::default(),
             staging: RefCell::default(),
@@ -145,6 +223,16 @@ impl GpuBackend {
     /// Whether shaders were built with naga's runtime checks.
     pub fn runtime_checks(&self) -> bool {
         self.checked
+    }
+
+    /// The stand-in for an unused read-write binding.
+    pub(super) fn stand_in(&self) -> &GpuBuffer {
+        &self.stand_in
+    }
+
+    /// The GEMM core its matmul and convolution kernels run on.
+    pub fn gemm_variant(&self) -> GemmVariant {
+        self.gemm
     }
 
     /// Dispatches recorded since the backend was opened.
@@ -184,7 +272,12 @@ impl Backend for GpuBackend {
         } else {
             ""
         };
-        format!("{}{checks}", self.ctx.summary.describe())
+        let gemm = if self.gemm == GemmVariant::default() {
+            String::new()
+        } else {
+            format!(", gemm {}", self.gemm)
+        };
+        format!("{}{checks}{gemm}", self.ctx.summary.describe())
     }
 
     // ---- memory -------------------------------------------------------------------------
@@ -192,6 +285,9 @@ impl Backend for GpuBackend {
     fn zeros(&self, len: usize, label: &str) -> Result<GpuBuffer> {
         // wgpu zero-initialises new buffers.
         self.new_buffer(len, label)
+    }
+    fn zeros_packed(&self, lens: &[usize], label: &str) -> Result<Packed<GpuBuffer>> {
+        self.new_packed(lens, label)
     }
     fn upload_f32(&self, data: &[f32], label: &str) -> Result<GpuBuffer> {
         self.upload_u32(bytemuck::cast_slice(data), label)
@@ -297,6 +393,16 @@ impl Backend for GpuBackend {
         dw: &mut GpuBuffer,
     ) -> Result<()> {
         conv2d::conv2d_backward_weight(self, p, x, dout, dw)
+    }
+    fn conv2d_backward_params(
+        &self,
+        p: &Conv2d,
+        x: &GpuBuffer,
+        dout: &GpuBuffer,
+        dw: &mut GpuBuffer,
+        dbias: &mut GpuBuffer,
+    ) -> Result<()> {
+        conv2d::conv2d_backward_params(self, p, x, dout, dw, dbias)
     }
     fn conv2d_backward_bias(
         &self,
@@ -426,7 +532,38 @@ impl Backend for GpuBackend {
     // ---- matmul -------------------------------------------------------------------------
 
     fn matmul(&self, p: &Matmul, a: &GpuBuffer, b: &GpuBuffer, c: &mut GpuBuffer) -> Result<()> {
-        matmul::matmul(self, p, a, b, c)
+        matmul::matmul(self, p, Epilogue::None, a, b, c)
+    }
+    fn matmul_bias(
+        &self,
+        p: &Matmul,
+        relu: bool,
+        a: &GpuBuffer,
+        b: &GpuBuffer,
+        bias: &GpuBuffer,
+        c: &mut GpuBuffer,
+    ) -> Result<()> {
+        matmul::matmul(self, p, Epilogue::Bias { bias, relu }, a, b, c)
+    }
+    fn matmul_relu_backward(
+        &self,
+        p: &Matmul,
+        a: &GpuBuffer,
+        b: &GpuBuffer,
+        y: &GpuBuffer,
+        c: &mut GpuBuffer,
+    ) -> Result<()> {
+        matmul::matmul(self, p, Epilogue::ReluMask { y }, a, b, c)
+    }
+    fn matmul_row_sums(
+        &self,
+        p: &Matmul,
+        a: &GpuBuffer,
+        b: &GpuBuffer,
+        c: &mut GpuBuffer,
+        sums: &mut GpuBuffer,
+    ) -> Result<()> {
+        matmul::matmul(self, p, Epilogue::RowSums { sums }, a, b, c)
     }
 
     // ---- bias ---------------------------------------------------------------------------

@@ -98,7 +98,7 @@ async fn scope_times(
         });
     encoder.resolve_query_set(query_set, 0..count, &resolved, 0);
     gpu.ctx.queue.submit([encoder.finish()]);
-    let raw = gpu.read_back(&resolved, bytes).await?;
+    let raw = gpu.read_back(&resolved, 0, bytes).await?;
     let ticks: &[u64] = bytemuck::cast_slice(&raw);
     let ns_per_tick = gpu.ctx.queue.get_timestamp_period() as f64;
     let mut totals = Vec::new();

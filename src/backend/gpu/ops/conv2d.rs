@@ -5,37 +5,45 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::bias::channel_sum;
-use super::matmul::{gemm_grid, gemm_per_thread};
+use super::matmul::{gemm_grid, gemm_per_thread, BIG_TILES_MIN};
 use super::to_u32;
 use crate::backend::gpu::dispatch::{shader, Constants, Kernel, Shader};
-use crate::backend::gpu::{GpuBackend, GpuBuffer};
+use crate::backend::gpu::{GemmVariant, GpuBackend, GpuBuffer};
 use crate::backend::{check, Channels, Conv2d};
 use crate::Result;
 
-const SHADER: Shader = shader!("conv2d.wgsl", after "gemm_tile.wgsl");
+/// conv2d.wgsl on the GEMM core `v`.
+fn shader(v: GemmVariant) -> Shader {
+    match v {
+        GemmVariant::Baseline => shader!("conv2d.wgsl", after "gemm_tile.wgsl"),
+        GemmVariant::Vec4 => {
+            shader!("conv2d.wgsl", after "gemm_vec4.wgsl", named "conv2d.wgsl+vec4")
+        }
+    }
+}
 
 /// A GEMM pass: its entry point, and the value of the MODE override that picks the operands
 /// of the GEMM body the passes share (see the shader).
 #[derive(Clone, Copy)]
 struct Pass {
-    kernel: Kernel,
+    entry: &'static str,
     mode: u32,
 }
 
 const FORWARD: Pass = Pass {
-    kernel: Kernel::new(SHADER, "conv2d_forward"),
+    entry: "conv2d_forward",
     mode: 0,
 };
 const BACKWARD_INPUT: Pass = Pass {
-    kernel: Kernel::new(SHADER, "conv2d_backward_input"),
+    entry: "conv2d_backward_input",
     mode: 1,
 };
 const BACKWARD_WEIGHT: Pass = Pass {
-    kernel: Kernel::new(SHADER, "conv2d_backward_weight"),
+    entry: "conv2d_backward_weight",
     mode: 2,
 };
 /// The weight gradient's second pass when K was split.
-const BACKWARD_WEIGHT_REDUCE: Kernel = Kernel::new(SHADER, "conv2d_backward_weight_reduce");
+const BACKWARD_WEIGHT_REDUCE: &str = "conv2d_backward_weight_reduce";
 /// Its threads per workgroup (conv2d.wgsl's `@workgroup_size`).
 const REDUCE_WORKGROUP: usize = 64;
 
@@ -45,6 +53,8 @@ const LHS: u32 = 1;
 const RHS: u32 = 2;
 const AUX: u32 = 3;
 const DST: u32 = 4;
+/// The bias gradient of conv2d_backward_params (other dispatches bind the stand-in).
+const DBIAS: u32 = 5;
 
 /// conv2d.wgsl's `ConvParams`.
 #[repr(C)]
@@ -73,18 +83,33 @@ fn conv_constants(p: &Conv2d) -> Result<Constants> {
 }
 
 /// Records one GEMM pass over an M×N×K product with K split `splits` ways in chunks of
-/// `k_chunk`.
+/// `k_chunk`; `bias_grad` (0 or 1) is the weight gradient's column of ones (conv2d.wgsl's
+/// BIAS_GRAD), which N counts.
 fn conv_gemm(
     gpu: &GpuBackend,
     pass: Pass,
     p: &Conv2d,
     (m, n, k): (usize, usize, usize),
     (splits, k_chunk): (usize, usize),
+    bias_grad: u32,
     bufs: &[(u32, &GpuBuffer)],
 ) -> Result<()> {
-    let (tm, tn) = (gemm_per_thread(m), gemm_per_thread(n));
+    let (tm, mut tn) = (gemm_per_thread(m), gemm_per_thread(n));
+    // The vec4 core takes 4×8 outputs a thread (64×128 tiles) where the rows fill a 64-row
+    // tile and the columns still give BIG_TILES_MIN tiles (batch-1024 conv2 forward: 1,568).
+    if gpu.gemm_variant() == GemmVariant::Vec4
+        && tm == 4
+        && m.div_ceil(64) * n.div_ceil(128) >= BIG_TILES_MIN
+    {
+        tn = 8;
+    }
     let mut constants = conv_constants(p)?;
-    constants.extend(&[("MODE", pass.mode), ("TM", tm), ("TN", tn)]);
+    constants.extend(&[
+        ("MODE", pass.mode),
+        ("TM", tm),
+        ("TN", tn),
+        ("BIAS_GRAD", bias_grad),
+    ]);
     let params = ConvParams {
         batch: to_u32("batch", p.batch)?,
         splits: to_u32("splits", splits)?,
@@ -92,8 +117,11 @@ fn conv_gemm(
         _pad: 0,
     };
     let grid = gemm_grid(m, n, tm, tn, splits, gpu.max_workgroups())?;
-    gpu.next_flops(2.0 * (m * n * k) as f64);
-    gpu.dispatch_with(pass.kernel, constants, &params, bufs, grid)
+    // The FLOPs of the product itself, without the ones column.
+    let n_taps = n - bias_grad as usize;
+    gpu.next_flops(2.0 * (m * n_taps * k) as f64);
+    let kernel = Kernel::new(shader(gpu.gemm_variant()), pass.entry);
+    gpu.dispatch_with(kernel, constants, &params, bufs, grid)
 }
 
 pub(in crate::backend::gpu) fn conv2d_forward(
@@ -107,8 +135,14 @@ pub(in crate::backend::gpu) fn conv2d_forward(
     check::conv2d_forward(p, x.len, w.len, bias.len, out.len)?;
     let k = p.in_channels * p.kernel_h * p.kernel_w;
     let mnk = (p.out_channels, p.batch * p.out_h() * p.out_w(), k);
-    let bufs = [(LHS, w), (RHS, x), (AUX, bias), (DST, &*out)];
-    conv_gemm(gpu, FORWARD, p, mnk, (1, 0), &bufs)
+    let bufs = [
+        (LHS, w),
+        (RHS, x),
+        (AUX, bias),
+        (DST, &*out),
+        (DBIAS, gpu.stand_in()),
+    ];
+    conv_gemm(gpu, FORWARD, p, mnk, (1, 0), 0, &bufs)
 }
 
 pub(in crate::backend::gpu) fn conv2d_backward_input(
@@ -122,8 +156,14 @@ pub(in crate::backend::gpu) fn conv2d_backward_input(
     let k = p.out_channels * p.kernel_h * p.kernel_w;
     let mnk = (p.in_channels, p.batch * p.in_h * p.in_w, k);
     // AUX is unused in this pass; w stands in for it.
-    let bufs = [(LHS, w), (RHS, dout), (AUX, w), (DST, &*dx)];
-    conv_gemm(gpu, BACKWARD_INPUT, p, mnk, (1, 0), &bufs)
+    let bufs = [
+        (LHS, w),
+        (RHS, dout),
+        (AUX, w),
+        (DST, &*dx),
+        (DBIAS, gpu.stand_in()),
+    ];
+    conv_gemm(gpu, BACKWARD_INPUT, p, mnk, (1, 0), 0, &bufs)
 }
 
 pub(in crate::backend::gpu) fn conv2d_backward_weight(
@@ -134,9 +174,40 @@ pub(in crate::backend::gpu) fn conv2d_backward_weight(
     dw: &mut GpuBuffer,
 ) -> Result<()> {
     check::conv2d_backward_weight(p, x.len, dout.len, dw.len)?;
+    weight_gradient(gpu, p, x, dout, dw, None)
+}
+
+pub(in crate::backend::gpu) fn conv2d_backward_params(
+    gpu: &GpuBackend,
+    p: &Conv2d,
+    x: &GpuBuffer,
+    dout: &GpuBuffer,
+    dw: &mut GpuBuffer,
+    dbias: &mut GpuBuffer,
+) -> Result<()> {
+    check::conv2d_backward_weight(p, x.len, dout.len, dw.len)?;
+    check::conv2d_backward_bias(p, dout.len, dbias.len)?;
+    weight_gradient(gpu, p, x, dout, dw, Some(&*dbias))
+}
+
+/// The weight gradient's GEMM, with the bias gradient as its column of ones when `dbias` is
+/// given.
+fn weight_gradient(
+    gpu: &GpuBackend,
+    p: &Conv2d,
+    x: &GpuBuffer,
+    dout: &GpuBuffer,
+    dw: &GpuBuffer,
+    dbias: Option<&GpuBuffer>,
+) -> Result<()> {
+    let bias_grad = dbias.is_some() as usize;
+    let dbias = dbias.unwrap_or(gpu.stand_in());
     // K = batch·OH·OW is large and M×N = Cout × Cin·KH·KW small: split K over enough
     // workgroups to fill the GPU (≥ 256 each), then add the slices up.
-    let (m, n) = (p.out_channels, p.in_channels * p.kernel_h * p.kernel_w);
+    let (m, n) = (
+        p.out_channels,
+        p.in_channels * p.kernel_h * p.kernel_w + bias_grad,
+    );
     let k = p.batch * p.out_h() * p.out_w();
     let tiles =
         m.div_ceil(16 * gemm_per_thread(m) as usize) * n.div_ceil(16 * gemm_per_thread(n) as usize);
@@ -144,24 +215,55 @@ pub(in crate::backend::gpu) fn conv2d_backward_weight(
     let wanted = (512 / tiles).clamp(1, gpu.max_workgroups() as usize);
     let k_chunk = k.div_ceil(wanted).max(256).next_multiple_of(16);
     let splits = k.div_ceil(k_chunk);
+    let ones = bias_grad as u32;
     if splits == 1 {
         // AUX is unused in this pass; dout stands in for it.
-        let bufs = [(LHS, dout), (RHS, x), (AUX, dout), (DST, &*dw)];
-        return conv_gemm(gpu, BACKWARD_WEIGHT, p, (m, n, k), (1, k_chunk), &bufs);
+        let bufs = [
+            (LHS, dout),
+            (RHS, x),
+            (AUX, dout),
+            (DST, dw),
+            (DBIAS, dbias),
+        ];
+        return conv_gemm(
+            gpu,
+            BACKWARD_WEIGHT,
+            p,
+            (m, n, k),
+            (1, k_chunk),
+            ones,
+            &bufs,
+        );
     }
     let partial = gpu.scratch(splits * m * n)?;
-    let bufs = [(LHS, dout), (RHS, x), (AUX, dout), (DST, &*partial)];
-    conv_gemm(gpu, BACKWARD_WEIGHT, p, (m, n, k), (splits, k_chunk), &bufs)?;
+    let bufs = [
+        (LHS, dout),
+        (RHS, x),
+        (AUX, dout),
+        (DST, &*partial),
+        (DBIAS, gpu.stand_in()),
+    ];
+    conv_gemm(
+        gpu,
+        BACKWARD_WEIGHT,
+        p,
+        (m, n, k),
+        (splits, k_chunk),
+        ones,
+        &bufs,
+    )?;
     let params = ConvParams {
         batch: to_u32("batch", p.batch)?,
         splits: splits as u32,
         k_chunk: 0,
         _pad: 0,
     };
-    let reduce = [(LHS, &*partial), (DST, &*dw)];
+    let mut constants = conv_constants(p)?;
+    constants.extend(&[("BIAS_GRAD", ones)]);
+    let reduce = [(LHS, &*partial), (DST, dw), (DBIAS, dbias)];
     gpu.dispatch_with(
-        BACKWARD_WEIGHT_REDUCE,
-        conv_constants(p)?,
+        Kernel::new(shader(gpu.gemm_variant()), BACKWARD_WEIGHT_REDUCE),
+        constants,
         &params,
         &reduce,
         gpu.grid_groups((m * n).div_ceil(REDUCE_WORKGROUP))?,

@@ -5,13 +5,19 @@ use bytemuck::{Pod, Zeroable};
 
 use super::to_u32;
 use crate::backend::gpu::dispatch::{shader, Constants, Kernel, Shader};
-use crate::backend::gpu::{GpuBackend, GpuBuffer};
+use crate::backend::gpu::{GemmVariant, GpuBackend, GpuBuffer};
 use crate::backend::{check, Matmul};
 use crate::Result;
 
-const SHADER: Shader = shader!("matmul.wgsl", after "gemm_tile.wgsl");
-const MATMUL: Kernel = Kernel::new(SHADER, "matmul");
-const MATMUL_REDUCE: Kernel = Kernel::new(SHADER, "matmul_reduce");
+/// matmul.wgsl on the GEMM core `v`.
+fn shader(v: GemmVariant) -> Shader {
+    match v {
+        GemmVariant::Baseline => shader!("matmul.wgsl", after "gemm_tile.wgsl"),
+        GemmVariant::Vec4 => {
+            shader!("matmul.wgsl", after "gemm_vec4.wgsl", named "matmul.wgsl+vec4")
+        }
+    }
+}
 /// matmul_reduce's threads per workgroup (its `@workgroup_size`).
 const REDUCE_WORKGROUP: usize = 64;
 /// Workgroups a dispatch needs to occupy every SM of an H100/H200 (132 SMs).
@@ -23,6 +29,40 @@ const K_CHUNK_MIN: usize = 16;
 const A: u32 = 1;
 const B: u32 = 2;
 const C: u32 = 3;
+const AUX: u32 = 4;
+const SUMS: u32 = 5;
+
+/// What a product's outputs go through before they are stored (matmul.wgsl's EPILOGUE), with
+/// the buffer it reads or writes.
+#[derive(Clone, Copy)]
+pub(in crate::backend::gpu) enum Epilogue<'a> {
+    None,
+    /// `+ bias[n]`, then the ReLU when `relu`.
+    Bias {
+        bias: &'a GpuBuffer,
+        relu: bool,
+    },
+    /// Zero where the ReLU output `y[m, n]` is not positive.
+    ReluMask {
+        y: &'a GpuBuffer,
+    },
+    /// The row sums of op(a) into `sums` (a column of ones appended to B).
+    RowSums {
+        sums: &'a GpuBuffer,
+    },
+}
+
+impl Epilogue<'_> {
+    fn code(&self) -> u32 {
+        match self {
+            Epilogue::None => 0,
+            Epilogue::Bias { relu: false, .. } => 1,
+            Epilogue::Bias { relu: true, .. } => 2,
+            Epilogue::ReluMask { .. } => 3,
+            Epilogue::RowSums { .. } => 4,
+        }
+    }
+}
 
 /// matmul.wgsl's `MatmulParams`.
 #[repr(C)]
@@ -52,7 +92,7 @@ pub(super) fn gemm_per_thread(len: usize) -> u32 {
 
 /// The smallest number of 128×128 tiles for which [`matmul_per_thread`] picks them: four
 /// waves of workgroups on a 132-SM GPU, so that the last wave's idle SMs cost little.
-const BIG_TILES_MIN: usize = 4 * 128;
+pub(super) const BIG_TILES_MIN: usize = 4 * 128;
 
 /// TM and TN of a matrix product: 8×8 a thread (128×128 tiles, which reached 26.5 TFLOP/s at
 /// 4096³ on an H200 where 64×64 tiles reached 18.5; ../shared/docs/PERFORMANCE.md) when the
@@ -90,17 +130,35 @@ pub(super) fn gemm_grid(
 pub(in crate::backend::gpu) fn matmul(
     gpu: &GpuBackend,
     p: &Matmul,
+    epilogue: Epilogue,
     a: &GpuBuffer,
     b: &GpuBuffer,
     c: &mut GpuBuffer,
 ) -> Result<()> {
     check::matmul(p, a.len, b.len, c.len)?;
+    // The stand-ins for bindings the epilogue does not use: `a` for aux (read-only), the
+    // backend's one-word buffer for sums (read-write).
+    let (aux, sums, cols) = match epilogue {
+        Epilogue::None => (a, gpu.stand_in(), p.n),
+        Epilogue::Bias { bias, .. } => {
+            check::matmul_epilogue("matmul_bias", p, bias.len, p.n)?;
+            (bias, gpu.stand_in(), p.n)
+        }
+        Epilogue::ReluMask { y } => {
+            check::matmul_epilogue("matmul_relu_backward", p, y.len, p.m * p.n)?;
+            (y, gpu.stand_in(), p.n)
+        }
+        Epilogue::RowSums { sums } => {
+            check::matmul_epilogue("matmul_row_sums", p, sums.len, p.m)?;
+            (a, sums, p.n + 1)
+        }
+    };
     let max = gpu.max_workgroups() as usize;
-    let (tm, tn) = narrowed(p.m, p.n, matmul_per_thread(p.m, p.n), max);
-    let tiles = p.m.div_ceil(16 * tm as usize) * p.n.div_ceil(16 * tn as usize);
+    let (tm, tn) = narrowed(p.m, cols, matmul_per_thread(p.m, cols), max);
+    let tiles = p.m.div_ceil(16 * tm as usize) * cols.div_ceil(16 * tn as usize);
     // Still too few tiles: split a long K into slices of at least K_CHUNK_MIN.
     let wanted = (2 * FILL).div_ceil(tiles).min(p.k / K_CHUNK_MIN).min(max);
-    let fits = p.n.div_ceil(16 * tn as usize) <= max && p.m.div_ceil(16 * tm as usize) <= max;
+    let fits = cols.div_ceil(16 * tn as usize) <= max && p.m.div_ceil(16 * tm as usize) <= max;
     // Only products big enough to matter (≥ 1 MFLOP): a split adds a dispatch.
     let big = 2 * p.m * p.n * p.k >= 1_000_000;
     let (splits, k_chunk) = if tiles < FILL && wanted > 1 && fits && big {
@@ -119,29 +177,35 @@ pub(in crate::backend::gpu) fn matmul(
         k_chunk: to_u32("k_chunk", k_chunk)?,
         _pad: 0,
     };
-    let grid = gemm_grid(p.m, p.n, tm, tn, splits, gpu.max_workgroups())?;
-    let constants = Constants::of(&[("TM", tm), ("TN", tn)]);
+    let grid = gemm_grid(p.m, cols, tm, tn, splits, gpu.max_workgroups())?;
+    let constants = Constants::of(&[("TM", tm), ("TN", tn), ("EPILOGUE", epilogue.code())]);
+    let module = shader(gpu.gemm_variant());
+    let gemm = Kernel::new(module, "matmul");
     gpu.next_flops(2.0 * (p.m * p.n * p.k) as f64);
     if splits == 1 {
-        return gpu.dispatch_with(
-            MATMUL,
-            constants,
-            &params,
-            &[(A, a), (B, b), (C, &*c)],
-            grid,
-        );
+        let bufs = [(A, a), (B, b), (C, &*c), (AUX, aux), (SUMS, sums)];
+        return gpu.dispatch_with(gemm, constants, &params, &bufs, grid);
     }
-    let partial = gpu.scratch(splits * p.m * p.n)?;
+    let partial = gpu.scratch(splits * p.m * cols)?;
+    let bufs = [
+        (A, a),
+        (B, b),
+        (C, &*partial),
+        (AUX, a),
+        (SUMS, gpu.stand_in()),
+    ];
+    gpu.dispatch_with(gemm, constants, &params, &bufs, grid)?;
+    // The reduce binds the slices as a.
+    let groups = gpu.grid_groups((p.m * cols).div_ceil(REDUCE_WORKGROUP))?;
+    let bufs = [(A, &*partial), (C, &*c), (AUX, aux), (SUMS, sums)];
+    let constants = Constants::of(&[("EPILOGUE", epilogue.code())]);
     gpu.dispatch_with(
-        MATMUL,
+        Kernel::new(module, "matmul_reduce"),
         constants,
         &params,
-        &[(A, a), (B, b), (C, &*partial)],
-        grid,
-    )?;
-    // The reduce binds the slices as a.
-    let groups = gpu.grid_groups((p.m * p.n).div_ceil(REDUCE_WORKGROUP))?;
-    gpu.dispatch(MATMUL_REDUCE, &params, &[(A, &*partial), (C, &*c)], groups)
+        &bufs,
+        groups,
+    )
 }
 
 /// `(tm, tn)` halved, the larger first, while the M×N product has fewer than [`FILL`] tiles, a
